@@ -1,0 +1,135 @@
+"""Pieces shared by all engines: the static run description, replica arrays, the log
+grid and the host-side progress hook."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+
+import jax
+import numpy as np
+
+from ..model import Model
+
+__all__ = ["Static", "Replicas", "log_grid", "progress_hook", "Progress", "TRACE_COUNT"]
+
+# Incremented (at trace time only) by every engine's compiled run function: the test
+# "changing lr, beta, seed or steps never recompiles" reads it.
+TRACE_COUNT = {"n": 0}
+
+
+@dataclasses.dataclass(frozen=True)
+class Static:
+    """Everything that fixes shapes or code paths (a compile-time constant).
+
+    Attributes:
+        model: dimensions and activations.
+        batch_size: ``B``.
+        optimizer, optimizer_kwargs, schedule: see :mod:`scaling_sgd._src.optim`.
+        dtype: ``"float32"`` or ``"float64"``.
+        with_overlap: log the full cosine matrix ``M`` ``(m, P)``.
+        flow_rtol, flow_atol, flow_solver: settings of the ``flow`` engine.
+    """
+
+    model: Model
+    batch_size: int = 1
+    optimizer: str = "sgd"
+    optimizer_kwargs: tuple = ()
+    schedule: str = "constant"
+    dtype: str = "float32"
+    with_overlap: bool = False
+    flow_rtol: float = 1e-6
+    flow_atol: float = 1e-9
+    flow_solver: str = "auto"
+
+
+@dataclasses.dataclass(frozen=True)
+class Replicas:
+    """Per-replica numbers (traced: changing them never recompiles).
+
+    Attributes:
+        seed: ``(R,)`` int.  lr: ``(R,)`` float.  a: ``(R, P)`` teacher coefficients.
+        beta: ``(R,)`` float (informational; ``a`` is what the dynamics use).
+        init_scale: scalar float ``s``.  diverge_bound: scalar float.
+    """
+
+    seed: np.ndarray
+    lr: np.ndarray
+    a: np.ndarray
+    beta: np.ndarray
+    init_scale: float = 0.1
+    diverge_bound: float = 1e8
+
+    @property
+    def R(self) -> int:
+        return int(np.shape(self.seed)[0])
+
+
+def log_grid(steps: int, points: int) -> np.ndarray:
+    """``points + 1`` log steps: ``0`` then a geometric grid from ``1`` to ``steps``.
+
+    Rounded to integers and made non-decreasing; duplicates are kept so the length (a
+    static shape) depends only on ``points``.  Returns int64 ``(points + 1,)``.
+    """
+    g = np.rint(np.geomspace(1.0, float(steps), points)).astype(np.int64)
+    g = np.maximum.accumulate(np.clip(g, 1, steps))
+    g[-1] = steps
+    return np.concatenate([[0], g]).astype(np.int64)
+
+
+class Progress:
+    """Steps done, rate and time left, printed to stderr at log points."""
+
+    def __init__(self, log_steps, samples_per_step: int, label: str = "", enabled: bool = True, stream=None):
+        self.log_steps = np.asarray(log_steps)
+        self.total = int(self.log_steps[-1])
+        self.sps = samples_per_step
+        self.label = label
+        self.enabled = enabled
+        self.stream = stream or sys.stderr
+        self.t0 = None
+        self.last_print = 0.0
+
+    def start(self):
+        self.t0 = time.perf_counter()
+
+    def __call__(self, k):
+        if not self.enabled or self.t0 is None:
+            return
+        done = int(self.log_steps[int(k) + 1])
+        now = time.perf_counter()
+        final = done >= self.total
+        if not final and now - self.last_print < 1.0:
+            return
+        self.last_print = now
+        el = now - self.t0
+        rate = done / el if el > 0 else float("nan")
+        left = (self.total - done) / rate if rate and rate > 0 else float("nan")
+        msg = (
+            f"\r{self.label}step {done:,}/{self.total:,} ({100.0 * done / max(self.total, 1):5.1f}%)  "
+            f"{rate * self.sps:,.0f} samples/s  elapsed {el:6.1f}s  left {left:6.1f}s"
+        )
+        print(msg, end="\n" if final else "", file=self.stream, flush=True)
+
+
+_CURRENT: dict = {"progress": None}
+
+
+def _dispatch(k):
+    p = _CURRENT["progress"]
+    if p is not None:
+        p(k)
+
+
+def progress_hook(k):
+    """Call from inside a compiled loop (outside any vmap) after log segment ``k``.
+
+    It reaches whatever :class:`Progress` the host installed with :func:`set_progress`, so
+    the compiled program does not depend on (and is not retraced for) the reporter.
+    """
+    jax.debug.callback(_dispatch, k)
+
+
+def set_progress(p: Progress | None):
+    _CURRENT["progress"] = p

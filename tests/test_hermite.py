@@ -1,0 +1,87 @@
+"""Hermite basis, kernels and activations against scipy and Monte Carlo."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy.special import eval_hermitenorm
+
+import scaling_sgd as ss
+
+from helpers import assert_close, mc_se_tol
+
+
+@pytest.mark.parametrize("j", range(0, 11))
+def test_hn_matches_scipy(j):
+    z = np.linspace(-4.0, 4.0, 101)
+    ref = eval_hermitenorm(j, z) / math.sqrt(math.factorial(j))
+    assert_close(ss.hn(j)(jnp.asarray(z)), ref, rtol=1e-10, atol=1e-10)
+    assert_close(ss.hn(j).numpy(z), ref, rtol=1e-10, atol=1e-10)
+
+
+def test_orthonormality_by_quadrature():
+    z, w = np.polynomial.hermite_e.hermegauss(60)
+    w = w / np.sqrt(2 * np.pi)
+    H = np.stack([eval_hermitenorm(j, z) / math.sqrt(math.factorial(j)) for j in range(12)])
+    assert_close((H * w) @ H.T, np.eye(12), atol=1e-10)
+
+
+@pytest.mark.parametrize("spec", ["h3", "h4", {2: 0.6, 4: 0.8}, {1: 0.3, 3: 0.5, 6: 0.4}, "tanh"])
+def test_derivative_equals_autodiff(spec):
+    act = ss.activation(spec, degree=9)
+    z = jnp.linspace(-3.0, 3.0, 41)
+    auto = jax.vmap(jax.grad(lambda t: act(t)))(z)
+    assert_close(act.derivative(z), auto, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("spec", ["h4", {2: 0.6, 4: 0.8}, {0: 0.2, 1: 0.5, 3: 0.5}, "relu"])
+@pytest.mark.parametrize("rho", [0.0, 0.35, 0.8, -0.6])
+def test_kernel_against_monte_carlo(spec, rho):
+    act = ss.activation(spec, degree=8)
+    rng = np.random.default_rng(12345)
+    n = 400_000
+    g1, g2 = rng.standard_normal((2, n))
+    u = g1
+    v = rho * g1 + np.sqrt(1 - rho * rho) * g2  # corr(u, v) = rho
+    prod = act.numpy(u) * act.numpy(v)
+    k = float(act.kernel(jnp.asarray(rho)))
+    assert abs(prod.mean() - k) < mc_se_tol(prod), (prod.mean(), k)
+
+
+def test_information_exponent_and_norm():
+    assert ss.hn(4).info_exponent == 4
+    assert ss.activation({2: 0.0, 3: 1.0, 5: 2.0}).info_exponent == 3
+    assert ss.activation("relu").info_exponent == 1
+    assert ss.activation({0: 1.0}).info_exponent is None
+    act = ss.activation({1: 0.5, 4: 2.0})
+    assert act.norm2 == pytest.approx(4.25)
+    assert float(act.kernel(jnp.asarray(1.0))) == pytest.approx(4.25)
+
+
+def test_relu_coefficients_closed_form():
+    """ReLU: c_0 = phi(0), c_1 = 1/2, and for j >= 2 (integrating by parts twice)
+    E[relu(z) He_j(z)] = phi(0) He_{j-2}(0)."""
+    c = ss.activation("relu", degree=12).coeffs
+    phi0 = 1 / np.sqrt(2 * np.pi)
+    ref = [phi0, 0.5] + [phi0 * eval_hermitenorm(j - 2, 0.0) / math.sqrt(math.factorial(j)) for j in range(2, 13)]
+    assert_close(c, ref, rtol=1e-9, atol=1e-12)
+
+
+def test_relu_expansion_converges():
+    """Parseval: the truncated expansion's L2 error is 1/2 - K(1), decreasing in the degree."""
+    z = np.linspace(-12, 12, 200_001)
+    w = np.exp(-z * z / 2) / np.sqrt(2 * np.pi) * (z[1] - z[0])
+    errs = []
+    for deg in (2, 6, 12, 24):
+        act = ss.activation("relu", degree=deg)
+        errs.append(np.sum(w * (act.numpy(z) - np.maximum(z, 0)) ** 2))
+        assert errs[-1] == pytest.approx(0.5 - act.norm2, abs=1e-7)
+    assert all(b < a for a, b in zip(errs, errs[1:]))
+
+
+@pytest.mark.parametrize("bad", ["h99", "softplus2", {}, {"x": 1.0}, {4: "a"}])
+def test_bad_activation_rejected(bad):
+    with pytest.raises(ValueError, match="accepted|need"):
+        ss.activation(bad)
