@@ -8,11 +8,13 @@ import sys
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from ..model import Model
 
-__all__ = ["Static", "Replicas", "log_grid", "progress_hook", "Progress", "TRACE_COUNT"]
+__all__ = ["Static", "Replicas", "log_grid", "progress_hook", "Progress", "TRACE_COUNT", "place_replicas"]
 
 # Incremented (at trace time only) by every engine's compiled run function: the test
 # "changing lr, beta, seed or steps never recompiles" reads it.
@@ -64,6 +66,22 @@ class Replicas:
     @property
     def R(self) -> int:
         return int(np.shape(self.seed)[0])
+
+
+def place_replicas(x, dtype=None):
+    """Put a replica-major array on the devices.
+
+    With several local devices and ``R`` divisible by their number, the replica axis is
+    sharded across them (``NamedSharding`` over a 1-D mesh ``"replica"``); ``jit`` then
+    partitions the whole run along replicas.  Otherwise the array goes to the default
+    device.
+    """
+    x = jnp.asarray(x, dtype)
+    devs = jax.local_devices()
+    if len(devs) > 1 and x.ndim >= 1 and x.shape[0] % len(devs) == 0:
+        mesh = Mesh(np.asarray(devs), ("replica",))
+        return jax.device_put(x, NamedSharding(mesh, PartitionSpec("replica")))
+    return x
 
 
 def log_grid(steps: int, points: int) -> np.ndarray:

@@ -24,7 +24,7 @@ from jax import lax
 
 from .. import model as mdl
 from ..optim import make_optimizer, schedule_factor
-from .common import TRACE_COUNT, Progress, Replicas, Static, progress_hook, set_progress
+from .common import TRACE_COUNT, Progress, Replicas, Static, place_replicas, progress_hook, set_progress
 
 __all__ = ["SGDState", "init", "step", "observe", "simulate", "run_compiled"]
 
@@ -194,9 +194,9 @@ def simulate(static: Static, reps: Replicas, log_steps: np.ndarray, progress: Pr
             progress.start()
         obs, div, div_step = run_compiled(
             static,
-            jnp.asarray(reps.seed, jnp.uint32),
-            jnp.asarray(reps.lr),
-            jnp.asarray(reps.a),
+            place_replicas(reps.seed, jnp.uint32),
+            place_replicas(reps.lr),
+            place_replicas(reps.a),
             jnp.asarray(reps.init_scale),
             jnp.asarray(reps.diverge_bound),
             jnp.asarray(log_steps, jnp.int32),
