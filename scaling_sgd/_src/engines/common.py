@@ -118,17 +118,22 @@ class Progress:
         done = int(self.log_steps[int(k) + 1])
         now = time.perf_counter()
         final = done >= self.total
-        if not final and now - self.last_print < 1.0:
+        tty = getattr(self.stream, "isatty", lambda: False)()
+        # A terminal gets a line rewritten in place; a log file a new line every 15 s.
+        if not final and now - self.last_print < (0.5 if tty else 15.0):
             return
         self.last_print = now
         el = now - self.t0
         rate = done / el if el > 0 else float("nan")
         left = (self.total - done) / rate if rate and rate > 0 else float("nan")
         msg = (
-            f"\r{self.label}step {done:,}/{self.total:,} ({100.0 * done / max(self.total, 1):5.1f}%)  "
+            f"{self.label}step {done:,}/{self.total:,} ({100.0 * done / max(self.total, 1):5.1f}%)  "
             f"{rate * self.sps:,.0f} samples/s  elapsed {el:6.1f}s  left {left:6.1f}s"
         )
-        print(msg, end="\n" if final else "", file=self.stream, flush=True)
+        if tty:
+            print("\r" + msg, end="\n" if final else "", file=self.stream, flush=True)
+        else:
+            print(msg, file=self.stream, flush=True)
 
 
 _CURRENT: dict = {"progress": None}
