@@ -68,7 +68,8 @@ def log_quantiles(t, q, axis=0):
         lt = np.log(np.asarray(t, np.float64))
     lt = np.where(np.isposinf(lt), _BIG, lt)
     out = np.quantile(lt, q, axis=axis)
-    return np.where(out > _BIG / 2, np.inf, np.exp(out))
+    with np.errstate(over="ignore"):
+        return np.where(out > _BIG / 2, np.inf, np.exp(out))
 
 
 def log_median(t, axis=0):
