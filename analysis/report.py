@@ -308,9 +308,12 @@ def print_table(res: dict, stream=sys.stdout):
         )
     if "loss_mean_curve" in res["scores"]:
         print(
-            f"  emergence score (Schaeffer et al.): directions median {np.median(sc):.1f}, total loss {res['scores']['loss_mean_curve']:.1f}"
-            "  (width = log10 step from 0.1 to 0.9)",
+            f"  emergence score (Schaeffer et al.), replica-mean curves: directions median {np.median(sc):.1f} (continuous), "
+            f"{np.median(res['scores']['discrete_mean_curve']):.1f} (recovered yes/no); total loss {res['scores']['loss_mean_curve']:.1f}",
             file=stream,
+        )
+        print(
+            "  width = decades of step from 0.1 to 0.9; flow th. = exact flow escape from the initial overlaps / lr", file=stream
         )
     print("fitted exponents (95% bootstrap over seeds) vs theory:", file=stream)
     names = {
@@ -322,7 +325,7 @@ def print_table(res: dict, stream=sys.stdout):
         thv = res["theory"].get(key)
         extra = ""
         if key == "loss_vs_step":
-            extra = f"  additive model {_fmt(res['windows'][key]['additive_model_slope_same_window'], '.3f')}"
+            extra = f"  finite-P additive model {_fmt(res['windows'][key]['additive_model_slope_same_window'], '.3f')}"
             extra += f"  window steps [{f.window[0]:,.0f}, {f.window[1]:,.0f}]"
         print(
             f"  {names.get(key, key):<24} {f.slope:7.3f} [{f.ci[0]:.3f}, {f.ci[1]:.3f}]  theory {_fmt(thv, '.3f')}"
