@@ -171,13 +171,21 @@ def _locked(path: Path):
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        except OSError as e:  # e.g. ENOLCK on an NFS mount without a lock daemon
+            if not _WARNED.get("flock"):
+                print(f"warning: cannot lock {path} ({e}); writing the index unlocked", file=sys.stderr)
+                _WARNED["flock"] = True
+            yield  # the index is rebuilt from disk at every write: a lost race heals at the next one
+            return
         try:
             yield
         finally:
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
+_WARNED: dict = {}
 _DONE_CACHE: dict = {}  # (path, mtime_ns) -> (replicas, diverged): done points are read once
 
 
