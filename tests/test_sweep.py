@@ -102,6 +102,9 @@ def test_plan_folds_traced_values_and_groups_shapes(tmp_path):
         '"teacher.beta" = [1, 2]\nseed = [0, 1, 2]\nm = [2]\n'
     )
     assert [p.id for p in sweep.plan(cfgmod.load(toml)).points] == [p.id for p in pl.points]
+    # a base that is valid only once the swept keys are set (P = 20 > d = 8, d swept)
+    pl2 = sweep.plan({"teacher": {"P": 20}, "data": {"d": 8}, "sweep": {"d": [32, 64]}})
+    assert [p.config["data"]["d"] for p in pl2.points] == [32, 64] and pl2.base["data"]["d"] == 32
     # run order: grouped by compiled program (d), grid order within a group
     assert [p.index for p in sweep.run_order(pl.points)] == [0, 2, 1, 3]
     # shards: disjoint and together the grid, for any n

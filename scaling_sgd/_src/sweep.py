@@ -34,6 +34,7 @@ import json
 import sys
 import time
 import traceback
+from collections.abc import Mapping
 from pathlib import Path
 
 from . import config as cfgmod
@@ -97,10 +98,18 @@ def plan(raw: dict) -> Plan:
     """Expand a raw config (``--set`` applied) with a ``[sweep]`` table into its points.
 
     Every point is resolved here, before any compute: an invalid combination (say
-    ``P > d``) raises :class:`ConfigError` naming the key and the point.
+    ``P > d``) raises :class:`ConfigError` naming the key and the point.  The base config
+    itself need only be valid once the swept keys are set (``P = 200`` with ``d`` swept
+    over ``[256, 512]``); if it is not valid on its own, ``base`` is the first point's.
     """
-    cfg = cfgmod.resolve(raw)  # validates the base config and the sweep table
-    grid = cfg["sweep"]
+    body = raw.get("sweep", {})
+    if not isinstance(body, Mapping):
+        raise ConfigError("sweep", "must be a table")
+    grid = cfgmod.check_sweep(body)
+    try:
+        base = {t: v for t, v in cfgmod.resolve(raw).items() if t != "sweep"}
+    except ConfigError:
+        base = None  # maybe valid point by point; if not, a point names the problem below
     base_raw = {t: v for t, v in copy.deepcopy(dict(raw)).items() if t != "sweep"}
     folded = {k: v for k, v in grid.items() if k in TRACED}
     axes = {k: v for k, v in grid.items() if k not in TRACED}
@@ -123,7 +132,8 @@ def plan(raw: dict) -> Plan:
         seen.add(pid)
         settings = {name: pcfg[name.split(".")[0]][name.split(".")[1]] for name in grid}
         points.append(Point(len(points), pid, settings, pcfg))
-    base = {t: v for t, v in cfg.items() if t != "sweep"}
+    if base is None:
+        base = {t: v for t, v in points[0].config.items() if t != "sweep"}
     return Plan(base=base, swept=list(grid), grid=grid, points=points)
 
 
