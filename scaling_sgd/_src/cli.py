@@ -62,6 +62,10 @@ def cmd_run(args) -> int:
         cfg = load_resolved(args.config, args.set)
     except ConfigError as e:
         return _fail(str(e))
+    if cfg.get("sweep"):
+        print(
+            "scaling-sgd: note: this config has a [sweep] table; 'run' runs only its base config (use 'sweep')", file=sys.stderr
+        )
     out = Path(args.out) if args.out else _default_out(args.config)
     metrics, meta = run(cfg, out)
     print(f"wrote {out}  ({meta['replicas']} replicas, {meta['wall_time_s']:.1f} s, {meta['samples_per_s']:,.0f} samples/s)")
