@@ -1,11 +1,15 @@
 """Engine ``sgd``: online SGD in full dimension ``d`` (SPEC section 2.1).
 
-One compiled program per :class:`Static`: ``jit(scan over log segments of vmap(advance)))``.
-Per step each replica draws a fresh batch ``x ~ N(0, I_d)`` ``(B, d)`` from
-``fold_in(k_data, t)`` (so the numbers do not depend on how the run is chunked), forms the
-SPEC gradient ``grad_{w_i} = alpha_i w_i + gamma_i x`` by hand (no autodiff: it is
-cheaper and is tested against ``jax.grad``), and updates ``W``.  Observables are reduced
-on the device at the log points; only they come back to the host.
+One compiled program per :class:`Static`: ``jit(scan over log segments of while(blocks of
+vmap(block))))``.  The inputs are drawn ``U`` steps at a time (:func:`draw_block`): block
+``b`` holds steps ``b U .. b U + U - 1`` and is keyed by ``fold_in(k_data, b)``, so the
+numbers depend only on (seed, absolute step), never on how the run is chunked.  With plain
+SGD a block is advanced in low-rank form (:func:`plain_block`): the ``O(d)`` work becomes
+matrix products and the per-step work is independent of ``d``, so the cost per sample is
+essentially the ``d`` Gaussian draws (benchmarks/NOTES.md).  The SPEC gradient
+``grad_{w_i} = alpha_i w_i + gamma_i x`` is formed by hand (tested against ``jax.grad``);
+:func:`step` is the direct per-step reference the blocked run is tested against.
+Observables are reduced on the device at the log points; only they come back to the host.
 
 Divergence: a step whose per-sample squared error is non-finite or exceeds the bound is
 not applied, and the replica is frozen from then on (``diverged``, ``diverged_step``).
@@ -26,7 +30,12 @@ from .. import model as mdl
 from ..optim import make_optimizer, schedule_factor
 from .common import TRACE_COUNT, Progress, Replicas, Static, place_replicas, progress_hook, set_progress
 
-__all__ = ["SGDState", "init", "step", "observe", "simulate", "run_compiled"]
+__all__ = ["SGDState", "init", "step", "observe", "simulate", "run_compiled", "draw_batch", "block_size", "plain_block"]
+
+# Samples per replica drawn (and folded into matrix products) per block: see block_size.
+SAMPLES_PER_BLOCK = 32
+# Unrolling of the sequential in-block loop (a measured choice, benchmarks/NOTES.md).
+UNROLL = 1
 
 
 class SGDState(NamedTuple):
@@ -89,17 +98,42 @@ def batch_grad(static: Static, W, theta, a, x):
     return grad, e, alpha, gamma
 
 
-def step(static: Static, state: SGDState, t, lr, a, steps, bound) -> SGDState:
-    """One online-SGD step ``t`` (0-based) of one replica."""
+def block_size(batch_size: int) -> int:
+    """Steps per block of Gaussian draws: ``U = max(1, SAMPLES_PER_BLOCK // B)``.
+
+    A function of ``B`` only (never of the backend or the replica count), so a seed gives
+    the same data stream everywhere.
+    """
+    return max(1, SAMPLES_PER_BLOCK // int(batch_size))
+
+
+def draw_block(static: Static, key_data, b):
+    """The inputs of steps ``b U .. b U + U - 1``: ``X`` ``(U, B, d)`` i.i.d. ``N(0, 1)``.
+
+    Keyed by the block index ``b`` (absolute), so the stream depends only on (seed, step).
+    """
+    m = static.model
+    U = block_size(static.batch_size)
+    return jax.random.normal(jax.random.fold_in(key_data, b), (U, static.batch_size, m.d), _dtype(static))
+
+
+def draw_batch(static: Static, key_data, t):
+    """The batch ``x`` ``(B, d)`` of step ``t``: row ``t mod U`` of block ``t // U``."""
+    U = block_size(static.batch_size)
+    return draw_block(static, key_data, t // U)[t % U]
+
+
+def _step_x(static: Static, state: SGDState, x, t, lr, a, steps, bound, active=True) -> SGDState:
+    """One SGD step of one replica on the batch ``x`` ``(B, d)``; a no-op unless ``active``."""
     m = static.model
     dt = _dtype(static)
-    x = jax.random.normal(jax.random.fold_in(state.key_data, t), (static.batch_size, m.d), dt)
     y = mdl.teacher_output(m, state.theta, a, x)
     W = state.W
     r2 = jnp.sum(W * W, axis=-1)
     alpha, gamma, e = mdl.per_sample_grad_coeffs(m, None, r2, x @ W.T, y)
     e2 = e * e
-    ok = jnp.all(jnp.isfinite(e2) & (e2 <= bound)) & ~state.diverged
+    good = jnp.all(jnp.isfinite(e2) & (e2 <= bound))
+    ok = good & ~state.diverged & active
     B = static.batch_size
     if _plain(static):
         lr_t = lr * schedule_factor(static.schedule, t, steps).astype(dt)
@@ -114,13 +148,104 @@ def step(static: Static, state: SGDState, t, lr, a, steps, bound) -> SGDState:
         updates, opt_state = _optimizer(static, lr, steps).update(grad, state.opt_state, W)
         W = jnp.where(ok, W + updates, W)
         opt_state = jax.tree.map(lambda new, old: jnp.where(ok, new, old), opt_state, state.opt_state)
-    newly = ~ok & ~state.diverged
+    newly = ~good & ~state.diverged & active
     return state._replace(
         W=W,
         opt_state=opt_state,
         diverged=state.diverged | newly,
         diverged_step=jnp.where(newly, jnp.asarray(t, jnp.int32), state.diverged_step),
     )
+
+
+def step(static: Static, state: SGDState, t, lr, a, steps, bound) -> SGDState:
+    """One online-SGD step ``t`` (0-based) of one replica: the per-step reference.
+
+    Applies the SPEC update directly to ``W``; :func:`run_compiled` advances by blocks
+    (:func:`plain_block`) and is tested equal to a Python loop of this function.
+    """
+    return _step_x(static, state, draw_batch(static, state.key_data, t), t, lr, a, steps, bound)
+
+
+def plain_block(static: Static, state: SGDState, b, n, lr, a, steps, bound) -> SGDState:
+    """Plain-SGD steps ``t0 .. t0+n-1`` (``t0 = b U``, ``0 <= n <= U``) of one replica.
+
+    Within a block every update is a rank-``B`` correction along the block's own inputs, so
+
+        W(s) = c(s) * W0 - G(s)^T X,     c ``(m,)``, G ``(U B, m)``, X ``(U B, d)``
+
+    (``*`` scales rows).  Hence ``<x_s, w_i(s)> = c_i XW[s, i] - (XX[s] G)_i`` with the
+    Gram blocks ``XW = X W0^T`` ``(U B, m)`` and ``XX = X X^T`` ``(U B, U B)`` computed once
+    per block as matrix products, and the norms follow the exact recurrence
+
+        r2' = (1 - ca)^2 r2 - 2 (1 - ca) sum_b cg_b <x_b, w> + sum_bb' cg_b cg_b' <x_b, x_b'>.
+
+    The sequential part costs ``O(U B^2 m)`` per step instead of ``O(B d m)``; the ``O(d)``
+    work per sample is two matrix products (``4 d m`` flops) plus ``XX``.  ``W`` is formed
+    once at the end, and ``r2`` recomputed from it at the next block, so rounding in the
+    recurrence never accumulates across blocks.  Steps ``s >= n`` are no-ops.
+    """
+    m = static.model
+    dt = _dtype(static)
+    B = static.batch_size
+    U = block_size(B)
+    t0 = b * U
+    X = draw_block(static, state.key_data, b).reshape(U * B, m.d)
+    y = mdl.teacher_output(m, state.theta, a, X).reshape(U, B)
+    W0 = state.W
+    XW = (X @ W0.T).reshape(U, B, m.m)
+    XX = (X @ X.T).reshape(U, B, U * B)
+    r2_0 = jnp.sum(W0 * W0, axis=-1)
+
+    st = m.student
+
+    def one(s, carry):
+        c, G, r2, diverged, diverged_step = carry
+        # <x_sb, w_i(s)> = c_i XW[s,b,i] - sum_j XX[s,b,j] G[j,i] (tiny dots: measured faster
+        # on XLA:CPU than broadcast products and sums, benchmarks/NOTES.md).
+        xw = c[None, :] * XW[s] - XX[s] @ G  # (B, m)
+        r = jnp.sqrt(r2)
+        z = xw / r[None, :]
+        sz, dsz = st.value_and_derivative(z)
+        e = sz @ r2 - y[s]  # (B,) f(x) - f*(x)
+        alpha = e[:, None] * (2.0 * sz - z * dsz)
+        gamma = e[:, None] * (r[None, :] * dsz)
+        e2 = e * e
+        good = jnp.all(jnp.isfinite(e2) & (e2 <= bound))
+        active = s < n
+        ok = good & ~diverged & active
+        t = t0 + s
+        lr_t = lr * schedule_factor(static.schedule, t, steps).astype(dt)
+        ca = jnp.where(ok, lr_t * jnp.sum(alpha, axis=0) / B, 0.0)  # (m,)
+        cg = jnp.where(ok, lr_t / B, 0.0) * gamma  # (B, m)
+        keep = 1.0 - ca
+        xx_s = lax.dynamic_slice_in_dim(XX[s], s * B, B, axis=1)  # (B, B): <x_sb, x_sb'>
+        quad = jnp.sum(cg * (xx_s @ cg), axis=0)
+        r2 = keep * keep * r2 - 2.0 * keep * jnp.sum(cg * xw, axis=0) + quad
+        G = lax.dynamic_update_slice_in_dim(keep[None, :] * G, cg, s * B, axis=0)
+        newly = ~good & ~diverged & active
+        return (
+            keep * c,
+            G,
+            r2,
+            diverged | newly,
+            jnp.where(newly, jnp.asarray(t, jnp.int32), diverged_step),
+        )
+
+    carry = (jnp.ones((m.m,), dt), jnp.zeros((U * B, m.m), dt), r2_0, state.diverged, state.diverged_step)
+    c, G, _, diverged, diverged_step = lax.fori_loop(0, U, one, carry, unroll=UNROLL)
+    W = c[:, None] * W0 - G.T @ X
+    return state._replace(W=W, diverged=diverged, diverged_step=diverged_step)
+
+
+def optax_block(static: Static, state: SGDState, b, n, lr, a, steps, bound) -> SGDState:
+    """Steps ``t0 .. t0+n-1`` (``t0 = b U``) of one replica with a general optax optimizer."""
+    U = block_size(static.batch_size)
+    X = draw_block(static, state.key_data, b)
+
+    def one(s, st):
+        return _step_x(static, st, X[s], b * U + s, lr, a, steps, bound, active=s < n)
+
+    return lax.fori_loop(0, U, one, state)
 
 
 def observe(static: Static, state: SGDState, a):
@@ -140,14 +265,23 @@ def _check_loss(state: SGDState, obs, bound, t):
     )
 
 
-def advance(static: Static, state: SGDState, t0, t1, lr, a, steps, bound) -> SGDState:
-    """Steps ``t0 .. t1-1`` of one replica (a device loop)."""
-    return lax.fori_loop(t0, t1, lambda t, s: step(static, s, t, lr, a, steps, bound), state)
+def _select(pred, new, old):
+    """Per-replica choice between two batched states (``pred`` ``(R,)``)."""
+
+    def pick(x, y):
+        return jnp.where(pred.reshape(pred.shape + (1,) * (x.ndim - 1)), x, y)
+
+    return jax.tree.map(pick, new, old)
 
 
 @functools.partial(jax.jit, static_argnums=(0,))
 def run_compiled(static: Static, seed, lr, a, init_scale, bound, log_steps):
     """The whole run of all replicas in one compiled program.
+
+    The loop runs over blocks of ``U`` steps (:func:`block_size`) aligned to absolute
+    steps.  The carried state is the one at the last block boundary ``b U``; a log point
+    ``t1`` inside a block is observed on a copy advanced ``t1 - b U`` steps into it, and
+    the block is recomputed in full later, so the numbers do not depend on the log grid.
 
     Args:
         seed ``(R,)``, lr ``(R,)``, a ``(R, P)``; init_scale, bound scalars;
@@ -162,25 +296,37 @@ def run_compiled(static: Static, seed, lr, a, init_scale, bound, log_steps):
     lr = lr.astype(dt)
     a = a.astype(dt)
     steps = log_steps[-1]
+    U = block_size(static.batch_size)
+    block = plain_block if _plain(static) else optax_block
     states = jax.vmap(lambda s, l: init(static, s, init_scale, l, steps))(seed, lr)
     v_observe = jax.vmap(lambda st, aa: observe(static, st, aa))
-    v_advance = jax.vmap(
-        lambda st, l, aa, t0, t1: advance(static, st, t0, t1, l, aa, steps, bound), in_axes=(0, 0, 0, None, None)
-    )
+    v_block = jax.vmap(lambda st, b, n, l, aa: block(static, st, b, n, l, aa, steps, bound), in_axes=(0, None, None, 0, 0))
+    v_check = jax.vmap(lambda st, o, t: _check_loss(st, o, bound, t), in_axes=(0, 0, None))
+
     obs0 = v_observe(states, a)
-    states = jax.vmap(lambda st, o: _check_loss(st, o, bound, 0))(states, obs0)
+    states = v_check(states, obs0, 0)
 
-    def segment(states, k):
-        t0, t1 = log_steps[k], log_steps[k + 1]
-        states = v_advance(states, lr, a, t0, t1)
-        obs = v_observe(states, a)
-        states = jax.vmap(lambda st, o: _check_loss(st, o, bound, t1))(states, obs)
+    def segment(carry, k):
+        states, b = carry  # ``states`` at step ``b U``
+        t1 = log_steps[k + 1]
+        # Full blocks are always advanced by this one call site, so the carried trajectory
+        # is the same whatever the log grid; a log point inside a block is observed on a
+        # partial copy (the block is redone in full later).
+        n_full = jnp.maximum(t1 - b * U, 0) // U
+        states = lax.fori_loop(b, b + n_full, lambda bb, st: v_block(st, bb, U, lr, a), states)
+        b = b + n_full
+        rem = t1 - b * U
+        at_t1 = lax.cond(rem > 0, lambda st: v_block(st, b, rem, lr, a), lambda st: st, states)
+        obs = v_observe(at_t1, a)
+        at_t1 = v_check(at_t1, obs, t1)
+        # A diverged replica is frozen: its state at t1 is final, commit it now.
+        states = _select(at_t1.diverged, at_t1, states)
         progress_hook(k)
-        return states, obs
+        return (states, b), (obs, at_t1.diverged, at_t1.diverged_step)
 
-    states, obs = lax.scan(segment, states, jnp.arange(log_steps.shape[0] - 1))
+    _, (obs, div, div_step) = lax.scan(segment, (states, jnp.asarray(0, jnp.int32)), jnp.arange(log_steps.shape[0] - 1))
     obs = jax.tree.map(lambda x0, xs: jnp.concatenate([x0[None], xs], axis=0), obs0, obs)
-    return obs, states.diverged, states.diverged_step
+    return obs, div[-1], div_step[-1]
 
 
 def simulate(static: Static, reps: Replicas, log_steps: np.ndarray, progress: Progress | None = None) -> dict:
