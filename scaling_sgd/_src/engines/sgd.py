@@ -4,7 +4,7 @@ One compiled program per :class:`Static`: ``jit(scan over log segments of while(
 vmap(block))))``.  The inputs are drawn ``U`` steps at a time (:func:`draw_block`): block
 ``b`` holds steps ``b U .. b U + U - 1`` and is keyed by ``fold_in(k_data, b)``, so the
 numbers depend only on (seed, absolute step), never on how the run is chunked.  With plain
-SGD a block is advanced in low-rank form (:func:`plain_block`): the ``O(d)`` work becomes
+SGD a block is advanced in low-rank form (:class:`Block`): the ``O(d)`` work becomes
 matrix products and the per-step work is independent of ``d``, so the cost per sample is
 essentially the ``d`` Gaussian draws (benchmarks/NOTES.md).  The SPEC gradient
 ``grad_{w_i} = alpha_i w_i + gamma_i x`` is formed by hand (tested against ``jax.grad``);
@@ -30,12 +30,24 @@ from .. import model as mdl
 from ..optim import make_optimizer, schedule_factor
 from .common import TRACE_COUNT, Progress, Replicas, Static, place_replicas, progress_hook, set_progress
 
-__all__ = ["SGDState", "init", "step", "observe", "simulate", "run_compiled", "draw_batch", "block_size", "plain_block"]
+__all__ = [
+    "SGDState",
+    "Block",
+    "init",
+    "step",
+    "observe",
+    "simulate",
+    "run_compiled",
+    "draw_batch",
+    "draw_block",
+    "block_size",
+    "load_block",
+    "run_steps",
+    "current_weights",
+]
 
 # Samples per replica drawn (and folded into matrix products) per block: see block_size.
 SAMPLES_PER_BLOCK = 32
-# Unrolling of the sequential in-block loop (a measured choice, benchmarks/NOTES.md).
-UNROLL = 1
 
 
 class SGDState(NamedTuple):
@@ -123,8 +135,8 @@ def draw_batch(static: Static, key_data, t):
     return draw_block(static, key_data, t // U)[t % U]
 
 
-def _step_x(static: Static, state: SGDState, x, t, lr, a, steps, bound, active=True) -> SGDState:
-    """One SGD step of one replica on the batch ``x`` ``(B, d)``; a no-op unless ``active``."""
+def _step_x(static: Static, state: SGDState, x, t, lr, a, steps, bound) -> SGDState:
+    """One SGD step of one replica on the batch ``x`` ``(B, d)``."""
     m = static.model
     dt = _dtype(static)
     y = mdl.teacher_output(m, state.theta, a, x)
@@ -133,7 +145,7 @@ def _step_x(static: Static, state: SGDState, x, t, lr, a, steps, bound, active=T
     alpha, gamma, e = mdl.per_sample_grad_coeffs(m, None, r2, x @ W.T, y)
     e2 = e * e
     good = jnp.all(jnp.isfinite(e2) & (e2 <= bound))
-    ok = good & ~state.diverged & active
+    ok = good & ~state.diverged
     B = static.batch_size
     if _plain(static):
         lr_t = lr * schedule_factor(static.schedule, t, steps).astype(dt)
@@ -148,7 +160,7 @@ def _step_x(static: Static, state: SGDState, x, t, lr, a, steps, bound, active=T
         updates, opt_state = _optimizer(static, lr, steps).update(grad, state.opt_state, W)
         W = jnp.where(ok, W + updates, W)
         opt_state = jax.tree.map(lambda new, old: jnp.where(ok, new, old), opt_state, state.opt_state)
-    newly = ~good & ~state.diverged & active
+    newly = ~good & ~state.diverged
     return state._replace(
         W=W,
         opt_state=opt_state,
@@ -161,68 +173,114 @@ def step(static: Static, state: SGDState, t, lr, a, steps, bound) -> SGDState:
     """One online-SGD step ``t`` (0-based) of one replica: the per-step reference.
 
     Applies the SPEC update directly to ``W``; :func:`run_compiled` advances by blocks
-    (:func:`plain_block`) and is tested equal to a Python loop of this function.
+    (:class:`Block`) and is tested equal to a Python loop of this function.
     """
     return _step_x(static, state, draw_batch(static, state.key_data, t), t, lr, a, steps, bound)
 
 
-def plain_block(static: Static, state: SGDState, b, n, lr, a, steps, bound) -> SGDState:
-    """Plain-SGD steps ``t0 .. t0+n-1`` (``t0 = b U``, ``0 <= n <= U``) of one replica.
+class Block(NamedTuple):
+    """The block in progress of one replica (steps ``b U .. b U + U - 1``).
 
-    Within a block every update is a rank-``B`` correction along the block's own inputs, so
+    With plain SGD the update of every step is a rank-``B`` correction along the block's
+    own inputs, so inside a block
 
         W(s) = c(s) * W0 - G(s)^T X,     c ``(m,)``, G ``(U B, m)``, X ``(U B, d)``
 
-    (``*`` scales rows).  Hence ``<x_s, w_i(s)> = c_i XW[s, i] - (XX[s] G)_i`` with the
-    Gram blocks ``XW = X W0^T`` ``(U B, m)`` and ``XX = X X^T`` ``(U B, U B)`` computed once
-    per block as matrix products, and the norms follow the exact recurrence
+    (``*`` scales rows; ``W0`` is ``SGDState.W``, the weights at the block start).  Hence
+    ``<x_s, w_i(s)> = c_i XW[s, i] - (XX[s] G)_i`` with the Gram blocks ``XW = X W0^T``
+    and ``XX = X X^T`` computed once per block as matrix products, and the norms follow
+    the exact recurrence
 
         r2' = (1 - ca)^2 r2 - 2 (1 - ca) sum_b cg_b <x_b, w> + sum_bb' cg_b cg_b' <x_b, x_b'>.
 
-    The sequential part costs ``O(U B^2 m)`` per step instead of ``O(B d m)``; the ``O(d)``
+    The sequential work is ``O(U B^2 m)`` per step instead of ``O(B d m)``; the ``O(d)``
     work per sample is two matrix products (``4 d m`` flops) plus ``XX``.  ``W`` is formed
-    once at the end, and ``r2`` recomputed from it at the next block, so rounding in the
-    recurrence never accumulates across blocks.  Steps ``s >= n`` are no-ops.
+    once at the block end and ``r2`` recomputed from it, so rounding in the recurrence never
+    accumulates across blocks.  With an optax optimizer only ``X`` is used and ``W`` is
+    updated step by step.
+
+    Fields: X ``(U B, d)``, y ``(U, B)`` teacher labels, XW ``(U, B, m)``,
+    XX ``(U, B, U B)``, c ``(m,)``, G ``(U B, m)``, r2 ``(m,)``.
+    """
+
+    X: jax.Array
+    y: jax.Array
+    XW: jax.Array
+    XX: jax.Array
+    c: jax.Array
+    G: jax.Array
+    r2: jax.Array
+
+
+def load_block(static: Static, state: SGDState, b, a) -> Block:
+    """Draw block ``b`` of one replica and form its Gram blocks against ``state.W``."""
+    m = static.model
+    dt = _dtype(static)
+    B = static.batch_size
+    U = block_size(B)
+    X = draw_block(static, state.key_data, b).reshape(U * B, m.d)
+    y = mdl.teacher_output(m, state.theta, a, X).reshape(U, B)
+    W0 = state.W
+    if _plain(static):
+        XW = (X @ W0.T).reshape(U, B, m.m)
+        XX = (X @ X.T).reshape(U, B, U * B)
+    else:
+        XW = jnp.zeros((U, B, m.m), dt)
+        XX = jnp.zeros((U, B, U * B), dt)
+    return Block(X, y, XW, XX, jnp.ones((m.m,), dt), jnp.zeros((U * B, m.m), dt), jnp.sum(W0 * W0, axis=-1))
+
+
+def current_weights(static: Static, state: SGDState, blk: Block):
+    """``W`` at the current step: ``c * W0 - G^T X`` (exactly ``W0`` before any step)."""
+    if not _plain(static):
+        return state.W
+    return blk.c[:, None] * state.W - blk.G.T @ blk.X
+
+
+def run_steps(static: Static, state: SGDState, blk: Block, b, s0, s1, lr, a, steps, bound):
+    """Steps ``b U + s0 .. b U + s1 - 1`` of one replica (``0 <= s0 <= s1 <= U``).
+
+    Returns ``(state, blk)``.  Each step is the same code whatever ``s0, s1`` are, so a
+    block advanced in pieces gives the same numbers as in one go.
     """
     m = static.model
     dt = _dtype(static)
     B = static.batch_size
     U = block_size(B)
     t0 = b * U
-    X = draw_block(static, state.key_data, b).reshape(U * B, m.d)
-    y = mdl.teacher_output(m, state.theta, a, X).reshape(U, B)
-    W0 = state.W
-    XW = (X @ W0.T).reshape(U, B, m.m)
-    XX = (X @ X.T).reshape(U, B, U * B)
-    r2_0 = jnp.sum(W0 * W0, axis=-1)
+    if not _plain(static):
+        X = blk.X.reshape(U, B, m.d)
 
-    st = m.student
+        def one_optax(s, st):
+            return _step_x(static, st, X[s], t0 + s, lr, a, steps, bound)
+
+        return lax.fori_loop(s0, s1, one_optax, state), blk
+
+    act = m.student
 
     def one(s, carry):
         c, G, r2, diverged, diverged_step = carry
-        # <x_sb, w_i(s)> = c_i XW[s,b,i] - sum_j XX[s,b,j] G[j,i] (tiny dots: measured faster
-        # on XLA:CPU than broadcast products and sums, benchmarks/NOTES.md).
-        xw = c[None, :] * XW[s] - XX[s] @ G  # (B, m)
+        # <x_sb, w_i(s)> = c_i XW[s,b,i] - sum_j XX[s,b,j] G[j,i]
+        xw = c[None, :] * blk.XW[s] - blk.XX[s] @ G  # (B, m)
         r = jnp.sqrt(r2)
         z = xw / r[None, :]
-        sz, dsz = st.value_and_derivative(z)
-        e = sz @ r2 - y[s]  # (B,) f(x) - f*(x)
+        sz, dsz = act.value_and_derivative(z)
+        e = sz @ r2 - blk.y[s]  # (B,) f(x) - f*(x)
         alpha = e[:, None] * (2.0 * sz - z * dsz)
         gamma = e[:, None] * (r[None, :] * dsz)
         e2 = e * e
         good = jnp.all(jnp.isfinite(e2) & (e2 <= bound))
-        active = s < n
-        ok = good & ~diverged & active
+        ok = good & ~diverged
         t = t0 + s
         lr_t = lr * schedule_factor(static.schedule, t, steps).astype(dt)
         ca = jnp.where(ok, lr_t * jnp.sum(alpha, axis=0) / B, 0.0)  # (m,)
         cg = jnp.where(ok, lr_t / B, 0.0) * gamma  # (B, m)
         keep = 1.0 - ca
-        xx_s = lax.dynamic_slice_in_dim(XX[s], s * B, B, axis=1)  # (B, B): <x_sb, x_sb'>
+        xx_s = lax.dynamic_slice_in_dim(blk.XX[s], s * B, B, axis=1)  # (B, B): <x_sb, x_sb'>
         quad = jnp.sum(cg * (xx_s @ cg), axis=0)
         r2 = keep * keep * r2 - 2.0 * keep * jnp.sum(cg * xw, axis=0) + quad
         G = lax.dynamic_update_slice_in_dim(keep[None, :] * G, cg, s * B, axis=0)
-        newly = ~good & ~diverged & active
+        newly = ~good & ~diverged
         return (
             keep * c,
             G,
@@ -231,21 +289,9 @@ def plain_block(static: Static, state: SGDState, b, n, lr, a, steps, bound) -> S
             jnp.where(newly, jnp.asarray(t, jnp.int32), diverged_step),
         )
 
-    carry = (jnp.ones((m.m,), dt), jnp.zeros((U * B, m.m), dt), r2_0, state.diverged, state.diverged_step)
-    c, G, _, diverged, diverged_step = lax.fori_loop(0, U, one, carry, unroll=UNROLL)
-    W = c[:, None] * W0 - G.T @ X
-    return state._replace(W=W, diverged=diverged, diverged_step=diverged_step)
-
-
-def optax_block(static: Static, state: SGDState, b, n, lr, a, steps, bound) -> SGDState:
-    """Steps ``t0 .. t0+n-1`` (``t0 = b U``) of one replica with a general optax optimizer."""
-    U = block_size(static.batch_size)
-    X = draw_block(static, state.key_data, b)
-
-    def one(s, st):
-        return _step_x(static, st, X[s], b * U + s, lr, a, steps, bound, active=s < n)
-
-    return lax.fori_loop(0, U, one, state)
+    carry = (blk.c, blk.G, blk.r2, state.diverged, state.diverged_step)
+    c, G, r2, diverged, diverged_step = lax.fori_loop(s0, s1, one, carry)
+    return state._replace(diverged=diverged, diverged_step=diverged_step), blk._replace(c=c, G=G, r2=r2)
 
 
 def observe(static: Static, state: SGDState, a):
@@ -265,23 +311,15 @@ def _check_loss(state: SGDState, obs, bound, t):
     )
 
 
-def _select(pred, new, old):
-    """Per-replica choice between two batched states (``pred`` ``(R,)``)."""
-
-    def pick(x, y):
-        return jnp.where(pred.reshape(pred.shape + (1,) * (x.ndim - 1)), x, y)
-
-    return jax.tree.map(pick, new, old)
-
-
 @functools.partial(jax.jit, static_argnums=(0,))
 def run_compiled(static: Static, seed, lr, a, init_scale, bound, log_steps):
     """The whole run of all replicas in one compiled program.
 
-    The loop runs over blocks of ``U`` steps (:func:`block_size`) aligned to absolute
-    steps.  The carried state is the one at the last block boundary ``b U``; a log point
-    ``t1`` inside a block is observed on a copy advanced ``t1 - b U`` steps into it, and
-    the block is recomputed in full later, so the numbers do not depend on the log grid.
+    The carry is ``(states, blocks, b, s)``: every replica is ``s`` steps into block ``b``
+    (:class:`Block`).  A log segment runs steps up to the log point, finishing a block
+    (forming ``W``) and loading the next whenever ``s`` reaches ``U``; the observables
+    at a log point inside a block are taken from ``c * W0 - G^T X``.  Steps, block
+    ends and loads are each one call site, so the trajectory does not depend on the grid.
 
     Args:
         seed ``(R,)``, lr ``(R,)``, a ``(R, P)``; init_scale, bound scalars;
@@ -297,34 +335,48 @@ def run_compiled(static: Static, seed, lr, a, init_scale, bound, log_steps):
     a = a.astype(dt)
     steps = log_steps[-1]
     U = block_size(static.batch_size)
-    block = plain_block if _plain(static) else optax_block
     states = jax.vmap(lambda s, l: init(static, s, init_scale, l, steps))(seed, lr)
     v_observe = jax.vmap(lambda st, aa: observe(static, st, aa))
-    v_block = jax.vmap(lambda st, b, n, l, aa: block(static, st, b, n, l, aa, steps, bound), in_axes=(0, None, None, 0, 0))
     v_check = jax.vmap(lambda st, o, t: _check_loss(st, o, bound, t), in_axes=(0, 0, None))
+    v_load = jax.vmap(lambda st, b, aa: load_block(static, st, b, aa), in_axes=(0, None, 0))
+    v_current = jax.vmap(lambda st, bk: current_weights(static, st, bk))
+    v_run = jax.vmap(
+        lambda st, bk, b, s0, s1, l, aa: run_steps(static, st, bk, b, s0, s1, l, aa, steps, bound),
+        in_axes=(0, 0, None, None, None, 0, 0),
+    )
 
     obs0 = v_observe(states, a)
     states = v_check(states, obs0, 0)
+    zero = jnp.asarray(0, jnp.int32)
+    blocks = v_load(states, zero, a)
+
+    def finish(args):
+        states, blocks, b = args
+        states = states._replace(W=v_current(states, blocks))
+        return states, v_load(states, b + 1, a), b + 1
+
+    def advance(c, t1):
+        states, blocks, b, s = c
+        s1 = jnp.minimum(U, t1 - b * U)
+        states, blocks = v_run(states, blocks, b, s, s1, lr, a)
+        full = s1 == U
+        states, blocks, b = lax.cond(full, finish, lambda args: args, (states, blocks, b))
+        return states, blocks, b, jnp.where(full, 0, s1)
 
     def segment(carry, k):
-        states, b = carry  # ``states`` at step ``b U``
         t1 = log_steps[k + 1]
-        # Full blocks are always advanced by this one call site, so the carried trajectory
-        # is the same whatever the log grid; a log point inside a block is observed on a
-        # partial copy (the block is redone in full later).
-        n_full = jnp.maximum(t1 - b * U, 0) // U
-        states = lax.fori_loop(b, b + n_full, lambda bb, st: v_block(st, bb, U, lr, a), states)
-        b = b + n_full
-        rem = t1 - b * U
-        at_t1 = lax.cond(rem > 0, lambda st: v_block(st, b, rem, lr, a), lambda st: st, states)
-        obs = v_observe(at_t1, a)
-        at_t1 = v_check(at_t1, obs, t1)
-        # A diverged replica is frozen: its state at t1 is final, commit it now.
-        states = _select(at_t1.diverged, at_t1, states)
+        carry = lax.while_loop(lambda c: c[2] * U + c[3] < t1, lambda c: advance(c, t1), carry)
+        states, blocks, b, s = carry
+        now = states._replace(W=v_current(states, blocks))
+        obs = v_observe(now, a)
+        now = v_check(now, obs, t1)
+        # A replica flagged here is frozen from t1 on: its remaining steps are no-ops.
+        states = states._replace(diverged=now.diverged, diverged_step=now.diverged_step)
         progress_hook(k)
-        return (states, b), (obs, at_t1.diverged, at_t1.diverged_step)
+        return (states, blocks, b, s), (obs, now.diverged, now.diverged_step)
 
-    _, (obs, div, div_step) = lax.scan(segment, (states, jnp.asarray(0, jnp.int32)), jnp.arange(log_steps.shape[0] - 1))
+    carry = (states, blocks, zero, zero)
+    _, (obs, div, div_step) = lax.scan(segment, carry, jnp.arange(log_steps.shape[0] - 1))
     obs = jax.tree.map(lambda x0, xs: jnp.concatenate([x0[None], xs], axis=0), obs0, obs)
     return obs, div[-1], div_step[-1]
 
