@@ -19,6 +19,7 @@ re-measured next to each case and every figure is a median of repeats.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import platform
@@ -50,6 +51,25 @@ def _median_time(fn, repeats: int) -> float:
     return float(np.median(ts))
 
 
+@functools.cache
+def _draw_loop(n: int, loops: int, how: str):
+    """Compiled draw of ``loops`` chunks of ``n`` normals (cached: the bound is re-measured
+    next to every case without recompiling)."""
+    if how == "single":
+        return jax.jit(lambda k: jax.random.normal(k, (n,), jnp.float32))
+
+    def draw(k):
+        def body(i, acc):
+            x = jax.random.normal(jax.random.fold_in(k, i), (n,), jnp.float32)
+            if how == "stored":
+                return acc + lax.optimization_barrier(x)[:256]
+            return acc + jnp.sum(x.reshape(-1, 256), axis=0)
+
+        return lax.fori_loop(0, loops, body, jnp.zeros((256,), jnp.float32))
+
+    return jax.jit(draw)
+
+
 def gaussian_rate(repeats: int = 5, chunks=(1 << 18, 1 << 20), total: int = 1 << 23) -> dict:
     """``N(0,1)`` float32 numbers per second drawn by ``jax.random.normal`` on the device.
 
@@ -65,29 +85,24 @@ def gaussian_rate(repeats: int = 5, chunks=(1 << 18, 1 << 20), total: int = 1 <<
     for n in chunks:
         loops = max(1, total // n)
         for how in ("fused", "stored"):
-
-            def draw(k, n=n, loops=loops, how=how):
-                def body(i, acc):
-                    x = jax.random.normal(jax.random.fold_in(k, i), (n,), jnp.float32)
-                    if how == "stored":
-                        return acc + lax.optimization_barrier(x)[:256]
-                    return acc + jnp.sum(x.reshape(-1, 256), axis=0)
-
-                return lax.fori_loop(0, loops, body, jnp.zeros((256,), jnp.float32))
-
-            f = jax.jit(draw)
+            f = _draw_loop(n, loops, how)
             f(key).block_until_ready()
             rates[f"{how} 2^{int(math.log2(n))}"] = n * loops / _median_time(lambda f=f: f(key).block_until_ready(), repeats)
-    single = jax.jit(lambda k: jax.random.normal(k, (total,), jnp.float32))
+    single = _draw_loop(total, 0, "single")
     single(key).block_until_ready()
     single_rate = total / _median_time(lambda: single(key).block_until_ready(), repeats)
     return {"normals_per_s": max(rates.values()), "per_method": rates, "single_call_normals_per_s": single_rate}
 
 
+@functools.cache
+def _square(n: int):
+    return jax.jit(lambda a: a @ a)
+
+
 def matmul_rate(n: int = 1024, repeats: int = 5) -> float:
     """float32 flop/s of an ``n x n`` by ``n x n`` matrix product on the device."""
     A = jax.random.normal(jax.random.PRNGKey(1), (n, n), jnp.float32)
-    f = jax.jit(lambda a: a @ a)
+    f = _square(n)
     f(A).block_until_ready()
     return 2.0 * n**3 / _median_time(lambda: f(A).block_until_ready(), repeats)
 
