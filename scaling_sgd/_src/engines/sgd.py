@@ -361,7 +361,8 @@ def run_compiled(static: Static, seed, lr, a, init_scale, bound, log_steps):
 
     def segment(carry, k):
         t1 = log_steps[k + 1]
-        carry = lax.while_loop(lambda c: (c[2] + 1) * U <= t1, full_block, carry)
+        # (written so that nothing overflows int32 when steps is close to 2^31)
+        carry = lax.while_loop(lambda c: t1 - c[2] * U >= U, full_block, carry)
         states, blocks, b, s = carry
         # The rest of the way to t1 inside block b (the same steps as a full block runs).
         s1 = t1 - b * U
