@@ -158,6 +158,7 @@ def ros2_solve(static: Static, C0, a, ts, rtol, atol, max_steps: int = MAX_STEPS
     """
     model = static.model
     dt = C0.dtype
+    ts, a = ts.astype(dt), a.astype(dt)
     gam = 1.0 + 1.0 / math.sqrt(2.0)
     n = C0.shape[1]
     eye = jnp.eye(n, dtype=dt)
