@@ -62,7 +62,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     },
     "log": {"points": 200, "overlap": "auto"},
     "analysis": {"observable": "skill", "threshold": 0.5},
-    "flow": {"rtol": 1e-6, "atol": 1e-9, "solver": "auto"},
+    "flow": {"rtol": 1e-5, "atol": 1e-9, "solver": "auto"},
     "sweep": {},
 }
 REPLICA_KEYS = {("train", "lr"), ("train", "seed"), ("teacher", "beta")}
