@@ -15,6 +15,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from ..model import Model
 
 __all__ = [
+    "call_compiled",
+    "check_int32_steps",
     "Static",
     "Replicas",
     "log_grid",
@@ -190,3 +192,40 @@ def progress_hook(k):
 
 def set_progress(p: Progress | None):
     _CURRENT["progress"] = p
+
+
+def check_int32_steps(log_steps, engine: str) -> np.ndarray:
+    """The step counter is int32 on the device: refuse runs that would overflow it."""
+    log_steps = np.asarray(log_steps)
+    if log_steps[-1] >= 2**31:
+        raise ValueError(f"train.steps must be < 2^31 in engine {engine!r}")
+    return log_steps
+
+
+def call_compiled(run_compiled, static: Static, reps: Replicas, *extra, progress: Progress | None = None):
+    """Call an engine's compiled run on all replicas and fetch its outputs to the host.
+
+    The replica arrays (seed, lr, a) are placed on the devices (sharded along replicas
+    when there are several), the scalars follow, then ``extra`` engine-specific
+    arguments.  ``progress`` is installed for the duration of the call.  Returns
+    ``(obs, *rest)`` with ``obs`` a dict of ``(T, R, ...)`` arrays turned replica-major
+    ``(R, T, ...)``.
+    """
+    set_progress(progress)
+    try:
+        if progress is not None:
+            progress.start()
+        out = run_compiled(
+            static,
+            place_replicas(reps.seed, jnp.uint32),
+            place_replicas(reps.lr),
+            place_replicas(reps.a),
+            jnp.asarray(reps.init_scale),
+            jnp.asarray(reps.diverge_bound),
+            *extra,
+        )
+        obs, *rest = jax.device_get(out)
+    finally:
+        set_progress(None)
+    obs = {k: np.swapaxes(np.asarray(v), 0, 1) for k, v in obs.items()}
+    return (obs, *rest)

@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import model as mdl
-from .common import TRACE_COUNT, Progress, Replicas, Static, place_replicas, progress_hook, set_progress
+from .common import TRACE_COUNT, Progress, Replicas, Static, call_compiled, progress_hook
 from .reduced import coordinates
 from .reduced import init as reduced_init
 
@@ -288,24 +288,7 @@ def simulate(static: Static, reps: Replicas, log_steps: np.ndarray, progress: Pr
     """
     log_steps = np.asarray(log_steps)
     tau = tau_of_step(static.schedule, log_steps, log_steps[-1])
-    set_progress(progress)
-    try:
-        if progress is not None:
-            progress.start()
-        obs, ok, nsteps = run_compiled(
-            static,
-            place_replicas(reps.seed, jnp.uint32),
-            place_replicas(reps.lr),
-            place_replicas(reps.a),
-            jnp.asarray(reps.init_scale),
-            jnp.asarray(reps.diverge_bound),
-            jnp.asarray(tau),
-            bool(match_sgd),
-        )
-        obs = jax.device_get(obs)
-    finally:
-        set_progress(None)
-    out = {k: np.swapaxes(np.asarray(v), 0, 1) for k, v in obs.items()}
+    out, ok, nsteps = call_compiled(run_compiled, static, reps, jnp.asarray(tau), bool(match_sgd), progress=progress)
     loss_ = out["loss"]
     bad = ~(np.isfinite(loss_) & (loss_ <= reps.diverge_bound))
     bad |= ~np.asarray(ok, bool)[:, None] & ~np.isfinite(loss_)

@@ -52,7 +52,7 @@ from jax import lax
 
 from .. import model as mdl
 from ..optim import schedule_factor
-from .common import TRACE_COUNT, Progress, Replicas, Static, place_replicas, progress_hook, set_progress
+from .common import TRACE_COUNT, Progress, Replicas, Static, call_compiled, check_int32_steps, progress_hook
 from .sgd import split_keys
 
 __all__ = [
@@ -353,27 +353,15 @@ def simulate(
         )
     if static.optimizer != "sgd" or static.optimizer_kwargs:
         raise ValueError("train.optimizer: engine 'reduced' is exact only for plain 'sgd'")
-    log_steps = np.asarray(log_steps)
-    if log_steps[-1] >= 2**31:
-        raise ValueError("train.steps must be < 2^31 in engine 'reduced'")
-    set_progress(progress)
-    try:
-        if progress is not None:
-            progress.start()
-        obs, div, div_step = run_compiled(
-            static,
-            place_replicas(reps.seed, jnp.uint32),
-            place_replicas(reps.lr),
-            place_replicas(reps.a),
-            jnp.asarray(reps.init_scale),
-            jnp.asarray(reps.diverge_bound),
-            jnp.asarray(log_steps, jnp.int32),
-            jnp.asarray(1.0 if remainder else 0.0),
-        )
-        obs = jax.device_get(obs)
-    finally:
-        set_progress(None)
-    out = {k: np.swapaxes(np.asarray(v), 0, 1) for k, v in obs.items()}
+    log_steps = check_int32_steps(log_steps, "reduced")
+    out, div, div_step = call_compiled(
+        run_compiled,
+        static,
+        reps,
+        jnp.asarray(log_steps, jnp.int32),
+        jnp.asarray(1.0 if remainder else 0.0),
+        progress=progress,
+    )
     out["diverged"] = np.asarray(div, bool)
     out["diverged_step"] = np.asarray(div_step, np.int64)
     return out

@@ -28,7 +28,7 @@ from jax import lax
 
 from .. import model as mdl
 from ..optim import make_optimizer, schedule_factor
-from .common import TRACE_COUNT, Progress, Replicas, Static, place_replicas, progress_hook, set_progress
+from .common import TRACE_COUNT, Progress, Replicas, Static, call_compiled, check_int32_steps, progress_hook
 
 __all__ = [
     "SGDState",
@@ -383,26 +383,8 @@ def run_compiled(static: Static, seed, lr, a, init_scale, bound, log_steps):
 
 def simulate(static: Static, reps: Replicas, log_steps: np.ndarray, progress: Progress | None = None) -> dict:
     """Run all replicas; return numpy metrics ``(R, T, ...)`` (SPEC section 4 names)."""
-    log_steps = np.asarray(log_steps)
-    if log_steps[-1] >= 2**31:
-        raise ValueError("train.steps must be < 2^31 in engine 'sgd'")
-    set_progress(progress)
-    try:
-        if progress is not None:
-            progress.start()
-        obs, div, div_step = run_compiled(
-            static,
-            place_replicas(reps.seed, jnp.uint32),
-            place_replicas(reps.lr),
-            place_replicas(reps.a),
-            jnp.asarray(reps.init_scale),
-            jnp.asarray(reps.diverge_bound),
-            jnp.asarray(log_steps, jnp.int32),
-        )
-        obs = jax.device_get(obs)
-    finally:
-        set_progress(None)
-    out = {k: np.swapaxes(np.asarray(v), 0, 1) for k, v in obs.items()}
+    log_steps = check_int32_steps(log_steps, "sgd")
+    out, div, div_step = call_compiled(run_compiled, static, reps, jnp.asarray(log_steps, jnp.int32), progress=progress)
     out["diverged"] = np.asarray(div, bool)
     out["diverged_step"] = np.asarray(div_step, np.int64)
     return out
