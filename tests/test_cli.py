@@ -104,3 +104,12 @@ def test_console_script_installed(good_cfg, tmp_path):
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "scaling_sgd._src.cli"]
     r = subprocess.run([*cmd, "run", str(good_cfg), "--set", "data.d=1"], capture_output=True, text=True)
     assert r.returncode == 2 and "teacher.P" in r.stderr
+
+
+def test_results_files_are_readable_like_plain_files(good_cfg, tmp_path):
+    out = tmp_path / "perm"
+    assert main(["run", str(good_cfg), "--out", str(out)]) == 0
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("config.json", "metrics.npz"):
+        assert (out / name).stat().st_mode & 0o777 == 0o666 & ~umask

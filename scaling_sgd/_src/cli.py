@@ -62,6 +62,10 @@ def cmd_run(args) -> int:
         cfg = load_resolved(args.config, args.set)
     except ConfigError as e:
         return _fail(str(e))
+    if cfg.get("sweep"):
+        print(
+            "scaling-sgd: note: this config has a [sweep] table; 'run' runs only its base config (use 'sweep')", file=sys.stderr
+        )
     out = Path(args.out) if args.out else _default_out(args.config)
     metrics, meta = run(cfg, out)
     print(f"wrote {out}  ({meta['replicas']} replicas, {meta['wall_time_s']:.1f} s, {meta['samples_per_s']:,.0f} samples/s)")
@@ -89,14 +93,15 @@ def cmd_demo(args) -> int:
     metrics, meta = run(cfg, out)
     print(f"wrote {out}  ({meta['wall_time_s']:.1f} s, {meta['samples_per_s']:,.0f} samples/s)")
     an = cfg["analysis"]
-    times, _ = print_emergence(metrics, an["observable"], an["threshold"])
     try:
         from analysis.report import analyze_run  # the full analysis, when available
     except ImportError:
         analyze_run = None
     if analyze_run is not None:
+        # prints the emergence table and the fitted exponents with intervals beside theory
         analyze_run(out, stream=sys.stdout)
     else:
+        times, _ = print_emergence(metrics, an["observable"], an["threshold"])
         from analysis.plots import save, staircase
 
         paths = save(staircase(metrics, an["observable"], 0, times[0]), out / "staircase")

@@ -66,6 +66,21 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 }
 REPLICA_KEYS = {("train", "lr"), ("train", "seed"), ("teacher", "beta")}
 OVERLAP_AUTO_MAX = 4096  # log the full (m, P) cosine matrix when m * P is at most this
+# ... and when the whole logged array (R, T, m, P) has at most this many entries (64 MiB in
+# float32), so that a long sweep of wide students keeps memory and disk per point bounded.
+OVERLAP_AUTO_MAX_ELEMENTS = 2**24
+# Short names accepted in the [sweep] table, and the config keys they stand for.
+SWEEP_ALIASES = {
+    "d": "data.d",
+    "P": "teacher.P",
+    "m": "student.m",
+    "beta": "teacher.beta",
+    "lr": "train.lr",
+    "batch_size": "train.batch_size",
+    "engine": "train.engine",
+    "seed": "train.seed",
+    "steps": "train.steps",
+}
 
 
 def load(path: str | Path) -> dict:
@@ -147,6 +162,35 @@ def _scalar_or_list(key, v, check):
     return check(key, v)
 
 
+def check_sweep(body: Mapping) -> dict[str, list]:
+    """Validate a ``[sweep]`` table; return ``{"table.key": [values, ...]}`` in table order.
+
+    Keys are ``table.key`` names of config keys (quoted, ``"data.d" = [...]``, or dotted,
+    ``data.d = [...]``, which TOML nests) or the short aliases of :data:`SWEEP_ALIASES`;
+    each value is a non-empty list.  The values themselves are checked when each grid
+    point is resolved.
+    """
+    accepted = f"a config key as table.key or one of {', '.join(SWEEP_ALIASES)}"
+    flat: list[tuple[str, Any]] = []
+    for key, value in body.items():
+        if isinstance(value, Mapping):  # TOML dotted key: data.d = [...] -> {"data": {"d": [...]}}
+            flat.extend((f"{key}.{k}", v) for k, v in value.items())
+        else:
+            flat.append((key, value))
+    out: dict[str, list] = {}
+    for key, value in flat:
+        name = SWEEP_ALIASES.get(key, key)
+        table, _, k = name.partition(".")
+        if table not in DEFAULTS or table == "sweep" or k not in DEFAULTS[table]:
+            raise ConfigError(f"sweep.{key}", f"unknown sweep key; accepted: {accepted}")
+        if not isinstance(value, list) or not value:
+            raise ConfigError(f"sweep.{key}", f"got {value!r}; accepted: a non-empty list of values")
+        if name in out:
+            raise ConfigError(f"sweep.{key}", f"sweeps {name} twice; accepted: each key once")
+        out[name] = list(value)
+    return out
+
+
 def resolve(raw: Mapping) -> dict:
     """Fill defaults, reject unknown keys, validate every value.  Returns a new dict.
 
@@ -164,7 +208,7 @@ def resolve(raw: Mapping) -> dict:
         if not isinstance(body, Mapping):
             raise ConfigError(table, "must be a table")
         if table == "sweep":
-            cfg["sweep"] = dict(body)
+            cfg["sweep"] = check_sweep(body)
             continue
         for key, value in body.items():
             if key not in DEFAULTS[table]:

@@ -9,7 +9,7 @@ import numpy as np
 
 from . import config as cfgmod
 from .engines import get_engine
-from .engines.common import Progress, Replicas, Static, log_grid
+from .engines.common import Progress, Replicas, Static, log_grid, pad_replicas, replica_padding
 from .hermite import activation
 from .model import Model
 from .results import environment, write_run
@@ -42,8 +42,14 @@ def build(cfg: dict) -> tuple[Static, Replicas, np.ndarray]:
     teacher = activation(t["activation"], deg)
     student = activation(s["activation"], deg) if s["activation"] is not None else teacher
     model = Model(d=cfg["data"]["d"], P=t["P"], m=s["m"], teacher=teacher, student=student, basis=t["basis"])
+    grid = cfgmod.replica_grid(cfg)
     ov = cfg["log"]["overlap"]
-    with_overlap = (s["m"] * t["P"] <= cfgmod.OVERLAP_AUTO_MAX) if ov == "auto" else bool(ov)
+    if ov == "auto":  # small enough to keep: the (R, T, m, P) array is bounded in memory and on disk
+        mP = s["m"] * t["P"]
+        size = len(grid["seed"]) * (cfg["log"]["points"] + 1) * mP
+        with_overlap = mP <= cfgmod.OVERLAP_AUTO_MAX and size <= cfgmod.OVERLAP_AUTO_MAX_ELEMENTS
+    else:
+        with_overlap = bool(ov)
     static = Static(
         model=model,
         batch_size=tr["batch_size"],
@@ -56,7 +62,6 @@ def build(cfg: dict) -> tuple[Static, Replicas, np.ndarray]:
         flow_atol=cfg["flow"]["atol"],
         flow_solver=cfg["flow"]["solver"],
     )
-    grid = cfgmod.replica_grid(cfg)
     reps = Replicas(
         seed=np.asarray(grid["seed"], np.int64),
         lr=np.asarray(grid["lr"], np.float64),
@@ -79,7 +84,10 @@ def run(cfg: dict, out_dir: str | Path | None = None, label: str = "") -> tuple[
     simulate = get_engine(cfg["train"]["engine"])
     progress = Progress(steps, static.batch_size * reps.R, label=label, enabled=cfg["train"]["progress"])
     t0 = time.perf_counter()
-    raw = simulate(static, reps, steps, progress)
+    # Several local devices: pad the replica axis to a multiple of their number so that it
+    # is sharded across all of them, and drop the pads.
+    raw = simulate(static, pad_replicas(reps, replica_padding(reps.R)), steps, progress)
+    raw = {k: np.asarray(v)[: reps.R] for k, v in raw.items()}
     wall = time.perf_counter() - t0
     # Small runs repeat grid points (a static length); keep each step once.
     step, idx = np.unique(steps, return_index=True)

@@ -14,7 +14,17 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from ..model import Model
 
-__all__ = ["Static", "Replicas", "log_grid", "progress_hook", "Progress", "TRACE_COUNT", "place_replicas"]
+__all__ = [
+    "Static",
+    "Replicas",
+    "log_grid",
+    "progress_hook",
+    "Progress",
+    "TRACE_COUNT",
+    "place_replicas",
+    "replica_padding",
+    "pad_replicas",
+]
 
 # Incremented (at trace time only) by every engine's compiled run function: the test
 # "changing lr, beta, seed or steps never recompiles" reads it.
@@ -82,6 +92,30 @@ def place_replicas(x, dtype=None):
         mesh = Mesh(np.asarray(devs), ("replica",))
         return jax.device_put(x, NamedSharding(mesh, PartitionSpec("replica")))
     return x
+
+
+def replica_padding(R: int) -> int:
+    """How many replicas to add so that ``R`` splits evenly over the local devices.
+
+    :func:`place_replicas` shards the replica axis only when the device count divides
+    ``R``; padding (and dropping the pads afterwards) keeps every device busy for any ``R``.
+    ``0`` on a single device.
+    """
+    n = jax.local_device_count()
+    return (-R) % n if n > 1 else 0
+
+
+def pad_replicas(reps: Replicas, n_pad: int) -> Replicas:
+    """``reps`` with its last replica repeated ``n_pad`` times (replicas are independent
+    under ``vmap``, so the pads change no other replica's numbers; drop rows ``R:``)."""
+    if n_pad <= 0:
+        return reps
+
+    def pad(x):
+        x = np.asarray(x)
+        return np.concatenate([x, np.repeat(x[-1:], n_pad, axis=0)], axis=0)
+
+    return dataclasses.replace(reps, seed=pad(reps.seed), lr=pad(reps.lr), a=pad(reps.a), beta=pad(reps.beta))
 
 
 def log_grid(steps: int, points: int) -> np.ndarray:

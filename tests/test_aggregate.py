@@ -1,0 +1,95 @@
+"""Sweep aggregation recovers known exponents from synthetic sweep results."""
+
+import json
+
+import numpy as np
+
+from analysis.aggregate import analyze_sweep
+from analysis.theory import power_law_coefficients
+from scaling_sgd._src.cli import main
+from scaling_sgd._src.results import write_run
+
+from helpers import small_config
+
+STEP = np.concatenate([[0], np.unique(np.geomspace(1, 1e7, 160).astype(np.int64))])
+
+
+def _synthetic_run(out, d, P, m, betas, seeds, lr, d_slope, rng, noise=0.15):
+    """A run directory whose emergence steps are ``T_p = 1e3 (d/32)^d_slope p^beta e^(noise z)``
+    with logistic skill curves; loss is the additive model; replicas = betas x seeds."""
+    cfg = small_config(
+        **{"data.d": d, "teacher.P": P, "student.m": m, "teacher.beta": list(betas), "train.seed": list(seeds), "train.lr": lr}
+    )
+    beta = np.repeat(np.asarray(betas, float), len(seeds))
+    R = beta.size
+    p = np.arange(1, P + 1.0)
+    T = 1e3 * (d / 32.0) ** d_slope * p[None, :] ** beta[:, None] * np.exp(noise * rng.standard_normal((R, P)))
+    T[:, m:] = np.inf  # a width-m student learns only m directions
+    lt = np.log(np.maximum(STEP, 1.0))[None, :, None]
+    skill = np.where(np.isfinite(T)[:, None, :], 1 / (1 + np.exp(-np.clip((lt - np.log(T)[:, None, :]) / 0.05, -700, 700))), 0.0)
+    a = power_law_coefficients(beta, P)
+    loss = (a[:, None, :] ** 2 * (1 - skill)).sum(-1) + 1e-6
+    metrics = {
+        "step": STEP,
+        "loss": loss,
+        "skill": skill,
+        "alignment": skill,
+        "norm2": np.full((R, STEP.size, m), 0.01),
+        "diverged": np.zeros(R, bool),
+        "diverged_step": -np.ones(R, np.int64),
+        "seed": np.tile(np.asarray(seeds), len(betas)),
+        "lr": np.full(R, lr),
+        "beta": beta,
+        # no "a" and no "overlap": an older results format; a is recomputed from the config
+    }
+    write_run(out, cfg, metrics, {"format": 1})
+
+
+def test_aggregation_recovers_known_exponents(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    points = []
+    for d in (32, 64, 128, 256):
+        pid = f"{d:016x}"
+        _synthetic_run(tmp_path / "points" / pid, d, 6, 8, [1.0, 2.0], range(8), 1e-3, 0.9, rng)
+        points.append({"id": pid, "dir": f"points/{pid}", "settings": {"data.d": d, "teacher.beta": [1.0, 2.0]}, "state": "done"})
+    points.append({"id": "f" * 16, "dir": "points/missing", "settings": {"data.d": 512}, "state": "failed"})
+    (tmp_path / "sweep.json").write_text(
+        json.dumps({"format": 1, "base_config": {}, "swept": ["data.d", "teacher.beta"], "points": points})
+    )
+
+    s = analyze_sweep(tmp_path, stream=None, n_boot=300)
+    assert s["groups_analysed"] == 8 and s["skipped"] == [{"id": "f" * 16, "reason": "failed"}]
+    # emergence time vs d at fixed lr: one series per beta, slope 0.9 by construction
+    fits_d = s["fits"]["emergence_time_vs_d"]
+    assert len(fits_d) == 2
+    for f in fits_d:
+        assert abs(f["slope"] - 0.9) < 0.08 and f["ci"][0] < 0.9 < f["ci"][1], f
+        assert f["theory"] == 1.0  # k/2 - 1 for h4
+    # emergence slope vs p recovered per beta group, beside theory beta
+    rows = s["fits"]["emergence_time_vs_p_vs_beta"][0]["rows"]
+    assert len(rows) == 8
+    for r in rows:
+        assert abs(r["slope"] - r["params"]["beta"]) < 0.2 and r["theory"] == r["params"]["beta"], r
+    assert (tmp_path / "emergence_time_vs_d_0.png").is_file() and (tmp_path / "emergence_time_vs_p_vs_beta.pdf").is_file()
+    assert json.loads((tmp_path / "summary.json").read_text())["groups_analysed"] == 8
+    assert main(["analyze", str(tmp_path)]) == 0
+    assert "emergence_time_vs_d" in capsys.readouterr().out
+
+
+def test_plateau_vs_width_and_compute_frontier(tmp_path):
+    rng = np.random.default_rng(1)
+    P, beta = 24, 1.0
+    points = []
+    for m in (2, 4, 8, 16):
+        pid = f"{m:016x}"
+        _synthetic_run(tmp_path / "points" / pid, 64, P, m, [beta], range(4), 1e-3, 1.0, rng, noise=0.05)
+        points.append({"id": pid, "dir": f"points/{pid}", "settings": {"student.m": m}, "state": "done"})
+    (tmp_path / "sweep.json").write_text(json.dumps({"format": 1, "base_config": {}, "swept": ["student.m"], "points": points}))
+    s = analyze_sweep(tmp_path, stream=None, n_boot=200, figures=False)
+    (f,) = s["fits"]["plateau_vs_m"]
+    # plateau = sum_{p > m} a_p^2 exactly; its own log-log slope over these widths is the truth here
+    a2 = power_law_coefficients(beta, P) ** 2
+    x = np.array([2, 4, 8, 16.0])
+    truth = np.polyfit(np.log(x), np.log([a2[int(w) :].sum() + 1e-6 for w in x]), 1)[0]
+    assert abs(f["slope"] - truth) < 1e-3 and f["theory"] == 1 - 2 * beta
+    assert "compute_frontier" in s["fits"] and s["fits"]["compute_frontier"][0]["slope"] < 0
