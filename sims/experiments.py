@@ -81,6 +81,60 @@ def _additive_loss(step, T, a):
     return np.sum((a[:, None, :] ** 2) * (step[None, :, None] < T[:, None, :]), axis=-1)
 
 
+def _additive_seeds(beta, P, T1, sigma, n_seeds=200, seed=0):
+    """Synthetic emergence times of the additive model: ``T_p = T_1 p^beta exp(sigma xi_p)``
+    ``(n_seeds, P)`` and the normalised ``a`` ``(P,)`` (the finite-P reference of 3 and 6)."""
+    rng = np.random.default_rng(seed)
+    p = np.arange(1, P + 1, dtype=np.float64)
+    a = p**-beta
+    a /= np.sqrt(np.sum(a * a))
+    return T1 * p[None, :] ** beta * np.exp(sigma * rng.standard_normal((n_seeds, P))), a
+
+
+def _log_scatter(T):
+    """Pooled seed-to-seed sd of ``log T_p`` around each direction's median (finite only)."""
+    import warnings
+
+    lt = np.log(np.where(np.isfinite(T), T, np.nan))
+    with warnings.catch_warnings():  # a direction no seed learned has no median: ignored
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return float(np.nanstd(lt - np.nanmedian(lt, axis=0, keepdims=True)))
+
+
+def additive_loss_exponent(beta, P, T1, sigma, n_seeds=200, hi_frac=None):
+    """Loss exponent of the additive model ``mean_seeds sum_p a_p^2 1{t < T_p}``, fitted
+    like the simulations (between the 2nd and the next-to-last median emergence), or up to
+    the ``hi_frac * P``-th emergence (away from the finite-P cut) when given."""
+    T, a = _additive_seeds(beta, P, T1, sigma, n_seeds)
+    med = np.median(T, axis=0)
+    if hi_frac is None:
+        lo, hi = _learning_window(med)
+    else:
+        s = np.sort(med)
+        lo, hi = s[1], s[int(hi_frac * P)]
+    t = np.geomspace(lo, hi, 60)
+    loss = np.mean(np.sum(a[None, None, :] ** 2 * (t[None, :, None] < T[:, None, :]), axis=-1), axis=0)
+    return C.power_law_fit(t, loss)[0]
+
+
+def additive_frontier_slope(beta, P, widths, T1, sigma, loss_window, n_seeds=100):
+    """Compute-frontier slope of the additive model: a width-m student learns the top m
+    directions at ``T_p = T_1 p^beta exp(sigma xi)`` and keeps ``sum_{p>m} a_p^2``; the
+    seed-mean loss vs ``C = m t`` is enveloped over ``widths`` and fitted where the
+    envelope lies inside ``loss_window`` (as for the simulations)."""
+    T, a = _additive_seeds(beta, P, T1, sigma, n_seeds)
+    t = np.geomspace(T1 / 10, T.max() * 3, 300)
+    grid = np.geomspace(min(widths) * t[0], max(widths) * t[-1], 400)
+    curves = []
+    for m in widths:
+        m = int(m)
+        L = np.sum(a[m:] ** 2) + np.mean(np.sum(a[None, None, :m] ** 2 * (t[None, :, None] < T[:, None, :m]), -1), 0)
+        curves.append(np.interp(np.log(grid), np.log(m * t), L, left=np.nan, right=L[-1]))
+    env = np.nanmin(np.where(np.isnan(curves), np.inf, curves), axis=0)
+    sel = np.isfinite(env) & (env >= loss_window[0]) & (env <= loss_window[1])
+    return C.power_law_fit(grid[sel], env[sel])[0] if sel.sum() >= 4 else math.nan
+
+
 def _learning_window(T_med, lo_p=1, hi_p=-2):
     """Fit window for the loss power law: from the 2nd to the next-to-last emergence."""
     fin = T_med[np.isfinite(T_med)]
@@ -246,7 +300,11 @@ def run_loss_vs_steps(exp, force=False):
         est, lo, hi = C.bootstrap(fit, idx.size, nb, seed=j)
         add = fit(np.arange(idx.size), use_additive=True)
         wlo, whi = _learning_window(_median(T[idx], 0))
-
+        # the additive model with T_p = T_1 p^beta times the measured seed scatter: at this P
+        # (the finite-P prediction) and at P = 1024 away from the cut (the asymptotic regime)
+        T1, sig, Pn = float(_median(T[idx], 0)[0]), _log_scatter(T[idx]), T.shape[-1]
+        fin_pred = additive_loss_exponent(b, Pn, T1, sig)
+        big_pred = additive_loss_exponent(b, 1024, T1, sig, n_seeds=50, hi_frac=0.1)
         checks.append(
             C.check(
                 f"loss exponent, beta={b:g}",
@@ -256,7 +314,19 @@ def run_loss_vs_steps(exp, force=False):
                 hi,
                 note=f"fit window [{_fmt(wlo)}, {_fmt(whi)}] steps (2nd to next-to-last median emergence); "
                 f"the additive model sum_p a_p^2 1{{t<T_p}} with the measured T_p gives {add:.2f} over the same window "
-                f"(window = {whi / wlo:.1f}x in t)",
+                f"(window = {whi / wlo:.1f}x in t); at P = 1024 (fitted from the 2nd to the 102nd emergence) the same "
+                f"additive model gives {big_pred:.2f}",
+            )
+        )
+        checks.append(
+            C.check(
+                f"loss exponent, beta={b:g}, additive model at P={Pn}",
+                fin_pred,
+                est,
+                lo,
+                hi,
+                note=f"T_p = T_1 p^beta exp(sigma xi), T_1 = {T1:,.0f}, sigma = {sig:.2f} (the measured seed scatter of "
+                f"log T_p), same P and fit window as the simulation",
             )
         )
         c = plt.get_cmap("plasma")(j / 4)
@@ -590,9 +660,28 @@ def run_compute_frontier(exp, force=False):
             else "empty fit window",
         )
     ]
+    # the additive model (width m learns the top m directions at T_p ~ p^beta with the
+    # measured scatter): at this P and these widths, and at the paper's P = 1024
+    widths = [int(r["values"]["student.m"]) for r in runs]
+    wide = runs[int(np.argmax(widths))]
+    sig = _log_scatter(_times(wide["metrics"], wide["cfg"])[_ok(wide["metrics"])])
+    fin_pred = additive_frontier_slope(beta, P, widths, 1.0, sig, (lo_l, hi_l))
+    big_pred = additive_frontier_slope(beta, 1024, [2**j for j in range(11)], 1.0, sig, (lo_l, hi_l), n_seeds=40)
+    checks.append(
+        C.check(
+            f"slope of compute frontier, additive model at P={P}",
+            fin_pred,
+            est,
+            lo,
+            hi,
+            note=f"widths {widths}, T_p ~ p^beta exp(sigma xi) with the measured sigma = {sig:.2f}; the same model at "
+            f"P = 1024 with widths 1, 2, 4, ..., 1024 gives {big_pred:.3f} (theory {theory:.3f})",
+        )
+    )
     notes = [
         f"P = {P} (the paper: P = 1024, d = 2048). The frontier is the lower envelope over widths of the seed-mean loss "
-        "vs C = m x steps; with a handful of widths the envelope is piecewise and the asymptotic slope needs P >> m >> 1."
+        "vs C = m x steps. The additive model reproduces the simulated slope at this P and approaches the asymptotic "
+        "-1/3 only at P ~ 1000: the deviation is the finite number of directions (the frontier ends at the last one)."
     ]
     fig, ax = plt.subplots(figsize=(6, 4.5))
     cmap = plt.get_cmap("viridis")

@@ -124,3 +124,15 @@ def test_report_table_from_synthetic_results():
     assert table[2].endswith("| not run |")
     assert "1 of 2 predicted quantities agree" in text
     assert "![01_x](figures/x.png)" in text and "- *slope b*: finite P" in text
+
+
+def test_additive_model_reaches_the_asymptotic_exponents_only_at_large_P():
+    """The finite-P reference used in the report: with T_p = T_1 p^beta the additive model
+    has the paper's exponents when P is large, and is visibly steeper at P = 8 / 16."""
+    for beta in (1.0, 1.5):
+        big = E.additive_loss_exponent(beta, 1024, 1e5, 0.0, n_seeds=1, hi_frac=0.1)
+        assert big == pytest.approx(-(2 * beta - 1) / beta, abs=0.05)
+        assert E.additive_loss_exponent(beta, 8, 1e5, 0.0, n_seeds=1) < big - 0.2
+    widths = [2**j for j in range(11)]
+    assert E.additive_frontier_slope(0.8, 1024, widths, 1.0, 0.0, (0.02, 0.5), n_seeds=1) == pytest.approx(-1 / 3, abs=0.05)
+    assert E.additive_frontier_slope(0.8, 16, widths[:5], 1.0, 0.0, (0.02, 0.5), n_seeds=1) < -0.45
