@@ -494,8 +494,12 @@ def _stability(exp, force, ax):
         mtr, meta, cfg = C.run_point(exp, label, raw, force)
         runs.append({"label": label, "values": {"data.d": d}, "metrics": mtr, "meta": meta, "cfg": cfg})
         final_skill = mtr["skill"][:, -1, 0]
-        good = _ok(mtr) & (final_skill > 0.5) & (final_skill < 1.5)
-        per_lr = [bool(np.all(good[np.isclose(mtr["lr"], x)])) for x in lrs]
+        learned = _ok(mtr) & (final_skill > 0.5) & (final_skill < 1.5)
+        # stable at lr: no seed diverges and at least half the seeds learn within the budget
+        # (a seed with a small initial overlap may need longer than the budget; that is not instability)
+        per_lr = [
+            bool(np.all(_ok(mtr)[np.isclose(mtr["lr"], x)]) and np.mean(learned[np.isclose(mtr["lr"], x)]) >= 0.5) for x in lrs
+        ]
         frac_div = [float(np.mean(~_ok(mtr)[np.isclose(mtr["lr"], x)])) for x in lrs]
         ok_lrs = lrs[np.array(per_lr)]
         lm = float(ok_lrs.max()) if ok_lrs.size else math.nan
@@ -509,8 +513,14 @@ def _stability(exp, force, ax):
     rng = np.random.default_rng(0)
     sl = [C.power_law_fit(ds, lr_max * 2 ** (rng.uniform(0, 0.5, lr_max.size)))[0] for _ in range(400)]
     lo, hi = (float(np.quantile(sl, 0.025)), float(np.quantile(sl, 0.975))) if np.isfinite(sl).all() else (math.nan, math.nan)
-    ax.plot(ds, lr_max, "k-", label=f"largest lr that learns (all seeds): slope {s:.2f}, theory {-k / 2:g}")
-    ax.set(xscale="log", yscale="log", xlabel="d", ylabel="lr", title=f"{act}, P = 1: green = all seeds learn, red = not")
+    ax.plot(ds, lr_max, "k-", label=f"largest stable lr: slope {s:.2f}, theorem's step size {-k / 2:g}")
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="d",
+        ylabel="lr",
+        title=f"{act}, P = 1: green = stable (no divergence, most seeds learn)",
+    )
     ax.legend(fontsize=7)
     checks = [
         C.check(
@@ -522,10 +532,17 @@ def _stability(exp, force, ax):
             note="lr grid spaced by sqrt(2); interval from the grid resolution; steps scale as d^(k/2+1) (T at lr_max)",
         )
     ]
+    onset = []
+    for row in table:
+        div = [x for x, f in zip(row["lr"], row["diverged_fraction"]) if f > 0]
+        onset.append(min(div) if div else math.nan)
+    s_on = C.power_law_fit(ds, onset)[0]
     notes = [
-        "Largest stable lr: the largest lr on the grid at which every seed reaches skill > 0.5 without diverging within "
-        "the step budget. Above it the SGD noise (relative size ~ lr d^(k/2)) wins over the drift: the norm grows, "
-        "the run stalls or diverges."
+        "Largest stable lr: the largest lr on the grid (factor sqrt 2) at which no seed diverges and at least half the "
+        "seeds reach skill > 0.5 within the step budget. The smallest lr at which some seed diverges falls as d^"
+        f"{s_on:.2f} over d = {ds}. The theorem's step size a/d^(k/2) is a sufficient condition (drift beats the "
+        "noise-driven shrinking of the overlap); at these small d the limit actually met is divergence, which sets "
+        "in at a larger lr that falls more slowly with d."
     ]
     return {"checks": checks, "notes": notes, "table": table, "runs": runs}
 
@@ -829,6 +846,11 @@ def run_k2(exp, force=False):
         "x^T (W^T W) x (minus its trace), so only W^T W is identified: neurons can learn mixtures of directions and the "
         "escape is exponential in time (T ~ log(d) / (a lr)), not a power of d.",
     ]
+    notes.append(
+        f"Seed-to-seed scatter of log T_p: {_log_scatter(T[ok]):.2f} (h4 at the same settings: ~0.4-0.5, from the random "
+        "m0 through 1/m0^2). For k = 2 the escape time depends on m0 only through log(1/m0), so emergence is nearly "
+        "deterministic and ordered in p, and each skill rises over a longer stretch of log-time (the smaller score ratio)."
+    )
     if mix is not None:
         notes.append(
             f"At the end, the median over grown neurons of max_p M_ip^2 is {mix:.2f} (1 = neuron aligned with one teacher "
