@@ -199,23 +199,30 @@ def run_all(exp: Experiment, force: bool = False) -> list[dict]:
     return out
 
 
-# -- statistics (ONE place; to be replaced by the analysis package's fits) -------------
-def power_law_fit(x, y, w=None) -> tuple[float, float]:
-    """Least-squares fit of ``log y = s log x + c`` over finite positive points.
+# -- statistics: the fits are the analysis package's; only the generic seed bootstrap
+# for composite statistics (moving windows, envelopes, score ratios) lives here ----------
+def power_law_fit(x, y) -> tuple[float, float]:
+    """Least-squares fit of ``log y = s log x + c`` over finite positive points
+    (:func:`analysis.fit.fit_from_draws`).  Returns ``(s, c)``; ``nan`` when fewer than
+    two usable points."""
+    from analysis.fit import fit_from_draws
 
-    Returns ``(s, c)``; ``nan`` when fewer than two usable points.
-    """
-    x = np.asarray(x, np.float64)
-    y = np.asarray(y, np.float64)
-    ok = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
-    if ok.sum() < 2 or np.ptp(np.log(x[ok])) == 0:
-        return math.nan, math.nan
-    s, c = np.polyfit(np.log(x[ok]), np.log(y[ok]), 1, w=None if w is None else np.asarray(w)[ok])
-    return float(s), float(c)
+    f = fit_from_draws(np.asarray(x, np.float64), np.asarray(y, np.float64))
+    return float(f.slope), float(f.intercept)
+
+
+def fit_over_seeds(x, y_reps, n_boot: int = 400, stat: str = "median", seed: int = 0) -> tuple[float, float, float]:
+    """Slope of ``stat_seeds y`` vs ``x`` with its bootstrap interval over seeds
+    (:func:`analysis.fit.fit_power_law`; the median handles censored ``inf``).
+    Returns ``(slope, lo, hi)``."""
+    from analysis.fit import fit_power_law
+
+    f = fit_power_law(np.asarray(x, np.float64), np.asarray(y_reps, np.float64), stat=stat, n_boot=n_boot, seed=seed)
+    return float(f.slope), float(f.ci[0]), float(f.ci[1])
 
 
 def bootstrap(stat, n_units: int, n_boot: int = 500, seed: int = 0, level: float = 0.95) -> tuple[float, float, float]:
-    """Percentile bootstrap over independent units (seeds).
+    """Percentile bootstrap over independent units (seeds) of a composite statistic.
 
     Args:
         stat: ``stat(idx) -> float`` for an index array of resampled units (with
@@ -235,22 +242,14 @@ def bootstrap(stat, n_units: int, n_boot: int = 500, seed: int = 0, level: float
 
 
 def emergence_score(x, y) -> float:
-    """Emergence score of a curve (Schaeffer et al., "mirage" notes, eq. 1):
+    """Emergence score (:func:`analysis.emergence.emergence_score`, Schaeffer et al. eq. 1)
+    of the curve ``y`` ordered by ``x``: large when the change happens in a few jumps,
+    ``~ n`` for a steady ramp over ``n`` points, ``inf`` for a pure step."""
+    from analysis.emergence import emergence_score as score
 
-        sign(argmax y - argmin y) (max y - min y) / sqrt(median_i (y_i - y_{i-1})^2)
-
-    over the points sorted by ``x``.  Large when the change happens in a few jumps,
-    ``O(sqrt(n))`` for a steady change over ``n`` points.  Infinite for a pure step.
-    """
     x = np.asarray(x, np.float64)
     y = np.asarray(y, np.float64)[np.argsort(x)]
-    if y.size < 3:
-        return math.nan
-    dy2 = np.diff(y) ** 2
-    med = float(np.median(dy2))
-    span = float(np.max(y) - np.min(y))
-    sign = float(np.sign(int(np.argmax(y)) - int(np.argmin(y))))
-    return sign * span / math.sqrt(med) if med > 0 else sign * math.inf
+    return float(score(y)) if y.size >= 3 else math.nan
 
 
 def median_curve_time(step, curves):

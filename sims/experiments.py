@@ -60,15 +60,6 @@ def _k_of(cfg) -> int:
     return activation(cfg["teacher"]["activation"], cfg["teacher"]["activation_degree"]).info_exponent
 
 
-def _slope_T_vs_p(T, idx, p_max=None):
-    """Slope of log(median_seeds T_p) vs log p over directions with a finite median."""
-    med = _median(T[idx], axis=0)
-    p = np.arange(1, med.size + 1)
-    if p_max is not None:
-        med, p = med[:p_max], p[:p_max]
-    return C.power_law_fit(p, med)[0]
-
-
 def _window_fit(step, loss, lo, hi):
     sel = (step >= lo) & (step <= hi) & (step > 0)
     if sel.sum() < 4:
@@ -77,8 +68,10 @@ def _window_fit(step, loss, lo, hi):
 
 
 def _additive_loss(step, T, a):
-    """Additive model ``sum_p a_p^2 1{t < T_p}`` ``(R, T)`` from measured times ``(R, P)``."""
-    return np.sum((a[:, None, :] ** 2) * (step[None, :, None] < T[:, None, :]), axis=-1)
+    """Additive model ``sum_p a_p^2 1{t < T_p}`` ``(R, N)`` (:func:`analysis.theory.additive_loss`)."""
+    from analysis.theory import additive_loss
+
+    return additive_loss(step, T, a)
 
 
 def _additive_seeds(beta, P, T1, sigma, n_seeds=200, seed=0):
@@ -240,7 +233,7 @@ def run_emergence_vs_p(exp, force=False):
     p = np.arange(1, P + 1)
     for j, (b, idx) in enumerate(_by_beta(m)):
         nrep = int(np.sum(m["beta"] == b))
-        est, lo, hi = C.bootstrap(lambda ii, idx=idx: _slope_T_vs_p(T, idx[ii]), idx.size, nb, seed=j)
+        est, lo, hi = C.fit_over_seeds(p, T[idx], nb, seed=j)
         med = _median(T[idx], axis=0)
         nfin = int(np.isfinite(med).sum())
         # the finite-m0 prediction: T_p = 1/(8 a_p m0_p^2 lr) with each seed's own best overlap
@@ -375,26 +368,22 @@ def run_loss_vs_steps(exp, force=False):
 
 # -- 4. emergence time and stable lr vs d ---------------------------------------------------------
 def _flow_prediction(m, cfg, k):
-    """Per-replica emergence step predicted by the one-neuron population flow from each
-    neuron's own initial overlap and norm (step 0 of the run), ``min_i tau_i / lr``."""
-    from analysis.theory import single_direction_flow
+    """Per-replica emergence step predicted by the exact one-neuron population flow
+    (:func:`analysis.theory.flow_escape_time`) from each neuron's own initial cosine and
+    norm (step 0 of the run): ``min_i tau_i / lr``.  For odd ``k`` only neurons with a
+    positive initial cosine can escape (``dm/dtau = a K'(m)(1 - m^2) >= 0`` drives a
+    negative ``m`` to 0, never through it), so the others are excluded."""
+    from analysis.theory import flow_escape_time
+    from scaling_sgd import activation
 
+    act = activation(cfg["teacher"]["activation"], cfg["teacher"]["activation_degree"])
     M0 = m["overlap"][:, 0, :, 0]  # (R, m)
     r2 = m["norm2"][:, 0, :]
-    a = m["a"][:, 0]
-    thr = cfg["analysis"]["threshold"]
-    out = np.full(M0.shape[0], np.inf)
-    for rep in range(M0.shape[0]):
-        cand = M0[rep] if k % 2 == 0 else np.where(M0[rep] > 0, M0[rep], np.nan)
-        best = np.argsort(-np.nan_to_num(np.abs(cand), nan=-1.0))[:2]  # two largest overlaps
-        taus = [
-            single_direction_flow(abs(M0[rep, i]), r2[rep, i], a[rep], k=k, threshold=thr)[()]
-            for i in best
-            if np.isfinite(cand[i])
-        ]
-        if taus:
-            out[rep] = min(taus) / m["lr"][rep]
-    return out
+    a = np.broadcast_to(m["a"][:, :1], M0.shape)
+    tau = flow_escape_time(M0, r2, a, act.coeffs, cfg["analysis"]["threshold"], cfg["analysis"]["observable"])
+    if k % 2 == 1:
+        tau = np.where(M0 > 0, tau, np.inf)
+    return np.min(tau, axis=1) / m["lr"]
 
 
 @experiment("04_time_vs_d")
@@ -412,12 +401,9 @@ def run_time_vs_d(exp, force=False):
         oks = [_ok(r["metrics"]) for r in rs]
         preds = [_flow_prediction(r["metrics"], r["cfg"], k) for r in rs]
         R = min(t.size for t in Ts)
-
-        def slope(ii, Ts=Ts, oks=oks, ds=ds):
-            med = [np.median(np.where(o[ii], t[ii], np.inf)) for t, o in zip(Ts, oks)]
-            return C.power_law_fit(ds, med)[0]
-
-        est, lo, hi = C.bootstrap(slope, R, nb, seed=j)
+        # (R, n_d): the same seeds at every d; a diverged replica counts as censored
+        Tmat = np.stack([np.where(o[:R], t[:R], np.inf) for t, o in zip(Ts, oks)], axis=1)
+        est, lo, hi = C.fit_over_seeds(ds, Tmat, nb, seed=j)
         ratio = [np.median((t / p)[o & np.isfinite(p)]) for t, p, o in zip(Ts, preds, oks)]
         checks.append(
             C.check(
@@ -796,7 +782,7 @@ def run_k2(exp, force=False):
     b = float(cfg["teacher"]["beta"]) if not isinstance(cfg["teacher"]["beta"], list) else float(cfg["teacher"]["beta"][0])
     nb = int(exp.get("n_boot", 400))
     step = m["step"].astype(np.float64)
-    est, lo, hi = C.bootstrap(lambda ii: _slope_T_vs_p(T, ok[ii]), ok.size, nb)
+    est, lo, hi = C.fit_over_seeds(np.arange(1, T.shape[-1] + 1), T[ok], nb)
     checks = [C.check(f"slope of T_p vs p, beta={b:g} (k=2)", b, est, lo, hi)]
 
     def fit(ii):
