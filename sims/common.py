@@ -128,6 +128,8 @@ class Experiment:
 
 
 def _label(v) -> str:
+    if isinstance(v, list):  # a replica list: first-last and count, e.g. seed=0-15n16
+        return f"{_label(v[0])}-{_label(v[-1])}n{len(v)}" if v else "none"
     if isinstance(v, float):
         return f"{v:g}"
     if isinstance(v, dict):

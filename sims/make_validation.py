@@ -54,7 +54,7 @@ def render(results: dict[str, dict | None], mode: str = "cpu") -> str:
     ]
     n_yes = n_all = 0
     for name, res in results.items():
-        label = f"[{name}](#{name.replace('_', '-')})"
+        label = f"[{name}](#{name.lower()})"  # GitHub heading anchors keep underscores
         if res is None:
             lines.append(f"| {label} | — | — | — | — | not run |")
             continue
