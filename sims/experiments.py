@@ -433,9 +433,16 @@ def run_time_vs_d(exp, force=False):
         for d, t, o in zip(ds, Ts, oks):
             axes[0].plot(np.full(o.sum(), d) * (1 + 0.03 * j), t[o], ".", color=c, alpha=0.35)
         med = [np.median(np.where(o, t, np.inf)) for t, o in zip(Ts, oks)]
-        axes[0].plot(ds, med, "o-", color=c, label=f"{act} (k={k}): slope {est:.2f} [{lo:.2f}, {hi:.2f}], theory {k / 2 - 1:g}")
+        lr_s = float(rs[0]["metrics"]["lr"][0])
         axes[0].plot(
-            ds, [np.median(p[np.isfinite(p)]) for p in preds], "x--", color=c, lw=0.8, label=f"{act}: flow prediction from m0"
+            ds,
+            med,
+            "o-",
+            color=c,
+            label=f"{act} (k={k}), lr={lr_s:g}: slope {est:.2f} [{lo:.2f}, {hi:.2f}], theory {k / 2 - 1:g}",
+        )
+        axes[0].plot(
+            ds, [np.median(p) for p in preds], "x--", color=c, lw=0.8, label=f"{act}: exact flow from each run's m0 (median)"
         )
         extra[act] = {"d": ds.tolist(), "median_T": med, "T_over_flow": ratio}
         ndiv = sum(int((~o).sum()) for o in oks)
@@ -446,7 +453,7 @@ def run_time_vs_d(exp, force=False):
         yscale="log",
         xlabel="d",
         ylabel="emergence step T (P = 1)",
-        title=f"fixed lr = {runs[0]['cfg']['train']['lr']:g}",
+        title="emergence step vs d at a fixed lr per series",
     )
     axes[0].legend(fontsize=7)
     # largest stable lr vs d
@@ -561,17 +568,17 @@ def run_width_floor(exp, force=False):
     plateaus, learned, unlearned_sum, top_m, moving = [], [], [], [], []
     for r in runs:
         mt = r["metrics"]
-        T = mt["loss"].shape[1]
-        n = max(2, int(frac * T))
-        pl = np.where(_ok(mt), np.mean(mt["loss"][:, -n:], axis=1), np.nan)
+        st = mt["step"]
+        late = st >= (1.0 - frac) * st[-1]  # the last `frac` of the steps (not of the log points)
+        pl = np.where(_ok(mt), np.mean(mt["loss"][:, late], axis=1), np.nan)
         plateaus.append(pl)
         got = mt["skill"][:, -1, :] > 0.5
         mm = int(r["values"]["student.m"])
         learned.append(got.sum(axis=1))
         unlearned_sum.append(np.sum(np.where(got, 0.0, mt["a"] ** 2), axis=1))
         top_m.append(float(np.mean(np.all(got[:, :mm], axis=1))))
-        # still learning: the loss fell by more than 5% over the last quarter of the (log) grid
-        q = mt["loss"][:, -(T // 4)]
+        # still learning: the loss fell by more than 5% over that last stretch of steps
+        q = mt["loss"][:, int(np.argmax(late))]
         moving.append(int(np.sum(mt["loss"][:, -1] < 0.95 * q)))
     R = min(p.size for p in plateaus)
 
@@ -603,7 +610,7 @@ def run_width_floor(exp, force=False):
     notes = [
         "Seeds whose learned set contains the top m directions: "
         + ", ".join(f"m={int(mm)}: {100 * t:.0f}%" for mm, t in zip(ms, top_m))
-        + "; seeds still learning at the end (loss down > 5% over the last quarter of the log grid): "
+        + f"; seeds still learning at the end (loss down > 5% over the last {100 * frac:.0f}% of the steps): "
         + ", ".join(f"m={int(mm)}: {mv}" for mm, mv in zip(ms, moving))
         + ".",
         "Directions learned (skill > 0.5 at the end), median over seeds: "
@@ -704,6 +711,9 @@ def run_compute_frontier(exp, force=False):
     for j, (r, c) in enumerate(zip(runs, curves)):
         ax.plot(grid, c, color=cmap(j / max(len(runs) - 1, 1)), lw=1, label=f"m={r['values']['student.m']}")
     ax.plot(grid, env, "k", lw=2.5, alpha=0.4, label=f"frontier: slope {est:.2f} [{lo:.2f}, {hi:.2f}]")
+    drop = grid[np.isfinite(env) & (env < 0.95)]
+    if drop.size:
+        ax.set_xlim(drop.min() / 10, grid.max() * 1.5)  # the plateau before any learning carries no information
     if sel.any():
         k = np.exp(np.mean(np.log(env[sel]) - theory * np.log(grid[sel])))
         ax.plot(grid[sel], 0.8 * k * grid[sel] ** theory, "r--", label=f"theory slope {theory:.3f}")
