@@ -406,7 +406,8 @@ def run_time_vs_d(exp, force=False):
         est, lo, hi = C.fit_over_seeds(ds, Tmat, nb, seed=j)
         with np.errstate(invalid="ignore", divide="ignore"):
             ratio = [np.median((t / p)[o & np.isfinite(p)]) for t, p, o in zip(Ts, preds, oks)]
-        pooled = np.concatenate([(t / p)[o & np.isfinite(p)] for t, p, o in zip(Ts, preds, oks)])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            pooled = np.concatenate([(t / p)[o & np.isfinite(p)] for t, p, o in zip(Ts, preds, oks)])
         r_est, r_lo, r_hi = C.bootstrap(lambda ii, x=pooled: np.median(x[ii]), pooled.size, nb, seed=10 + j)
         ratio_check = C.check(
             f"T / one-neuron flow prediction, k={k} ({act})",
@@ -587,6 +588,9 @@ def run_width_floor(exp, force=False):
 
     est, lo, hi = C.bootstrap(slope, R, nb)
     s_tail = C.power_law_fit(ms, tail)[0]
+    pooled = np.concatenate([p / u for p, u in zip(plateaus, unlearned_sum)])
+    pooled = pooled[np.isfinite(pooled)]
+    u_est, u_lo, u_hi = C.bootstrap(lambda ii: np.median(pooled[ii]), pooled.size, nb, seed=1)
     med = np.array([np.nanmedian(p) for p in plateaus])
     checks = [
         C.check(
@@ -598,13 +602,14 @@ def run_width_floor(exp, force=False):
             note=f"exact finite-P (P={P}) tail sum_{{p>m}} a_p^2 has slope {s_tail:.2f} over the same m",
         ),
         C.check(
-            "plateau / finite-P tail sum (m neurons learn the top m)",
+            "plateau / sum of a_p^2 over the unlearned directions",
             1.0,
-            float(np.exp(np.mean(np.log(med / tail)))),
-            float(np.min(med / tail)),
-            float(np.max(med / tail)),
-            note="geometric mean over m, range over m as interval; "
-            + ", ".join(f"m={int(mm)}: {q:.2f}" for mm, q in zip(ms, med / tail)),
+            u_est,
+            u_lo,
+            u_hi,
+            note=f"the additive model: median over {pooled.size} runs (all widths and seeds); against the top-m tail "
+            "sum_{p>m} a_p^2 instead, the median plateau is "
+            + ", ".join(f"m={int(mm)}: {q:.2f}x" for mm, q in zip(ms, med / tail)),
         ),
     ]
     notes = [
@@ -619,7 +624,9 @@ def run_width_floor(exp, force=False):
         + "(median ratio "
         + ", ".join(f"{np.nanmedian(p / u):.2f}" for p, u in zip(plateaus, unlearned_sum))
         + "): when it exceeds the top-m tail it is because a neuron picked a weaker direction "
-        "(escape time 1/(8 a_p m0_p^2) favours a large initial overlap over a large a_p), not because the additive picture fails.",
+        "(escape time 1/(8 a_p m0_p^2) favours a large initial overlap over a large a_p), not because the additive picture "
+        "fails. The remaining 1-2% excess over the unlearned sum is of the size of the stationary SGD fluctuation around "
+        "the learned neurons at this finite lr (an O(lr d) excess loss; not separately tested here).",
     ]
     fig, ax = plt.subplots(figsize=(5.5, 4.2))
     for mm, p in zip(ms, plateaus):
