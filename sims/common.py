@@ -269,17 +269,37 @@ def verdict(predicted: float, lo: float, hi: float, tol: float = 0.0) -> bool | 
     return bool(lo - tol <= predicted <= hi + tol)
 
 
-def check(quantity: str, predicted: float, fitted: float, lo: float, hi: float, note: str = "", tol: float = 0.0) -> dict:
-    """One row of the validation table."""
+def check(
+    quantity: str,
+    predicted: float,
+    fitted: float,
+    lo: float,
+    hi: float,
+    note: str = "",
+    tol: float = 0.0,
+    why: str = "",
+    above: bool = False,
+) -> dict:
+    """One row of the validation table.
+
+    ``why`` is the short reason shown in the table when the row does not agree (the
+    notes hold the evidence).  ``above=True`` makes the prediction one-sided
+    (``quantity > predicted``: agrees when the whole interval lies above it).
+    """
+    agrees = verdict(predicted, lo, hi, tol)
+    if above and agrees is not None:
+        agrees = bool(lo > predicted)
     return {
         "quantity": quantity,
         "predicted": float(predicted),
+        "above": bool(above),
         "fitted": float(fitted),
         "lo": float(lo),
         "hi": float(hi),
         "tol": float(tol),
-        "agrees": verdict(predicted, lo, hi, tol),
+        "agrees": agrees,
         "note": note,
+        "why": why,
     }
 
 

@@ -30,9 +30,9 @@ def _num(x) -> str:
 
 def row(exp_label: str, c: dict) -> str:
     interval = f"[{_num(c['lo'])}, {_num(c['hi'])}]" if math.isfinite(c["lo"]) and math.isfinite(c["hi"]) else "—"
-    return (
-        f"| {exp_label} | {c['quantity']} | {_num(c['predicted'])} | {_num(c['fitted'])} | {interval} | {VERDICT[c['agrees']]} |"
-    )
+    theory = ("> " if c.get("above") else "") + _num(c["predicted"])
+    why = c.get("why", "") if c["agrees"] is not True else ""
+    return f"| {exp_label} | {c['quantity']} | {theory} | {_num(c['fitted'])} | {interval} | {VERDICT[c['agrees']]} | {why} |"
 
 
 def render(results: dict[str, dict | None], mode: str = "cpu") -> str:
@@ -49,14 +49,14 @@ def render(results: dict[str, dict | None], mode: str = "cpu") -> str:
         "",
         f"Reproduce: `python -m sims.reproduce all{'' if mode == 'cpu' else ' --' + mode}` then `python -m sims.make_validation`.",
         "",
-        "| experiment | predicted quantity | theory | fitted | 95% interval | agrees |",
-        "|---|---|---|---|---|---|",
+        "| experiment | predicted quantity | theory | fitted | 95% interval | agrees | if not, why |",
+        "|---|---|---|---|---|---|---|",
     ]
     n_yes = n_all = 0
     for name, res in results.items():
         label = f"[{name}](#{name.lower()})"  # GitHub heading anchors keep underscores
         if res is None:
-            lines.append(f"| {label} | — | — | — | — | not run |")
+            lines.append(f"| {label} | — | — | — | — | not run | |")
             continue
         for c in res["checks"]:
             lines.append(row(label, c))

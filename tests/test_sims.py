@@ -21,6 +21,10 @@ def test_verdict_from_interval_vs_theory():
     assert C.verdict(1.0, math.nan, 1.2) is None
     c = C.check("q", -1.0 / 3.0, -0.30, -0.41, -0.35)
     assert c["agrees"] is False and c["fitted"] == pytest.approx(-0.30)
+    # one-sided: "score ratio > 0" agrees only when the whole interval is above 0
+    assert C.check("r", 0.0, 1.2, 1.0, 1.5, above=True)["agrees"] is True
+    assert C.check("r", 0.0, 0.2, -0.1, 0.5, above=True)["agrees"] is False
+    assert "> 0.000 |" in MV.row("x", C.check("r", 0.0, 1.2, 1.0, 1.5, above=True))
 
 
 def test_power_law_fit_recovers_exponent_and_skips_bad_points():
@@ -106,7 +110,10 @@ def test_report_table_from_synthetic_results():
     res = {
         "title": "T",
         "prediction": "p",
-        "checks": [C.check("slope a", 1.0, 1.05, 0.9, 1.2), C.check("slope b", -2.0, -1.2, -1.4, -1.0, note="finite P")],
+        "checks": [
+            C.check("slope a", 1.0, 1.05, 0.9, 1.2, why="never shown: agrees"),
+            C.check("slope b", -2.0, -1.2, -1.4, -1.0, note="finite P", why="finite P"),
+        ],
         "figure": "figures/x.png",
         "notes": ["a note"],
         "wall_time_s": 3.0,
@@ -119,9 +126,9 @@ def test_report_table_from_synthetic_results():
     text = MV.render({"01_x": res, "02_y": None})
     table = [line for line in text.splitlines() if line.startswith("| [")]
     assert len(table) == 3
-    assert table[0].endswith("| 1.000 | 1.050 | [0.900, 1.200] | yes |")
-    assert table[1].endswith("| **no** |")
-    assert table[2].endswith("| not run |")
+    assert table[0].endswith("| 1.000 | 1.050 | [0.900, 1.200] | yes |  |")
+    assert table[1].endswith("| **no** | finite P |")
+    assert table[2].endswith("| not run | |")
     assert "1 of 2 predicted quantities agree" in text
     assert "![01_x](figures/x.png)" in text and "- *slope b*: finite P" in text
 
