@@ -807,23 +807,39 @@ def run_engines(exp, force=False):
             )
         )
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
-    styles = {"sgd": ("C0", "-"), "reduced": ("C1", "--"), "flow": ("k", ":")}
-    for e, r in by.items():
+    styles = {"sgd": ("C0", "-", "o"), "reduced": ("C1", "--", "s"), "flow": ("k", ":", "x")}
+    first = np.inf
+    for j, (e, r) in enumerate(by.items()):
         mt = r["metrics"]
         st = mt["step"]
         sel = st > 0
-        col, ls = styles[e]
+        col, ls, mk = styles[e]
         ok = _ok(mt)
-        axes[0].plot(st[sel], np.median(mt["loss"][ok][:, sel], 0), color=col, ls=ls, lw=1.8, label=f"{e} (median loss)")
-        axes[1].plot(st[sel], mt["skill"][0, sel, :], color=col, ls=ls, lw=1.2)
+        axes[0].plot(st[sel], np.median(mt["loss"][ok][:, sel], 0), color=col, ls=ls, lw=1.8, label=f"{e} (median over seeds)")
+        T = Ts[e]
+        p = np.arange(1, T.shape[1] + 1) * (1 + 0.04 * (j - 1))
+        from analysis.emergence import log_quantiles
+
+        Tc = np.where(np.isnan(T), np.inf, T)  # diverged replicas count as censored here
+        q25, q50, q75 = (np.asarray(log_quantiles(Tc, q, axis=0), float) for q in (0.25, 0.5, 0.75))
+        fin = np.isfinite(q50)
+        up = np.where(np.isfinite(q75), q75 - q50, 0.0)
+        axes[1].errorbar(
+            p[fin], q50[fin], yerr=[(q50 - q25)[fin], up[fin]], color=col, marker=mk, ls=ls, capsize=3, label=f"{e}: median, IQR"
+        )
+        first = min(first, float(np.nanmin(np.where(np.isfinite(T), T, np.nan))))
+    if np.isfinite(first):
+        axes[0].set_xlim(first / 10, None)
     axes[0].set(xscale="log", yscale="log", xlabel="SGD step (flow: tau / lr)", ylabel="population MSE", title=exp.get("title"))
     axes[0].legend(fontsize=8)
     axes[1].set(
         xscale="log",
-        xlabel="SGD step (flow: tau / lr)",
-        ylabel="skill_p (seed 0, all p)",
-        title="seed 0: sgd / reduced differ in path, agree in law",
+        yscale="log",
+        xlabel="direction p",
+        ylabel="emergence step T_p",
+        title="emergence steps over seeds (agree in law)",
     )
+    axes[1].legend(fontsize=8)
     for ax in axes:
         ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
