@@ -50,7 +50,8 @@ def test_one_step_equals_numpy(B, act):
     a = jnp.asarray(reps.a[0])
     state = sgd.init(static, 7, 0.3)
     W0 = np.asarray(state.W)
-    x = np.asarray(jax.random.normal(jax.random.fold_in(state.key_data, 11), (B, static.model.d), jnp.float64))
+    x = np.asarray(sgd.draw_batch(static, state.key_data, 11))
+    assert x.shape == (B, static.model.d) and x.dtype == np.float64
     new = sgd.step(static, state, 11, jnp.asarray(0.05), a, 100, jnp.asarray(1e8))
     ref = _numpy_step(W0, x, np.asarray(a), 0.05, static.model.teacher.coeffs, static.model.P)
     assert_close(new.W, ref, rtol=1e-10, atol=1e-14)

@@ -1,11 +1,15 @@
 """Engine ``sgd``: online SGD in full dimension ``d`` (SPEC section 2.1).
 
-One compiled program per :class:`Static`: ``jit(scan over log segments of vmap(advance)))``.
-Per step each replica draws a fresh batch ``x ~ N(0, I_d)`` ``(B, d)`` from
-``fold_in(k_data, t)`` (so the numbers do not depend on how the run is chunked), forms the
-SPEC gradient ``grad_{w_i} = alpha_i w_i + gamma_i x`` by hand (no autodiff: it is
-cheaper and is tested against ``jax.grad``), and updates ``W``.  Observables are reduced
-on the device at the log points; only they come back to the host.
+One compiled program per :class:`Static`: ``jit(scan over log segments of while(blocks of
+vmap(block))))``.  The inputs are drawn ``U`` steps at a time (:func:`draw_block`): block
+``b`` holds steps ``b U .. b U + U - 1`` and is keyed by ``fold_in(k_data, b)``, so the
+numbers depend only on (seed, absolute step), never on how the run is chunked.  With plain
+SGD a block is advanced in low-rank form (:class:`Block`): the ``O(d)`` work becomes
+matrix products and the per-step work is independent of ``d``, so the cost per sample is
+essentially the ``d`` Gaussian draws (benchmarks/NOTES.md).  The SPEC gradient
+``grad_{w_i} = alpha_i w_i + gamma_i x`` is formed by hand (tested against ``jax.grad``);
+:func:`step` is the direct per-step reference the blocked run is tested against.
+Observables are reduced on the device at the log points; only they come back to the host.
 
 Divergence: a step whose per-sample squared error is non-finite or exceeds the bound is
 not applied, and the replica is frozen from then on (``diverged``, ``diverged_step``).
@@ -26,7 +30,24 @@ from .. import model as mdl
 from ..optim import make_optimizer, schedule_factor
 from .common import TRACE_COUNT, Progress, Replicas, Static, place_replicas, progress_hook, set_progress
 
-__all__ = ["SGDState", "init", "step", "observe", "simulate", "run_compiled"]
+__all__ = [
+    "SGDState",
+    "Block",
+    "init",
+    "step",
+    "observe",
+    "simulate",
+    "run_compiled",
+    "draw_batch",
+    "draw_block",
+    "block_size",
+    "load_block",
+    "run_steps",
+    "current_weights",
+]
+
+# Samples per replica drawn (and folded into matrix products) per block: see block_size.
+SAMPLES_PER_BLOCK = 32
 
 
 class SGDState(NamedTuple):
@@ -89,17 +110,42 @@ def batch_grad(static: Static, W, theta, a, x):
     return grad, e, alpha, gamma
 
 
-def step(static: Static, state: SGDState, t, lr, a, steps, bound) -> SGDState:
-    """One online-SGD step ``t`` (0-based) of one replica."""
+def block_size(batch_size: int) -> int:
+    """Steps per block of Gaussian draws: ``U = max(1, SAMPLES_PER_BLOCK // B)``.
+
+    A function of ``B`` only (never of the backend or the replica count), so a seed gives
+    the same data stream everywhere.
+    """
+    return max(1, SAMPLES_PER_BLOCK // int(batch_size))
+
+
+def draw_block(static: Static, key_data, b):
+    """The inputs of steps ``b U .. b U + U - 1``: ``X`` ``(U, B, d)`` i.i.d. ``N(0, 1)``.
+
+    Keyed by the block index ``b`` (absolute), so the stream depends only on (seed, step).
+    """
+    m = static.model
+    U = block_size(static.batch_size)
+    return jax.random.normal(jax.random.fold_in(key_data, b), (U, static.batch_size, m.d), _dtype(static))
+
+
+def draw_batch(static: Static, key_data, t):
+    """The batch ``x`` ``(B, d)`` of step ``t``: row ``t mod U`` of block ``t // U``."""
+    U = block_size(static.batch_size)
+    return draw_block(static, key_data, t // U)[t % U]
+
+
+def _step_x(static: Static, state: SGDState, x, t, lr, a, steps, bound) -> SGDState:
+    """One SGD step of one replica on the batch ``x`` ``(B, d)``."""
     m = static.model
     dt = _dtype(static)
-    x = jax.random.normal(jax.random.fold_in(state.key_data, t), (static.batch_size, m.d), dt)
     y = mdl.teacher_output(m, state.theta, a, x)
     W = state.W
     r2 = jnp.sum(W * W, axis=-1)
     alpha, gamma, e = mdl.per_sample_grad_coeffs(m, None, r2, x @ W.T, y)
     e2 = e * e
-    ok = jnp.all(jnp.isfinite(e2) & (e2 <= bound)) & ~state.diverged
+    good = jnp.all(jnp.isfinite(e2) & (e2 <= bound))
+    ok = good & ~state.diverged
     B = static.batch_size
     if _plain(static):
         lr_t = lr * schedule_factor(static.schedule, t, steps).astype(dt)
@@ -114,13 +160,138 @@ def step(static: Static, state: SGDState, t, lr, a, steps, bound) -> SGDState:
         updates, opt_state = _optimizer(static, lr, steps).update(grad, state.opt_state, W)
         W = jnp.where(ok, W + updates, W)
         opt_state = jax.tree.map(lambda new, old: jnp.where(ok, new, old), opt_state, state.opt_state)
-    newly = ~ok & ~state.diverged
+    newly = ~good & ~state.diverged
     return state._replace(
         W=W,
         opt_state=opt_state,
         diverged=state.diverged | newly,
         diverged_step=jnp.where(newly, jnp.asarray(t, jnp.int32), state.diverged_step),
     )
+
+
+def step(static: Static, state: SGDState, t, lr, a, steps, bound) -> SGDState:
+    """One online-SGD step ``t`` (0-based) of one replica: the per-step reference.
+
+    Applies the SPEC update directly to ``W``; :func:`run_compiled` advances by blocks
+    (:class:`Block`) and is tested equal to a Python loop of this function.
+    """
+    return _step_x(static, state, draw_batch(static, state.key_data, t), t, lr, a, steps, bound)
+
+
+class Block(NamedTuple):
+    """The block in progress of one replica (steps ``b U .. b U + U - 1``).
+
+    With plain SGD the update of every step is a rank-``B`` correction along the block's
+    own inputs, so inside a block
+
+        W(s) = c(s) * W0 - G(s)^T X,     c ``(m,)``, G ``(U B, m)``, X ``(U B, d)``
+
+    (``*`` scales rows; ``W0`` is ``SGDState.W``, the weights at the block start).  Hence
+    ``<x_s, w_i(s)> = c_i XW[s, i] - (XX[s] G)_i`` with the Gram blocks ``XW = X W0^T``
+    and ``XX = X X^T`` computed once per block as matrix products, and the norms follow
+    the exact recurrence
+
+        r2' = (1 - ca)^2 r2 - 2 (1 - ca) sum_b cg_b <x_b, w> + sum_bb' cg_b cg_b' <x_b, x_b'>.
+
+    The sequential work is ``O(U B^2 m)`` per step instead of ``O(B d m)``; the ``O(d)``
+    work per sample is two matrix products (``4 d m`` flops) plus ``XX``.  ``W`` is formed
+    once at the block end and ``r2`` recomputed from it, so rounding in the recurrence never
+    accumulates across blocks.  With an optax optimizer only ``X`` is used and ``W`` is
+    updated step by step.
+
+    Fields: X ``(U B, d)``, y ``(U, B)`` teacher labels, XW ``(U, B, m)``,
+    XX ``(U, B, U B)``, c ``(m,)``, G ``(U B, m)``, r2 ``(m,)``.
+    """
+
+    X: jax.Array
+    y: jax.Array
+    XW: jax.Array
+    XX: jax.Array
+    c: jax.Array
+    G: jax.Array
+    r2: jax.Array
+
+
+def load_block(static: Static, state: SGDState, b, a) -> Block:
+    """Draw block ``b`` of one replica and form its Gram blocks against ``state.W``."""
+    m = static.model
+    dt = _dtype(static)
+    B = static.batch_size
+    U = block_size(B)
+    X = draw_block(static, state.key_data, b).reshape(U * B, m.d)
+    y = mdl.teacher_output(m, state.theta, a, X).reshape(U, B)
+    W0 = state.W
+    if _plain(static):
+        XW = (X @ W0.T).reshape(U, B, m.m)
+        XX = (X @ X.T).reshape(U, B, U * B)
+    else:
+        XW = jnp.zeros((U, B, m.m), dt)
+        XX = jnp.zeros((U, B, U * B), dt)
+    return Block(X, y, XW, XX, jnp.ones((m.m,), dt), jnp.zeros((U * B, m.m), dt), jnp.sum(W0 * W0, axis=-1))
+
+
+def current_weights(static: Static, state: SGDState, blk: Block):
+    """``W`` at the current step: ``c * W0 - G^T X`` (exactly ``W0`` before any step)."""
+    if not _plain(static):
+        return state.W
+    return blk.c[:, None] * state.W - blk.G.T @ blk.X
+
+
+def run_steps(static: Static, state: SGDState, blk: Block, b, s0, s1, lr, a, steps, bound):
+    """Steps ``b U + s0 .. b U + s1 - 1`` of one replica (``0 <= s0 <= s1 <= U``).
+
+    Returns ``(state, blk)``.  Each step is the same code whatever ``s0, s1`` are, so a
+    block advanced in pieces gives the same numbers as in one go.
+    """
+    m = static.model
+    dt = _dtype(static)
+    B = static.batch_size
+    U = block_size(B)
+    t0 = b * U
+    if not _plain(static):
+        X = blk.X.reshape(U, B, m.d)
+
+        def one_optax(s, st):
+            return _step_x(static, st, X[s], t0 + s, lr, a, steps, bound)
+
+        return lax.fori_loop(s0, s1, one_optax, state), blk
+
+    act = m.student
+
+    def one(s, carry):
+        c, G, r2, diverged, diverged_step = carry
+        # <x_sb, w_i(s)> = c_i XW[s,b,i] - sum_j XX[s,b,j] G[j,i]
+        xw = c[None, :] * blk.XW[s] - blk.XX[s] @ G  # (B, m)
+        r = jnp.sqrt(r2)
+        z = xw / r[None, :]
+        sz, dsz = act.value_and_derivative(z)
+        e = sz @ r2 - blk.y[s]  # (B,) f(x) - f*(x)
+        alpha = e[:, None] * (2.0 * sz - z * dsz)
+        gamma = e[:, None] * (r[None, :] * dsz)
+        e2 = e * e
+        good = jnp.all(jnp.isfinite(e2) & (e2 <= bound))
+        ok = good & ~diverged
+        t = t0 + s
+        lr_t = lr * schedule_factor(static.schedule, t, steps).astype(dt)
+        ca = jnp.where(ok, lr_t * jnp.sum(alpha, axis=0) / B, 0.0)  # (m,)
+        cg = jnp.where(ok, lr_t / B, 0.0) * gamma  # (B, m)
+        keep = 1.0 - ca
+        xx_s = lax.dynamic_slice_in_dim(blk.XX[s], s * B, B, axis=1)  # (B, B): <x_sb, x_sb'>
+        quad = jnp.sum(cg * (xx_s @ cg), axis=0)
+        r2 = keep * keep * r2 - 2.0 * keep * jnp.sum(cg * xw, axis=0) + quad
+        G = lax.dynamic_update_slice_in_dim(keep[None, :] * G, cg, s * B, axis=0)
+        newly = ~good & ~diverged
+        return (
+            keep * c,
+            G,
+            r2,
+            diverged | newly,
+            jnp.where(newly, jnp.asarray(t, jnp.int32), diverged_step),
+        )
+
+    carry = (blk.c, blk.G, blk.r2, state.diverged, state.diverged_step)
+    c, G, r2, diverged, diverged_step = lax.fori_loop(s0, s1, one, carry)
+    return state._replace(diverged=diverged, diverged_step=diverged_step), blk._replace(c=c, G=G, r2=r2)
 
 
 def observe(static: Static, state: SGDState, a):
@@ -140,14 +311,16 @@ def _check_loss(state: SGDState, obs, bound, t):
     )
 
 
-def advance(static: Static, state: SGDState, t0, t1, lr, a, steps, bound) -> SGDState:
-    """Steps ``t0 .. t1-1`` of one replica (a device loop)."""
-    return lax.fori_loop(t0, t1, lambda t, s: step(static, s, t, lr, a, steps, bound), state)
-
-
 @functools.partial(jax.jit, static_argnums=(0,))
 def run_compiled(static: Static, seed, lr, a, init_scale, bound, log_steps):
     """The whole run of all replicas in one compiled program.
+
+    The carry is ``(states, blocks, b, s)``: every replica is ``s`` steps into block ``b``
+    (:class:`Block`).  A log segment runs whole blocks while the log point is past the
+    block end (forming ``W`` and loading the next block), then the remaining steps inside
+    the block; the observables at a log point inside a block are taken from
+    ``c * W0 - G^T X``.  Every step is the same code, so the trajectory does not depend
+    on the log grid (tested bitwise).
 
     Args:
         seed ``(R,)``, lr ``(R,)``, a ``(R, P)``; init_scale, bound scalars;
@@ -162,25 +335,50 @@ def run_compiled(static: Static, seed, lr, a, init_scale, bound, log_steps):
     lr = lr.astype(dt)
     a = a.astype(dt)
     steps = log_steps[-1]
+    U = block_size(static.batch_size)
     states = jax.vmap(lambda s, l: init(static, s, init_scale, l, steps))(seed, lr)
     v_observe = jax.vmap(lambda st, aa: observe(static, st, aa))
-    v_advance = jax.vmap(
-        lambda st, l, aa, t0, t1: advance(static, st, t0, t1, l, aa, steps, bound), in_axes=(0, 0, 0, None, None)
+    v_check = jax.vmap(lambda st, o, t: _check_loss(st, o, bound, t), in_axes=(0, 0, None))
+    v_load = jax.vmap(lambda st, b, aa: load_block(static, st, b, aa), in_axes=(0, None, 0))
+    v_current = jax.vmap(lambda st, bk: current_weights(static, st, bk))
+    v_run = jax.vmap(
+        lambda st, bk, b, s0, s1, l, aa: run_steps(static, st, bk, b, s0, s1, l, aa, steps, bound),
+        in_axes=(0, 0, None, None, None, 0, 0),
     )
+
     obs0 = v_observe(states, a)
-    states = jax.vmap(lambda st, o: _check_loss(st, o, bound, 0))(states, obs0)
+    states = v_check(states, obs0, 0)
+    zero = jnp.asarray(0, jnp.int32)
+    blocks = v_load(states, zero, a)
 
-    def segment(states, k):
-        t0, t1 = log_steps[k], log_steps[k + 1]
-        states = v_advance(states, lr, a, t0, t1)
-        obs = v_observe(states, a)
-        states = jax.vmap(lambda st, o: _check_loss(st, o, bound, t1))(states, obs)
+    def full_block(c):
+        """Steps ``s .. U-1`` of block ``b``, then form ``W`` and load block ``b + 1``."""
+        states, blocks, b, s = c
+        states, blocks = v_run(states, blocks, b, s, U, lr, a)
+        states = states._replace(W=v_current(states, blocks))
+        # Unconditional (no lax.cond): XLA:CPU draws ~1.5x slower inside a conditional.
+        return states, v_load(states, b + 1, a), b + 1, jnp.zeros_like(s)
+
+    def segment(carry, k):
+        t1 = log_steps[k + 1]
+        # (written so that nothing overflows int32 when steps is close to 2^31)
+        carry = lax.while_loop(lambda c: t1 - c[2] * U >= U, full_block, carry)
+        states, blocks, b, s = carry
+        # The rest of the way to t1 inside block b (the same steps as a full block runs).
+        s1 = t1 - b * U
+        states, blocks = v_run(states, blocks, b, s, s1, lr, a)
+        now = states._replace(W=v_current(states, blocks))
+        obs = v_observe(now, a)
+        now = v_check(now, obs, t1)
+        # A replica flagged here is frozen from t1 on: its remaining steps are no-ops.
+        states = states._replace(diverged=now.diverged, diverged_step=now.diverged_step)
         progress_hook(k)
-        return states, obs
+        return (states, blocks, b, s1), (obs, now.diverged, now.diverged_step)
 
-    states, obs = lax.scan(segment, states, jnp.arange(log_steps.shape[0] - 1))
+    carry = (states, blocks, zero, zero)
+    _, (obs, div, div_step) = lax.scan(segment, carry, jnp.arange(log_steps.shape[0] - 1))
     obs = jax.tree.map(lambda x0, xs: jnp.concatenate([x0[None], xs], axis=0), obs0, obs)
-    return obs, states.diverged, states.diverged_step
+    return obs, div[-1], div_step[-1]
 
 
 def simulate(static: Static, reps: Replicas, log_steps: np.ndarray, progress: Progress | None = None) -> dict:

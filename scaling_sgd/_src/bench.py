@@ -1,0 +1,399 @@
+"""``scaling-sgd bench``: throughput of the engines against bounds measured in-process.
+
+For each reference config (SPEC section 5) it reports samples/s (``steps x B x replicas``
+per second, median of timed repeats after a warm-up call), the compile time (first call
+minus the median repeat), and the peak memory; for ``sgd`` also the ratio to two bounds
+measured in the same process:
+
+* Gaussian bound: the rate at which JAX draws ``N(0, 1)`` float32 numbers on the device
+  (``jax.random.normal`` in a device loop over chunks, the fastest of a few chunk sizes
+  and of fused/stored consumption, see :func:`gaussian_rate`), divided by ``d``: fresh
+  input is irreducible for ``sgd``.
+* matmul bound: the float32 matrix-multiply rate of the device (a square GEMM), divided by
+  ``4 d m`` flops per sample (``<x, w_i>`` and the update of ``W``).
+
+and the ratio to a plain per-step NumPy loop of the same math over the same replicas (the
+program a user would write first).  Timings on a shared machine are noisy: the bounds are
+re-measured next to each case and every figure is a median of repeats.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import platform
+import resource
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from . import config as cfgmod
+from .engines import get_engine
+from .results import atomic_write_json
+from .runner import build
+
+__all__ = ["main", "run_bench", "gaussian_rate", "matmul_rate", "numpy_sgd"]
+
+
+# -- bounds ---------------------------------------------------------------------------
+def _median_time(fn, repeats: int) -> float:
+    """Median wall time of ``fn()`` (which must block until its result is ready)."""
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return float(np.median(ts))
+
+
+@functools.cache
+def _draw_loop(n: int, loops: int, how: str):
+    """Compiled draw of ``loops`` chunks of ``n`` normals (cached: the bound is re-measured
+    next to every case without recompiling)."""
+    if how == "single":
+        return jax.jit(lambda k: jax.random.normal(k, (n,), jnp.float32))
+
+    def draw(k):
+        def body(i, acc):
+            x = jax.random.normal(jax.random.fold_in(k, i), (n,), jnp.float32)
+            if how == "stored":
+                return acc + lax.optimization_barrier(x)[:256]
+            return acc + jnp.sum(x.reshape(-1, 256), axis=0)
+
+        return lax.fori_loop(0, loops, body, jnp.zeros((256,), jnp.float32))
+
+    return jax.jit(draw)
+
+
+def gaussian_rate(repeats: int = 5, chunks=(1 << 18, 1 << 20), total: int = 1 << 23) -> dict:
+    """``N(0,1)`` float32 numbers per second drawn by ``jax.random.normal`` on the device.
+
+    Draws ``total`` numbers in a compiled loop over chunks (a fresh key per chunk), for a
+    few chunk sizes, two ways: each chunk reduced by a sum that XLA fuses into the draw
+    ("fused"), or written out to memory first (``optimization_barrier``, "stored", what an
+    engine that multiplies the inputs needs).  The bound is the fastest of all, so it is an
+    upper bound for any consumer.  Also reports one plain ``jax.random.normal(key,
+    (total,))`` call, which pays for a fresh output buffer and is usually slower.
+    """
+    key = jax.random.PRNGKey(0)
+    rates = {}
+    for n in chunks:
+        loops = max(1, total // n)
+        for how in ("fused", "stored"):
+            f = _draw_loop(n, loops, how)
+            f(key).block_until_ready()
+            rates[f"{how} 2^{int(math.log2(n))}"] = n * loops / _median_time(lambda f=f: f(key).block_until_ready(), repeats)
+    single = _draw_loop(total, 0, "single")
+    single(key).block_until_ready()
+    single_rate = total / _median_time(lambda: single(key).block_until_ready(), repeats)
+    return {"normals_per_s": max(rates.values()), "per_method": rates, "single_call_normals_per_s": single_rate}
+
+
+@functools.cache
+def _square(n: int):
+    return jax.jit(lambda a: a @ a)
+
+
+def matmul_rate(n: int = 1024, repeats: int = 5) -> float:
+    """float32 flop/s of an ``n x n`` by ``n x n`` matrix product on the device."""
+    A = jax.random.normal(jax.random.PRNGKey(1), (n, n), jnp.float32)
+    f = _square(n)
+    f(A).block_until_ready()
+    return 2.0 * n**3 / _median_time(lambda: f(A).block_until_ready(), repeats)
+
+
+# -- the NumPy baseline -----------------------------------------------------------------
+def _np_value_and_derivative(coeffs, z):
+    """``sigma(z), sigma'(z)`` for ``sigma = sum_j c_j He_j / sqrt(j!)`` (NumPy)."""
+    s = np.zeros_like(z)
+    ds = np.zeros_like(z)
+    prev, cur = np.ones_like(z), z
+    hes = [prev]
+    for j in range(1, len(coeffs)):
+        hes.append(cur)
+        prev, cur = cur, z * cur - j * prev
+    for j, c in enumerate(coeffs):
+        if c != 0.0:
+            norm = c / math.sqrt(math.factorial(j))
+            s += np.float32(norm) * hes[j]
+            if j >= 1:
+                ds += np.float32(norm * j) * hes[j - 1]
+    return s, ds
+
+
+def numpy_sgd(static, reps, steps: int, seed: int = 0):
+    """The plain per-step NumPy loop of the ``sgd`` engine's math (float32, canonical
+    teacher, all replicas at once as batched matrix products).  Returns the final ``W``
+    ``(R, m, d)``."""
+    mdl = static.model
+    R, B, d, m, P = reps.R, static.batch_size, mdl.d, mdl.m, mdl.P
+    rng = np.random.default_rng(seed)
+    f32 = np.float32
+    W = rng.standard_normal((R, m, d), dtype=f32) * f32(reps.init_scale / math.sqrt(d))
+    a = reps.a.astype(f32)[:, None, :]
+    lr = reps.lr.astype(f32)[:, None, None]
+    cs, ct = mdl.student.coeffs, mdl.teacher.coeffs
+    for _ in range(steps):
+        x = rng.standard_normal((R, B, d), dtype=f32)
+        y = np.sum(_np_value_and_derivative(ct, x[..., :P])[0] * a, axis=-1)  # (R, B)
+        r2 = np.sum(W * W, axis=-1)  # (R, m)
+        r = np.sqrt(r2)
+        z = (x @ W.transpose(0, 2, 1)) / r[:, None, :]  # (R, B, m)
+        s, ds = _np_value_and_derivative(cs, z)
+        e = np.sum(s * r2[:, None, :], axis=-1) - y  # (R, B)
+        alpha = e[..., None] * (2 * s - z * ds)
+        gamma = e[..., None] * (r[:, None, :] * ds)
+        W = W * (1 - lr * alpha.mean(axis=1)[..., None]) - (lr / B) * (gamma.transpose(0, 2, 1) @ x)
+    return W
+
+
+# -- cases -----------------------------------------------------------------------------
+def _config(d, P, m, B, R, steps, engine="sgd", **extra):
+    raw = {
+        "teacher": {"P": P, "beta": extra.pop("beta", 1.0)},
+        "student": {"m": m},
+        "data": {"d": d},
+        "train": {
+            "engine": engine,
+            "steps": steps,
+            "batch_size": B,
+            "lr": extra.pop("lr", 1e-6),
+            "seed": list(range(R)),
+            "progress": False,
+            "dtype": "float32",
+        },
+        "log": {"points": extra.pop("points", 2)},
+    }
+    for k, v in extra.items():
+        t, key = k.split("__")
+        raw.setdefault(t, {})[key] = v
+    return cfgmod.resolve(raw)
+
+
+def _memory() -> dict:
+    out = {"max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
+    try:
+        stats = jax.local_devices()[0].memory_stats()
+    except Exception:  # noqa: BLE001 - not every backend has it
+        stats = None
+    if stats and "peak_bytes_in_use" in stats:
+        out["device_peak_mb"] = stats["peak_bytes_in_use"] / 2**20
+    return out
+
+
+def time_engine(cfg: dict, repeats: int) -> dict:
+    """Compile time, samples/s and memory of one engine on one resolved config.
+
+    Raises NotImplementedError when the engine is not in this build.
+    """
+    static, reps, log_steps = build(cfg)
+    simulate = get_engine(cfg["train"]["engine"])
+    t0 = time.perf_counter()
+    out = simulate(static, reps, log_steps, None)
+    first = time.perf_counter() - t0
+    run_s = _median_time(lambda: simulate(static, reps, log_steps, None), repeats)
+    samples = float(log_steps[-1]) * static.batch_size * reps.R
+    return {
+        "engine": cfg["train"]["engine"],
+        "d": static.model.d,
+        "P": static.model.P,
+        "m": static.model.m,
+        "B": static.batch_size,
+        "replicas": reps.R,
+        "steps": int(log_steps[-1]),
+        "run_s": run_s,
+        "compile_s": max(first - run_s, 0.0),
+        "samples_per_s": samples / run_s,
+        "diverged": int(np.sum(out["diverged"])),
+        "final_loss_median": float(np.median(out["loss"][:, -1])),
+        "memory": _memory(),
+        "_out": out,
+        "_static": static,
+        "_reps": reps,
+    }
+
+
+def _sgd_case(name, d, P, m, B, R, steps, repeats, numpy_steps, note=""):
+    cfg = _config(d, P, m, B, R, steps)
+    res = time_engine(cfg, repeats)
+    gauss = gaussian_rate(repeats=repeats)
+    mm = matmul_rate(repeats=repeats)
+    res["name"] = name
+    res["bounds"] = {
+        "gaussian_samples_per_s": gauss["normals_per_s"] / d,
+        "gaussian_single_call_samples_per_s": gauss["single_call_normals_per_s"] / d,
+        "matmul_samples_per_s": mm / (4.0 * d * m),
+        "normals_per_s": gauss["normals_per_s"],
+        "normals_per_s_by_method": gauss["per_method"],
+        "matmul_flop_per_s": mm,
+    }
+    res["ratios"] = {
+        "to_gaussian_bound": res["samples_per_s"] / res["bounds"]["gaussian_samples_per_s"],
+        "to_matmul_bound": res["samples_per_s"] / res["bounds"]["matmul_samples_per_s"],
+    }
+    if numpy_steps:
+        static, reps = res["_static"], res["_reps"]
+        numpy_sgd(static, reps, 2)  # warm-up (allocations)
+        t_np = _median_time(lambda: numpy_sgd(static, reps, numpy_steps), max(1, repeats // 2))
+        res["numpy_samples_per_s"] = numpy_steps * B * R / t_np
+        res["ratios"]["vs_numpy"] = res["samples_per_s"] / res["numpy_samples_per_s"]
+    if note:
+        res["note"] = note
+    return res
+
+
+def _public(res: dict) -> dict:
+    return {k: v for k, v in res.items() if not k.startswith("_")}
+
+
+def run_bench(quick: bool = False, stream=None, sizes: dict | None = None) -> dict:
+    """Run every case; return the JSON-ready report.  ``sizes`` overrides step counts
+    (for tests)."""
+    S = {
+        "repeats": 3 if quick else 5,
+        "b1_steps": 1024 if quick else 8192,
+        "b32_steps": 64 if quick else 512,
+        "numpy_steps": 100 if quick else 400,
+        "big_d": 4096 if quick else 16384,
+        "big_sgd_steps": 128 if quick else 512,
+        "reduced_steps": 4096 if quick else 65536,
+        "flow_d": 10_000 if quick else 1_000_000,
+        "flow_Pm": 8 if quick else 32,
+    }
+    S.update(sizes or {})
+    rep = S["repeats"]
+
+    def say(msg):
+        print(msg, file=stream or sys.stdout, flush=True)
+
+    dev = jax.devices()[0]
+    report = {
+        "machine": {
+            "platform": platform.platform(),
+            "machine": platform.machine(),
+            "processor": platform.processor(),
+            "cpu_count": os.cpu_count(),
+            "python": platform.python_version(),
+        },
+        "backend": jax.default_backend(),
+        "device": str(getattr(dev, "device_kind", dev)),
+        "device_count": jax.device_count(),
+        "jax_version": jax.__version__,
+        "numpy_version": np.__version__,
+        "precision": "float32",
+        "prng": str(jax.config.jax_default_prng_impl),
+        "quick": bool(quick),
+        "cases": [],
+        "skipped": [],
+    }
+    say(
+        f"scaling-sgd bench{' --quick' if quick else ''}: backend {report['backend']} ({report['device']}), jax {jax.__version__}, float32"
+    )
+    say("  samples/s = steps x batch x replicas / s (median of repeats); compile = first call - median run")
+    header = f"  {'case':<34} {'samples/s':>11} {'compile s':>9} {'x gauss':>8} {'x matmul':>9} {'x numpy':>8} {'RSS MB':>7}"
+    say(header)
+
+    def row(res):
+        r = res.get("ratios", {})
+
+        def f(k):
+            return f"{r[k]:8.2f}" if k in r else f"{'':>8}"
+
+        say(
+            f"  {res['name']:<34} {res['samples_per_s']:11.4g} {res['compile_s']:9.2f} {f('to_gaussian_bound')} "
+            f"{f('to_matmul_bound'):>9} {f('vs_numpy')} {res['memory']['max_rss_mb']:7.0f}"
+        )
+
+    cases = [
+        ("sgd d=1024 m=P=32 B=1 R=32", dict(d=1024, P=32, m=32, B=1, R=32, steps=S["b1_steps"]), S["numpy_steps"]),
+        ("sgd d=1024 m=P=32 B=32 R=32", dict(d=1024, P=32, m=32, B=32, R=32, steps=S["b32_steps"]), S["numpy_steps"] // 4),
+    ]
+    for name, kw, np_steps in cases:
+        res = _sgd_case(name, repeats=rep, numpy_steps=np_steps, **kw)
+        report["cases"].append(res)
+        row(res)
+
+    # reduced vs sgd at large d, same process
+    d = S["big_d"]
+    sgd_big = _sgd_case(f"sgd d={d} m=P=16 B=1 R=8", d, 16, 16, 1, 8, S["big_sgd_steps"], rep, 0)
+    report["cases"].append(sgd_big)
+    row(sgd_big)
+    try:
+        red = time_engine(_config(d, 16, 16, 1, 8, S["reduced_steps"], engine="reduced"), rep)
+        red["name"] = f"reduced d={d} m=P=16 B=1 R=8"
+        red["ratios"] = {"vs_sgd": red["samples_per_s"] / sgd_big["samples_per_s"]}
+        report["cases"].append(red)
+        row(red)
+        say(f"    reduced / sgd samples/s at d={d}: {red['ratios']['vs_sgd']:.1f}x (target >= 50x at d=16384)")
+    except NotImplementedError as e:
+        report["skipped"].append({"case": "reduced", "reason": str(e)})
+        say(f"  (skipped reduced: {e})")
+
+    # flow: a staircase to the width floor, wall time
+    Pm, fd = S["flow_Pm"], S["flow_d"]
+    try:
+        # escape time of the last direction ~ d / (8 a_P) in flow time (SPEC section 3);
+        # run 20x past it with lr = 1 so that steps = flow time.
+        a_last = (1.0 / Pm) / math.sqrt(sum(p**-2.0 for p in range(1, Pm + 1)))
+        steps = int(20 * fd / (8 * a_last))
+        cfg = _config(fd, Pm, Pm, 1, 1, steps, engine="flow", lr=1.0, points=100)
+        static, reps, log_steps = build(cfg)
+        simulate = get_engine("flow")
+        t0 = time.perf_counter()
+        out = simulate(static, reps, log_steps, None)
+        wall = time.perf_counter() - t0
+        learned = int(np.sum(out["skill"][0, -1] >= 0.5))
+        res = {
+            "name": f"flow d={fd:.0e} m=P={Pm} beta=1",
+            "engine": "flow",
+            "d": fd,
+            "P": Pm,
+            "m": Pm,
+            "wall_s_with_compile": wall,
+            "flow_time": float(steps),
+            "directions_learned": learned,
+            "final_loss": float(out["loss"][0, -1]),
+            "memory": _memory(),
+        }
+        report["cases"].append(res)
+        say(
+            f"  {res['name']:<34} wall {wall:.1f} s (with compile), {learned}/{Pm} directions learned, final loss {res['final_loss']:.3g}"
+        )
+    except NotImplementedError as e:
+        report["skipped"].append({"case": "flow", "reason": str(e)})
+        say(f"  (skipped flow: {e})")
+
+    report["cases"] = [_public(c) for c in report["cases"]]
+    head = report["cases"][0]
+    report["targets"] = {
+        "sgd_to_gaussian_bound": {"value": head["ratios"]["to_gaussian_bound"], "target": 0.8},
+        "sgd_vs_numpy": {"value": head["ratios"]["vs_numpy"], "target": 5.0},
+    }
+    say(
+        f"  target sgd d=1024 B=1: {head['ratios']['to_gaussian_bound']:.2f} of the Gaussian bound (>= 0.8), "
+        f"{head['ratios']['vs_numpy']:.1f}x NumPy (>= 5)"
+    )
+    return report
+
+
+def main(args) -> int:
+    """CLI entry: ``scaling-sgd bench [--quick] [--json FILE]``."""
+    report = run_bench(quick=bool(getattr(args, "quick", False)), sizes=getattr(args, "sizes", None))
+    if getattr(args, "json", None):
+        atomic_write_json(args.json, report)
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    import argparse
+
+    p = argparse.ArgumentParser()
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--json")
+    sys.exit(main(p.parse_args()))

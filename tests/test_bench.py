@@ -1,0 +1,171 @@
+"""The benchmark report, and the blocked ``sgd`` engine against its per-step reference."""
+
+import json
+import math
+from types import SimpleNamespace
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import scaling_sgd as ss
+from scaling_sgd._src import bench
+from scaling_sgd._src.engines import sgd
+from scaling_sgd._src.runner import build
+
+from helpers import assert_close, small_config
+
+TINY = {
+    "repeats": 1,
+    "b1_steps": 64,
+    "b32_steps": 4,
+    "numpy_steps": 4,
+    "big_d": 2048,
+    "big_sgd_steps": 32,
+    "reduced_steps": 64,
+    "flow_d": 1000,
+    "flow_Pm": 4,
+}
+
+
+def _ratios(obj):
+    """Every value under a 'ratios' key, anywhere in the report."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if k == "ratios":
+                yield from v.values()
+            else:
+                yield from _ratios(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from _ratios(v)
+
+
+def test_bench_json_is_well_formed(tmp_path, capsys):
+    path = tmp_path / "bench.json"
+    assert bench.main(SimpleNamespace(quick=True, json=str(path), sizes=TINY)) == 0
+    rep = json.loads(path.read_text())
+    for key in ("machine", "backend", "jax_version", "precision", "device", "cases", "targets"):
+        assert key in rep, key
+    assert rep["precision"] == "float32" and rep["jax_version"] == jax.__version__
+    names = [c["name"] for c in rep["cases"]]
+    assert any(n.startswith("sgd d=1024 m=P=32 B=1 R=32") for n in names)
+    assert any(n.startswith("sgd d=1024 m=P=32 B=32 R=32") for n in names)
+    head = rep["cases"][0]
+    assert set(head["ratios"]) >= {"to_gaussian_bound", "to_matmul_bound", "vs_numpy"}
+    ratios = list(_ratios(rep))
+    assert len(ratios) >= 6
+    assert all(isinstance(r, float) and math.isfinite(r) and r > 0 for r in ratios), ratios
+    for c in rep["cases"]:
+        if "samples_per_s" in c:
+            assert math.isfinite(c["samples_per_s"]) and c["samples_per_s"] > 0
+            assert c["compile_s"] >= 0 and c["memory"]["max_rss_mb"] > 0
+    # engines missing from this build are reported as skipped, not silently dropped
+    engines = {c.get("engine") for c in rep["cases"]} | {s["case"] for s in rep["skipped"]}
+    assert {"sgd", "reduced", "flow"} <= engines
+    out = capsys.readouterr().out
+    assert "samples/s" in out and "x gauss" in out
+
+
+def test_numpy_baseline_is_the_same_math():
+    """One step of the NumPy baseline equals the engine's per-step update on the same W, x."""
+    cfg = small_config(**{"train.dtype": "float32", "train.batch_size": 2, "train.lr": [0.05, 0.02], "train.seed": [0]})
+    static, reps, _ = build(cfg)
+    g = np.random.default_rng(0)  # the baseline's stream: W, then x of step 0
+    W0 = g.standard_normal((2, 4, 16), dtype=np.float32) * np.float32(reps.init_scale / 4.0)
+    x = g.standard_normal((2, 2, 16), dtype=np.float32)
+    W_np = bench.numpy_sgd(static, reps, 1, seed=0)
+    for r in range(2):
+        st = sgd.init(static, 0, 0.1)._replace(W=jnp.asarray(W0[r]))
+        lr, a = jnp.float32(reps.lr[r]), jnp.asarray(reps.a[r], jnp.float32)
+        new = sgd._step_x(static, st, jnp.asarray(x[r]), 0, lr, a, 1, 1e8)
+        assert not np.allclose(new.W, W0[r], rtol=1e-4)  # the step does something
+        assert_close(W_np[r], new.W, dtype=np.float32, rtol=1e-4, atol=1e-6)
+
+
+def _reference(static, reps, log_steps, bound):
+    """Per replica, a Python loop of the per-step reference ``sgd.step`` with the loss
+    check at log points: observables ``(R, T)`` and divergence flags."""
+    step = jax.jit(sgd.step, static_argnums=0)
+    losses, norms, div, div_step = [], [], [], []
+    for r in range(reps.R):
+        st = sgd.init(static, jnp.uint32(reps.seed[r]), reps.init_scale)
+        a = jnp.asarray(reps.a[r])
+        lr = jnp.asarray(reps.lr[r])
+        t, ls, ns = 0, [], []
+        for k, t1 in enumerate(log_steps):
+            while t < t1:
+                st = step(static, st, t, lr, a, int(log_steps[-1]), bound)
+                t += 1
+            o = sgd.observe(static, st, a)
+            st = sgd._check_loss(st, o, bound, int(t1))
+            ls.append(float(o["loss"]))
+            ns.append(np.asarray(o["norm2"]))
+            del k
+        losses.append(ls)
+        norms.append(ns)
+        div.append(bool(st.diverged))
+        div_step.append(int(st.diverged_step))
+    return np.asarray(losses), np.asarray(norms), np.asarray(div), np.asarray(div_step)
+
+
+def test_blocked_run_equals_per_step_loop_across_blocks_and_divergence():
+    """float64, B = 3 (U = 10 steps per block), log points inside blocks, a replica that
+    diverges inside a block and one that diverges at once: the blocked engine equals
+    the per-step reference at every log point, divergence steps included."""
+    B = 3
+    assert sgd.block_size(B) == 10
+    cfg = small_config(
+        **{
+            "train.dtype": "float64",
+            "train.batch_size": B,
+            "train.steps": 47,
+            "log.points": 9,
+            "train.lr": [0.01, 0.05, 8.0],
+            "train.seed": [3],
+            "train.diverge_bound": 1e3,
+            "student.init_scale": 0.5,
+        }
+    )
+    static, reps, log_steps = build(cfg)
+    assert np.any(log_steps % 10 != 0)  # some log points fall inside blocks
+    m, _ = ss.run(cfg)
+    loss, norm2, div, div_step = _reference(static, reps, log_steps, 1e3)
+    step, idx = np.unique(log_steps, return_index=True)
+    assert_close(m["loss"], loss[:, idx], rtol=1e-11)
+    assert_close(m["norm2"], norm2[:, idx], rtol=1e-11)
+    assert list(m["diverged"]) == [False, True, True] == list(div)
+    np.testing.assert_array_equal(m["diverged_step"], div_step)
+    assert 2 < div_step[1] < 47 and div_step[1] % 10 != 0  # inside a block, after some log points
+
+
+def test_log_grid_does_not_change_the_trajectory_bitwise():
+    """float32: blocks are keyed by absolute step and always advanced by one call site."""
+    base = {"train.steps": 200, "train.seed": [0, 1], "train.batch_size": 2}
+    a, _ = ss.run(small_config(**base, **{"log.points": 3}))
+    b, _ = ss.run(small_config(**base, **{"log.points": 40}))
+    np.testing.assert_array_equal(a["loss"][:, -1], b["loss"][:, -1])
+    np.testing.assert_array_equal(a["norm2"][:, -1], b["norm2"][:, -1])
+    shared = np.intersect1d(a["step"], b["step"])
+    ia, ib = np.searchsorted(a["step"], shared), np.searchsorted(b["step"], shared)
+    np.testing.assert_array_equal(a["loss"][:, ia], b["loss"][:, ib])
+
+
+def test_batches_are_fresh_standard_gaussians_across_block_boundaries():
+    cfg = small_config(**{"train.batch_size": 4, "data.d": 64, "train.dtype": "float64"})
+    static, _, _ = build(cfg)
+    U = sgd.block_size(4)
+    key = sgd.split_keys(5)[2]
+    xs = np.stack([np.asarray(sgd.draw_batch(static, key, t)) for t in range(3 * U)])  # (3U, B, d)
+    assert xs.shape == (3 * U, 4, 64)
+    np.testing.assert_array_equal(xs[U + 1], np.asarray(sgd.draw_block(static, key, 1))[1])
+    flat = xs.reshape(-1)
+    n = flat.size
+    assert abs(flat.mean()) < 5 / math.sqrt(n)
+    assert abs(flat.var() - 1) < 5 * math.sqrt(2 / n)
+    # no sample is reused: every (step, b) row is distinct, also across block boundaries
+    rows = xs.reshape(-1, 64)
+    assert len({r.tobytes() for r in rows}) == rows.shape[0]
+    # consecutive steps are uncorrelated (incl. the boundary U-1 -> U)
+    c = np.corrcoef(xs[:-1].reshape(-1), xs[1:].reshape(-1))[0, 1]
+    assert abs(c) < 5 / math.sqrt(xs[1:].size)
