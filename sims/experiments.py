@@ -277,7 +277,8 @@ def run_loss_vs_steps(exp, force=False):
     sources = [sources] if isinstance(sources, str) else list(sources)
     runs, series = [], []
     for name in sources:
-        rr = C.run_all(C.load_experiment(name, exp.mode), force)
+        # other experiments' runs: never recomputed from here (``--force`` reran them there)
+        rr = C.run_all(C.load_experiment(name, exp.mode), False)
         runs += rr
         m, cfg = rr[0]["metrics"], rr[0]["cfg"]
         T = _times(m, cfg)
