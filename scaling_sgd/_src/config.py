@@ -33,6 +33,7 @@ DTYPES = ("float32", "float64")
 SCHEDULES = ("constant", "cosine", "linear", "inverse_time")
 BASES = ("canonical", "random")
 OBSERVABLES = ("skill", "alignment")
+FLOW_SOLVERS = ("auto", "ros2", "kvaerno5", "kvaerno3", "tsit5", "dopri5")
 
 # Every key with its default.  Replicable keys (scalar or list) are marked in REPLICA_KEYS.
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -270,13 +271,14 @@ def resolve(raw: Mapping) -> dict:
     an["threshold"] = _num("analysis.threshold", an["threshold"], 0.0, lo_open=True, hi=1.0, what="in (0, 1]")
     fl["rtol"] = _num("flow.rtol", fl["rtol"], 0.0, lo_open=True)
     fl["atol"] = _num("flow.atol", fl["atol"], 0.0, lo_open=True)
-    if not isinstance(fl["solver"], str):
-        raise ConfigError("flow.solver", f"got {fl['solver']!r}; accepted: a solver name")
+    fl["solver"] = _choice("flow.solver", fl["solver"], FLOW_SOLVERS)
 
     if tr["engine"] == "reduced":
         need = t["P"] + s["m"] + tr["batch_size"]
         if d < need:
             raise ConfigError("data.d", f"= {d} is too small for engine 'reduced'; accepted: d >= P + m + batch_size = {need}")
+    if tr["engine"] == "flow" and d < t["P"] + s["m"]:
+        raise ConfigError("data.d", f"= {d} is too small for engine 'flow'; accepted: d >= P + m = {t['P'] + s['m']}")
     return cfg
 
 

@@ -1,0 +1,379 @@
+"""Engine ``reduced``: online SGD on the Gram-matrix Markov chain (SPEC section 2.2).
+
+Exact in distribution for every ``d >= P + m + B``, at a cost independent of ``d``.
+
+State of one replica: coordinates ``C`` ``(m, P + m + K B)`` of the students on an
+orthonormal frame ``[theta_1..theta_P | q_1..q_{m+KB}]``, i.e. ``W = C [theta; Q]``, where
+``q`` span the part of the students orthogonal to the teacher.  The frame itself is never
+stored: every observable and every step only needs inner products, and those are
+``C C^T`` and ``C[:, :P]``.
+
+One step for a batch ``x_1..x_B``.  Because ``x_b ~ N(0, I_d)`` is independent of the past
+and the frame is a function of the past,
+
+* the coordinates ``u_b = <x_b, frame>`` are i.i.d. ``N(0, 1)``, ``(B, P + n)`` with ``n``
+  the number of residual columns in use;
+* the remainders ``x_b - proj(x_b)`` live in the ``(d - P - n)``-dimensional complement;
+  their Gram matrix is ``Wishart(d - P - n, I_B)``, so on an orthonormal basis ``E`` of
+  their span they have coordinates ``L`` ``(B, B)``, the Bartlett factor:
+  ``L_jj = sqrt(chi^2_{d-P-n-j})`` (``j = 0..B-1``), ``L_jk ~ N(0,1)`` for ``j > k``.
+
+``f(x_b)``, ``e_b``, ``alpha_bi``, ``gamma_bi`` follow from ``u_b C^T`` exactly as in
+:func:`model.per_sample_grad_coeffs`, and ``w_i <- (1 - lr mean_b alpha_bi) w_i -
+(lr/B) sum_b gamma_bi x_b`` becomes ``C <- (1 - lr abar) C - (lr/B) gamma^T u`` plus ``B``
+new columns ``-(lr/B) gamma^T L`` on ``E``.
+
+Re-compression, amortised.  The new columns are appended to a buffer of ``K`` steps
+(``n = m + jB`` at buffer slot ``j``); every ``K`` steps (when ``t mod K == 0``, a property
+of the absolute step, so chunking never changes the numbers) the residual block
+``(m, m + KB)`` is re-compressed to ``(m, m)`` by ``R = qr(block^T, mode="r")^T``: an
+orthogonal change of the residual basis, so no inner product changes.  With
+``K ~ m / B`` the QR costs ``O(m^3)`` every ``m / B`` steps, i.e. ``O(m^2 B)`` per step,
+and the matmuls ``O(B m (P + 2m))``: nothing depends on ``d``.  There is no stored basis,
+hence nothing to re-orthogonalise: the rounding error of each re-compression is that of
+a backward-stable QR of ``C`` itself.
+
+Only plain SGD (with any learning-rate schedule) is exact here: the update must be a
+rotation-equivariant function of the gradient (``optim.EXACT_IN_REDUCED``); the config
+rejects the others.  ``teacher.basis`` is irrelevant in law (isotropy) and ignored.
+
+Divergence: same semantics as ``sgd`` (a bad step is not applied, the replica freezes).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from .. import model as mdl
+from ..optim import schedule_factor
+from .common import TRACE_COUNT, Progress, Replicas, Static, place_replicas, progress_hook, set_progress
+from .sgd import split_keys
+
+__all__ = [
+    "ReducedState",
+    "buffer_steps",
+    "chisquare",
+    "coordinates",
+    "init",
+    "new_block",
+    "step",
+    "recompress",
+    "observe",
+    "simulate",
+    "run_compiled",
+]
+
+
+class ReducedState(NamedTuple):
+    """State of one replica.
+
+    C: ``(m, P + m + K B)`` coordinates (columns past the residual columns in use are 0).
+    u: ``(K, B, P + m + K B)`` the current block's sample coordinates (slot ``j`` masked to
+    its ``P + m + j B`` frame columns).  L: ``(K, B, B)`` the block's Bartlett factors.
+    key_data: PRNG key of the data stream.  diverged: bool.  diverged_step: int32.
+    """
+
+    C: jax.Array
+    u: jax.Array
+    L: jax.Array
+    key_data: jax.Array
+    diverged: jax.Array
+    diverged_step: jax.Array
+
+
+def _dtype(static: Static):
+    return jnp.float64 if static.dtype == "float64" else jnp.float32
+
+
+def buffer_steps(static: Static) -> int:
+    """``K``: steps between re-compressions (static).
+
+    ``K B ~ max(m, 8)`` keeps the amortised QR at ``O(m^2 B)`` per step; ``K`` is capped so
+    the complement keeps dimension ``>= B`` at every slot (``d - P - m - (K-1) B >= B``).
+    """
+    m = static.model
+    B = static.batch_size
+    want = max(1, -(-max(m.m, 8) // B))
+    cap = max(1, (m.d - m.P - m.m) // B)
+    return int(min(want, cap))
+
+
+def _bartlett_from(g, diag):
+    """Bartlett factor ``tril(g, -1) + diag(diag)`` (``g`` square ``N(0,1)``, ``diag^2``
+    chi-squares with ``df, df-1, ...``): ``L L^T ~ Wishart(df, I)``."""
+    return jnp.tril(g, -1) + jnp.diag(diag)
+
+
+def init(static: Static, seed, init_scale) -> ReducedState:
+    """Initial coordinates with the law of ``w_i ~ N(0, (s^2/d) I_d)`` i.i.d.
+
+    Teacher coordinates ``C[:, :P]`` i.i.d. ``N(0, s^2/d)``; residual block ``(s/sqrt(d))``
+    times the Bartlett factor of ``m`` vectors in ``R^{d-P}``.
+    """
+    m = static.model
+    dt = _dtype(static)
+    K = buffer_steps(static)
+    _, k_init, k_data = split_keys(seed)
+    k_g, k_chi = jax.random.split(k_init)
+    scale = jnp.asarray(init_scale, dt) / jnp.sqrt(jnp.asarray(m.d, dt))
+    g = jax.random.normal(k_g, (m.m, m.P + m.m), dt)  # teacher coordinates | Bartlett off-diagonal
+    M = g[:, : m.P] * scale
+    diag = jnp.sqrt(chisquare(k_chi, jnp.asarray(m.d - m.P - np.arange(m.m), dt), dt))
+    R = _bartlett_from(g[:, m.P :], diag) * scale
+    B = static.batch_size
+    C = jnp.concatenate([M, R, jnp.zeros((m.m, K * B), dt)], axis=1)
+    u = jnp.zeros((K, B, C.shape[1]), dt)
+    L = jnp.zeros((K, B, B), dt)
+    return ReducedState(C, u, L, k_data, jnp.asarray(False), jnp.asarray(-1, jnp.int32))
+
+
+_N_CANDIDATES = 2  # Marsaglia-Tsang proposals per round (acceptance >= 0.95 each)
+
+
+def _chisquare_round(key, df, dtype):
+    """One round of vectorised Marsaglia-Tsang proposals for ``chi^2_df = 2 Gamma(df/2)``.
+
+    Returns ``(value, accepted)`` shaped like ``df``: ``value`` is the first accepted of
+    ``_N_CANDIDATES`` i.i.d. proposals, so it is exactly ``chi^2_df`` given ``accepted``.
+    ``df >= 1``; ``alpha = df/2 < 1`` is boosted: ``Gamma(alpha) = Gamma(alpha+1) U^(1/alpha)``.
+    The uniforms are ``Phi(g)`` of standard normals, so one threefry call serves the round
+    (each random call site costs seconds of XLA compile time on CPU).
+    """
+    N = _N_CANDIDATES
+    g = jax.random.normal(key, (2 * N + 1,) + df.shape, dtype)
+    z, log_u, log_ub = g[:N], jax.scipy.special.log_ndtr(g[N : 2 * N]), jax.scipy.special.log_ndtr(g[2 * N])
+    alpha = 0.5 * df
+    boost = alpha < 1.0
+    a1 = jnp.where(boost, alpha + 1.0, alpha)
+    dd = a1 - 1.0 / 3.0
+    c = 1.0 / jnp.sqrt(9.0 * dd)
+    dd_, c_ = dd[None], c[None]  # broadcast over the candidate axis
+    v = (1.0 + c_ * z) ** 3
+    v_pos = jnp.maximum(v, jnp.finfo(dtype).tiny)
+    acc = (v > 0) & (log_u < 0.5 * z * z + dd_ - dd_ * v_pos + dd_ * jnp.log(v_pos))
+    first = jnp.argmax(acc, axis=0)
+    gam = dd * jnp.take_along_axis(v_pos, first[None], axis=0)[0]
+    gam = jnp.where(boost, gam * jnp.exp(log_ub / alpha), gam)
+    return 2.0 * gam, jnp.any(acc, axis=0)
+
+
+def chisquare(key, df, dtype):
+    """Exact ``chi^2_df`` draws (shape of ``df``, ``df >= 1``, may be traced).
+
+    Marsaglia-Tsang rejection, vectorised: rounds of proposals until every entry has an
+    accepted one (one round almost always: rejection ``<= 0.05^2`` per entry).  Far cheaper
+    to compile and to run here than ``jax.random.chisquare``.
+    """
+
+    def body(c):
+        v, o, i = c
+        nv, no = _chisquare_round(jax.random.fold_in(key, i), df, dtype)
+        return jnp.where(o, v, nv), o | no, i + 1
+
+    start = (jnp.zeros(df.shape, dtype), jnp.zeros(df.shape, bool), jnp.asarray(0, jnp.uint32))
+    return lax.while_loop(lambda c: ~jnp.all(c[1]), body, start)[0]
+
+
+def block_noise(static: Static, key_data, block):
+    """All random numbers of the ``K`` steps of block ``block`` (steps ``block K ..``).
+
+    Drawn at once, keyed by the absolute block index (so chunking never changes them).
+
+    Returns:
+        u ``(K, B, P + m + K B)``: slot ``j`` has i.i.d. ``N(0,1)`` on its first
+        ``P + m + j B`` columns (the frame in use at that step) and 0 after.
+        L ``(K, B, B)``: Bartlett factors of ``Wishart(d - P - m - j B, I_B)``.
+    """
+    m = static.model
+    dt = _dtype(static)
+    B = static.batch_size
+    K = buffer_steps(static)
+    width = m.P + m.m + K * B
+    k_u, k_chi = jax.random.split(jax.random.fold_in(key_data, block))
+    n_used = m.P + m.m + B * np.arange(K)  # (K,) frame size at slot j
+    mask = np.arange(width)[None, :] < n_used[:, None]  # (K, width)
+    # one normal draw for the coordinates and the Bartlett off-diagonals
+    g = jax.random.normal(k_u, (K, B, width + B), dt)
+    u = g[:, :, :width] * jnp.asarray(mask[:, None, :], dt)
+    df = jnp.asarray((m.d - n_used)[:, None] - np.arange(B)[None, :], dt)  # (K, B)
+    diag = jnp.sqrt(chisquare(k_chi, df, dt))
+    L = jnp.tril(g[:, :, width:], -1) + diag[:, :, None] * jnp.eye(B, dtype=dt)[None]
+    return u, L
+
+
+def recompress(static: Static, C):
+    """Residual block ``(m, m + KB)`` -> ``(m, m)`` (then zero-padded), Gram unchanged.
+
+    ``block = R Q^T`` with ``Q`` orthonormal columns: ``R = qr(block^T, mode="r")^T``.
+    """
+    P = static.model.P
+    res = C[:, P:]
+    r = jnp.linalg.qr(res.T, mode="r")  # (m, m) upper-triangular
+    m = r.shape[0]
+    return jnp.concatenate([C[:, :P], r.T, jnp.zeros((m, res.shape[1] - m), C.dtype)], axis=1)
+
+
+def step(static: Static, state: ReducedState, t, lr, a, steps, bound, remainder=1.0) -> ReducedState:
+    """One online-SGD step ``t`` (0-based, unbatched) of one replica on the Gram chain.
+
+    Uses slot ``j = t mod K`` of the block's random numbers (``state.u``, ``state.L``,
+    set by :func:`new_block` when ``j == 0``).  ``remainder`` multiplies the part of ``x``
+    outside the frame: ``1`` is the exact chain; ``0`` (traced, so no recompilation) is a
+    deliberately wrong chain, used only by the tests to show that they detect an error.
+    """
+    m = static.model
+    dt = _dtype(static)
+    B = static.batch_size
+    K = buffer_steps(static)
+    t = jnp.asarray(t, jnp.int32)
+    j = t % K
+    C = state.C
+    u = lax.dynamic_index_in_dim(state.u, j, keepdims=False)  # (B, width)
+    xW = u @ C.T  # (B, m) = <x_b, w_i>
+    y = m.teacher(u[:, : m.P]) @ a
+    r2 = jnp.sum(C * C, axis=-1)
+    alpha, gamma, e = mdl.per_sample_grad_coeffs(m, None, r2, xW, y)
+    e2 = e * e
+    ok = jnp.all(jnp.isfinite(e2) & (e2 <= bound)) & ~state.diverged
+    lr_t = lr * schedule_factor(static.schedule, t, steps).astype(dt)
+    ca = lr_t * jnp.sum(alpha, axis=0) / B  # (m,)
+    cg = (lr_t / B) * gamma  # (B, m)
+    C_new = (1.0 - ca)[:, None] * C - cg.T @ u
+    L = lax.dynamic_index_in_dim(state.L, j, keepdims=False) * remainder  # (B, B)
+    n_used = (m.P + m.m + j * B).astype(jnp.int32)
+    C_new = lax.dynamic_update_slice(C_new, -(cg.T @ L), (jnp.asarray(0, jnp.int32), n_used))
+    C = jnp.where(ok, C_new, C)
+    newly = ~ok & ~state.diverged
+    return state._replace(
+        C=C,
+        diverged=state.diverged | newly,
+        diverged_step=jnp.where(newly, t, state.diverged_step),
+    )
+
+
+def new_block(static: Static, states: ReducedState, t) -> ReducedState:
+    """Start block ``t // K`` for all replicas (batched states, outside ``vmap``):
+    re-compress the residual block and draw the block's random numbers."""
+    K = buffer_steps(static)
+    blk = jnp.asarray(t, jnp.int32) // K
+    u, L = jax.vmap(lambda k: block_noise(static, k, blk))(states.key_data)
+    C = jax.vmap(lambda c: recompress(static, c))(states.C)
+    # frozen replicas stay bit-identical: no re-compression either
+    C = jnp.where(states.diverged[:, None, None], states.C, C)
+    return states._replace(C=C, u=u, L=L)
+
+
+def coordinates(W, theta=None):
+    """Coordinates ``C`` ``(m, P + m)`` of full weights ``W`` ``(m, d)`` on
+    ``[theta; Q]`` (``Q`` an orthonormal basis of the residual span, ``C[:, P:]``
+    lower-triangular).  ``theta`` ``(P, d)`` orthonormal, or an int ``P`` for the canonical
+    frame.  ``C C^T = W W^T`` and ``C[:, :P] = W theta^T``."""
+    if isinstance(theta, int):
+        M, res = W[:, :theta], W[:, theta:]
+    else:
+        M = W @ theta.T
+        res = W - M @ theta
+    return jnp.concatenate([M, jnp.linalg.qr(res.T, mode="r").T], axis=1)
+
+
+def with_coordinates(static: Static, state: ReducedState, C) -> ReducedState:
+    """``state`` with its students replaced by coordinates ``C`` ``(m, P + m)``."""
+    pad = state.C.shape[1] - C.shape[1]
+    return state._replace(C=jnp.concatenate([C, jnp.zeros((C.shape[0], pad), C.dtype)], axis=1))
+
+
+def observe(static: Static, state: ReducedState, a):
+    """Observables of one replica: :func:`model.gram_observables` of ``C C^T``, ``C[:, :P]``."""
+    C = state.C
+    return mdl.gram_observables(static.model, C @ C.T, C[:, : static.model.P], a, static.with_overlap)
+
+
+def _check_loss(state: ReducedState, obs, bound, t):
+    bad = ~(jnp.isfinite(obs["loss"]) & (obs["loss"] <= bound)) & ~state.diverged
+    return state._replace(
+        diverged=state.diverged | bad,
+        diverged_step=jnp.where(bad, jnp.asarray(t, jnp.int32), state.diverged_step),
+    )
+
+
+@functools.partial(jax.jit, static_argnums=(0,))
+def run_compiled(static: Static, seed, lr, a, init_scale, bound, log_steps, remainder=1.0):
+    """The whole run of all replicas in one compiled program.
+
+    Args: as :func:`sgd.run_compiled`; ``remainder`` see :func:`step`.  The step loop is outside the replica ``vmap`` so the
+    block branch (``t mod K == 0``) is a real branch, not a select.
+    Returns: observables ``(T, R, ...)``, ``diverged``, ``diverged_step`` ``(R,)``.
+    """
+    TRACE_COUNT["n"] += 1
+    dt = _dtype(static)
+    lr = lr.astype(dt)
+    a = a.astype(dt)
+    remainder = jnp.asarray(remainder, dt)
+    steps = log_steps[-1]
+    K = buffer_steps(static)
+    states = jax.vmap(lambda s: init(static, s, init_scale))(seed)
+    v_observe = jax.vmap(lambda st, aa: observe(static, st, aa))
+    v_step = jax.vmap(lambda st, t, l, aa: step(static, st, t, l, aa, steps, bound, remainder), in_axes=(0, None, 0, 0))
+    obs0 = v_observe(states, a)
+    states = jax.vmap(lambda st, o: _check_loss(st, o, bound, 0))(states, obs0)
+
+    def segment(states, k):
+        t0, t1 = log_steps[k], log_steps[k + 1]
+
+        def one(t, s):
+            s = lax.cond(t % K == 0, lambda s: new_block(static, s, t), lambda s: s, s)
+            return v_step(s, t, lr, a)
+
+        states = lax.fori_loop(t0, t1, one, states)
+        obs = v_observe(states, a)
+        states = jax.vmap(lambda st, o: _check_loss(st, o, bound, t1))(states, obs)
+        progress_hook(k)
+        return states, obs
+
+    states, obs = lax.scan(segment, states, jnp.arange(log_steps.shape[0] - 1))
+    obs = jax.tree.map(lambda x0, xs: jnp.concatenate([x0[None], xs], axis=0), obs0, obs)
+    return obs, states.diverged, states.diverged_step
+
+
+def simulate(
+    static: Static, reps: Replicas, log_steps: np.ndarray, progress: Progress | None = None, *, remainder: bool = True
+) -> dict:
+    """Run all replicas; return numpy metrics ``(R, T, ...)`` (SPEC section 4 names)."""
+    m = static.model
+    if m.d < m.P + m.m + static.batch_size:
+        raise ValueError(
+            f"data.d: = {m.d} is too small for engine 'reduced'; accepted: d >= P + m + batch_size = "
+            f"{m.P + m.m + static.batch_size}"
+        )
+    if static.optimizer != "sgd" or static.optimizer_kwargs:
+        raise ValueError("train.optimizer: engine 'reduced' is exact only for plain 'sgd'")
+    log_steps = np.asarray(log_steps)
+    if log_steps[-1] >= 2**31:
+        raise ValueError("train.steps must be < 2^31 in engine 'reduced'")
+    set_progress(progress)
+    try:
+        if progress is not None:
+            progress.start()
+        obs, div, div_step = run_compiled(
+            static,
+            place_replicas(reps.seed, jnp.uint32),
+            place_replicas(reps.lr),
+            place_replicas(reps.a),
+            jnp.asarray(reps.init_scale),
+            jnp.asarray(reps.diverge_bound),
+            jnp.asarray(log_steps, jnp.int32),
+            jnp.asarray(1.0 if remainder else 0.0),
+        )
+        obs = jax.device_get(obs)
+    finally:
+        set_progress(None)
+    out = {k: np.swapaxes(np.asarray(v), 0, 1) for k, v in obs.items()}
+    out["diverged"] = np.asarray(div, bool)
+    out["diverged_step"] = np.asarray(div_step, np.int64)
+    return out
