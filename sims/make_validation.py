@@ -23,9 +23,24 @@ VERDICT = {True: "yes", False: "**no**", None: "n/a"}
 def _num(x) -> str:
     if x is None or not math.isfinite(x):
         return "—"
+    if abs(x) < 5e-4:
+        return "0.000"
     if x != 0 and (abs(x) >= 1e4 or abs(x) < 1e-3):
         return f"{x:.2e}"
     return f"{x:.3g}" if abs(x) >= 10 else f"{x:.3f}"
+
+
+def _grid_values(v) -> str:
+    """A sweep list for the report: ``zip`` tables as ``{k=v, ...}``, replica lists by size."""
+
+    def one(x):
+        if isinstance(x, dict):
+            return "{" + ", ".join(f"{k}={one(y)}" for k, y in x.items()) + "}"
+        if isinstance(x, list):
+            return f"{len(x)} values"
+        return str(x)
+
+    return "[" + ", ".join(one(x) for x in v) + "]"
 
 
 def row(exp_label: str, c: dict) -> str:
@@ -62,7 +77,16 @@ def render(results: dict[str, dict | None], mode: str = "cpu") -> str:
             lines.append(row(label, c))
             n_all += 1
             n_yes += c["agrees"] is True
-    lines += ["", f"{n_yes} of {n_all} predicted quantities agree within their interval.", ""]
+    done = [r for r in results.values() if r is not None]
+    total = sum(r.get("compute_s", 0.0) for r in done if not r.get("extra", {}).get("runs_of"))  # shared runs once
+    backends = sorted({r.get("backend", "?") for r in done})
+    lines += [
+        "",
+        f"{n_yes} of {n_all} predicted quantities agree within their interval. "
+        f"Simulation time of the runs behind this table: {total / 60:.1f} min on {', '.join(backends) or '?'} "
+        "(per experiment below).",
+        "",
+    ]
     for name, res in results.items():
         lines += [f"## {name}", ""]
         if res is None:
@@ -72,13 +96,14 @@ def render(results: dict[str, dict | None], mode: str = "cpu") -> str:
         if res.get("figure"):
             lines += [f"![{name}]({res['figure']})", ""]
         s = res.get("settings", {})
-        grid = ", ".join(f"`{k}` in {v}" for k, v in res.get("grid", {}).items())
+        grid = ", ".join(f"`{k}` in {_grid_values(v)}" for k, v in res.get("grid", {}).items())
         lines.append(
             f"Engine(s): {', '.join(res.get('engines', []))}; "
             + ", ".join(f"{k} = {v}" for k, v in s.items() if k != "engine")
             + (f"; grid: {grid}" if grid else "")
-            + f". {res['runs']} run(s), {res['compute_s']:.0f} s of simulation, {res['wall_time_s']:.0f} s in all on "
-            f"{res.get('backend', '?')} ({res.get('date', '')})."
+            + f". {res['runs']} run(s), {res['compute_s']:.0f} s of simulation on {res.get('backend', '?')}"
+            + (f" (the runs of {', '.join(res['extra']['runs_of'])})" if res.get("extra", {}).get("runs_of") else "")
+            + f"; analysed {res.get('date', '')}."
         )
         lines.append("")
         for c in res["checks"]:
