@@ -201,7 +201,8 @@ def predicted_emergence_steps(metrics: dict, coeffs, a, threshold: float = 0.5, 
     """Flow prediction of each replica's emergence step from its initial state.
 
     Per replica ``r`` and direction ``p``: the neuron with the largest initial cosine
-    ``|M_ip(0)|`` (``overlap[r, 0]``) is the one that learns ``theta_p`` (decoupled
+    ``|M_ip(0)|`` (``overlap[r, 0]``; the largest *positive* one when ``sigma`` has odd
+    components) is the one that learns ``theta_p`` (decoupled
     dynamics, paper Claim 1); its escape time :func:`flow_escape_time` with ``a = a_p``
     and its initial ``r2`` is converted to SGD steps by ``T = tau / lr_r``.
 
@@ -218,7 +219,15 @@ def predicted_emergence_steps(metrics: dict, coeffs, a, threshold: float = 0.5, 
     lr = np.asarray(metrics.get("lr", np.ones(R)), np.float64).reshape(R)
     norm2 = np.asarray(metrics["norm2"], np.float64)[:, 0, :]  # (R, m)
     if "overlap" in metrics:
-        M0 = np.abs(np.asarray(metrics["overlap"], np.float64)[:, 0])  # (R, m, P)
+        M0 = np.asarray(metrics["overlap"], np.float64)[:, 0]  # (R, m, P)
+        if any(c != 0.0 for j, c in enumerate(coeffs) if j % 2 == 1):
+            # With odd Hermite components the sign matters: for sigma = h_k with k odd,
+            # dm/dtau = a k c_k^2 m^(k-1) (1 - m^2) >= 0, so a negative cosine creeps up to
+            # 0 and never escapes.  Only positive initial cosines are candidates (exact for
+            # odd h_k; for mixed parity the even part could rescue a negative one).
+            M0 = np.maximum(M0, 0.0)
+        else:
+            M0 = np.abs(M0)
         best = np.argmax(M0, axis=1)  # (R, P)
         m0 = np.take_along_axis(M0, best[:, None, :], 1)[:, 0]
         r2 = np.take_along_axis(norm2, best, 1)

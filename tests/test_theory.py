@@ -94,3 +94,18 @@ def test_typical_initial_overlap_matches_monte_carlo():
     cos = np.abs(W[..., 0]) / np.linalg.norm(W, axis=-1)
     mc = np.median(cos.max(axis=1))
     assert theory.typical_initial_overlap(d, m) == pytest.approx(mc, rel=0.03)
+
+
+def test_predicted_emergence_uses_signed_cosines_for_odd_activations():
+    """h3: a neuron with a large negative cosine never escapes; the prediction must use the
+    best positive cosine (for h4 the sign is irrelevant)."""
+    from analysis.theory import flow_escape_time, predicted_emergence_steps
+
+    overlap = np.zeros((1, 2, 2, 1))
+    overlap[0, 0, :, 0] = [-0.4, 0.1]  # neuron 0 strongly anti-aligned, neuron 1 weakly aligned
+    metrics = {"overlap": overlap, "norm2": np.full((1, 2, 2), 0.01), "lr": np.array([1.0])}
+    a = np.array([[1.0]])
+    T3, _ = predicted_emergence_steps(metrics, (0, 0, 0, 1.0), a)
+    T4, _ = predicted_emergence_steps(metrics, (0, 0, 0, 0, 1.0), a)
+    np.testing.assert_allclose(T3[0, 0], flow_escape_time(0.1, 0.01, 1.0, (0, 0, 0, 1.0)), rtol=1e-12)
+    np.testing.assert_allclose(T4[0, 0], flow_escape_time(0.4, 0.01, 1.0, (0, 0, 0, 0, 1.0)), rtol=1e-12)
