@@ -261,6 +261,7 @@ def run_bench(quick: bool = False, stream=None, sizes: dict | None = None) -> di
         "numpy_steps": 100 if quick else 400,
         "big_d": 4096 if quick else 16384,
         "big_sgd_steps": 128 if quick else 512,
+        "big_R": 8 if quick else 32,
         "reduced_steps": 4096 if quick else 65536,
         "flow_d": 10_000 if quick else 1_000_000,
         "flow_Pm": 8 if quick else 32,
@@ -320,12 +321,13 @@ def run_bench(quick: bool = False, stream=None, sizes: dict | None = None) -> di
 
     # reduced vs sgd at large d, same process
     d = S["big_d"]
-    sgd_big = _sgd_case(f"sgd d={d} m=P=16 B=1 R=8", d, 16, 16, 1, 8, S["big_sgd_steps"], rep, 0)
+    Rb = S["big_R"]
+    sgd_big = _sgd_case(f"sgd d={d} m=P=16 B=1 R={Rb}", d, 16, 16, 1, Rb, S["big_sgd_steps"], rep, 0)
     report["cases"].append(sgd_big)
     row(sgd_big)
     try:
-        red = time_engine(_config(d, 16, 16, 1, 8, S["reduced_steps"], engine="reduced"), rep)
-        red["name"] = f"reduced d={d} m=P=16 B=1 R=8"
+        red = time_engine(_config(d, 16, 16, 1, Rb, S["reduced_steps"], engine="reduced"), rep)
+        red["name"] = f"reduced d={d} m=P=16 B=1 R={Rb}"
         red["ratios"] = {"vs_sgd": red["samples_per_s"] / sgd_big["samples_per_s"]}
         report["cases"].append(red)
         row(red)
