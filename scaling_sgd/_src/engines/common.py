@@ -16,6 +16,7 @@ from ..model import Model
 
 __all__ = [
     "call_compiled",
+    "dtype_of",
     "check_int32_steps",
     "Static",
     "Replicas",
@@ -78,6 +79,11 @@ class Replicas:
     @property
     def R(self) -> int:
         return int(np.shape(self.seed)[0])
+
+
+def dtype_of(static: Static):
+    """The JAX float type of a run (``Static.dtype``)."""
+    return jnp.float64 if static.dtype == "float64" else jnp.float32
 
 
 def place_replicas(x, dtype=None):

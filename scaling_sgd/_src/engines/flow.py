@@ -38,6 +38,7 @@ import numpy as np
 
 from .. import model as mdl
 from .common import TRACE_COUNT, Progress, Replicas, Static, call_compiled, progress_hook
+from .common import dtype_of as _dtype
 from .reduced import coordinates
 from .reduced import init as reduced_init
 
@@ -45,10 +46,6 @@ __all__ = ["SOLVERS", "gradient", "loss", "init", "tau_of_step", "simulate", "ru
 
 SOLVERS = ("auto", "ros2", "kvaerno5", "kvaerno3", "tsit5", "dopri5")
 MAX_STEPS = 200_000
-
-
-def _dtype(static: Static):
-    return jnp.float64 if static.dtype == "float64" else jnp.float32
 
 
 def loss(model: mdl.Model, C, a):

@@ -53,6 +53,7 @@ from jax import lax
 from .. import model as mdl
 from ..optim import schedule_factor
 from .common import TRACE_COUNT, Progress, Replicas, Static, call_compiled, check_int32_steps, progress_hook
+from .common import dtype_of as _dtype
 from .sgd import split_keys
 
 __all__ = [
@@ -85,10 +86,6 @@ class ReducedState(NamedTuple):
     key_data: jax.Array
     diverged: jax.Array
     diverged_step: jax.Array
-
-
-def _dtype(static: Static):
-    return jnp.float64 if static.dtype == "float64" else jnp.float32
 
 
 def buffer_steps(static: Static) -> int:

@@ -29,6 +29,7 @@ from jax import lax
 from .. import model as mdl
 from ..optim import make_optimizer, schedule_factor
 from .common import TRACE_COUNT, Progress, Replicas, Static, call_compiled, check_int32_steps, progress_hook
+from .common import dtype_of as _dtype
 
 __all__ = [
     "SGDState",
@@ -64,10 +65,6 @@ class SGDState(NamedTuple):
     key_data: jax.Array
     diverged: jax.Array
     diverged_step: jax.Array
-
-
-def _dtype(static: Static):
-    return jnp.float64 if static.dtype == "float64" else jnp.float32
 
 
 def _plain(static: Static) -> bool:
