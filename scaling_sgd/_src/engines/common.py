@@ -16,6 +16,7 @@ from ..model import Model
 
 __all__ = [
     "call_compiled",
+    "check_loss",
     "dtype_of",
     "check_int32_steps",
     "Static",
@@ -79,6 +80,18 @@ class Replicas:
     @property
     def R(self) -> int:
         return int(np.shape(self.seed)[0])
+
+
+def check_loss(state, obs, bound, t):
+    """Flag (at a log point) a replica whose exact loss is non-finite or above ``bound``.
+
+    ``state`` is any engine state (a NamedTuple) with ``diverged`` and ``diverged_step``.
+    """
+    bad = ~(jnp.isfinite(obs["loss"]) & (obs["loss"] <= bound)) & ~state.diverged
+    return state._replace(
+        diverged=state.diverged | bad,
+        diverged_step=jnp.where(bad, jnp.asarray(t, jnp.int32), state.diverged_step),
+    )
 
 
 def dtype_of(static: Static):

@@ -53,6 +53,7 @@ from jax import lax
 from .. import model as mdl
 from ..optim import schedule_factor
 from .common import TRACE_COUNT, Progress, Replicas, Static, call_compiled, check_int32_steps, progress_hook
+from .common import check_loss as _check_loss
 from .common import dtype_of as _dtype
 from .sgd import split_keys
 
@@ -289,14 +290,6 @@ def observe(static: Static, state: ReducedState, a):
     """Observables of one replica: :func:`model.gram_observables` of ``C C^T``, ``C[:, :P]``."""
     C = state.C
     return mdl.gram_observables(static.model, C @ C.T, C[:, : static.model.P], a, static.with_overlap)
-
-
-def _check_loss(state: ReducedState, obs, bound, t):
-    bad = ~(jnp.isfinite(obs["loss"]) & (obs["loss"] <= bound)) & ~state.diverged
-    return state._replace(
-        diverged=state.diverged | bad,
-        diverged_step=jnp.where(bad, jnp.asarray(t, jnp.int32), state.diverged_step),
-    )
 
 
 @functools.partial(jax.jit, static_argnums=(0,))

@@ -29,6 +29,7 @@ from jax import lax
 from .. import model as mdl
 from ..optim import make_optimizer, schedule_factor
 from .common import TRACE_COUNT, Progress, Replicas, Static, call_compiled, check_int32_steps, progress_hook
+from .common import check_loss as _check_loss
 from .common import dtype_of as _dtype
 
 __all__ = [
@@ -297,15 +298,6 @@ def observe(static: Static, state: SGDState, a):
     W = state.W
     WT = W[:, : m.P] if state.theta is None else W @ state.theta.T
     return mdl.gram_observables(m, W @ W.T, WT, a, static.with_overlap)
-
-
-def _check_loss(state: SGDState, obs, bound, t):
-    """Flag (at a log point) a replica whose exact loss is non-finite or above the bound."""
-    bad = ~(jnp.isfinite(obs["loss"]) & (obs["loss"] <= bound)) & ~state.diverged
-    return state._replace(
-        diverged=state.diverged | bad,
-        diverged_step=jnp.where(bad, jnp.asarray(t, jnp.int32), state.diverged_step),
-    )
 
 
 @functools.partial(jax.jit, static_argnums=(0,))
