@@ -6,9 +6,9 @@ minus the median repeat), and the peak memory; for ``sgd`` also the ratio to two
 measured in the same process:
 
 * Gaussian bound: the rate at which JAX draws ``N(0, 1)`` float32 numbers on the device
-  (``jax.random.normal`` in a device loop over chunks, the fastest of a few chunk sizes
-  and of fused/stored consumption, see :func:`gaussian_rate`), divided by ``d``: fresh
-  input is irreducible for ``sgd``.
+  (``jax.random.normal`` in a device loop over chunks, every number consumed, the
+  fastest of a few chunk sizes, both threefry counter layouts and two consumers, see
+  :func:`gaussian_rate`), divided by ``d``: fresh input is irreducible for ``sgd``.
 * matmul bound: the float32 matrix-multiply rate of the device (a square GEMM), divided by
   ``4 d m`` flops per sample (``<x, w_i>`` and the update of ``W``).
 
@@ -52,20 +52,33 @@ def _median_time(fn, repeats: int) -> float:
 
 
 @functools.cache
-def _draw_loop(n: int, loops: int, how: str):
+def _draw_loop(n: int, loops: int, how: str, partitionable: bool = True):
     """Compiled draw of ``loops`` chunks of ``n`` normals (cached: the bound is re-measured
-    next to every case without recompiling)."""
+    next to every case without recompiling).
+
+    ``how``: "accumulated" adds each chunk into a carried ``(n,)`` buffer (every number
+    is transformed and written, as an engine that multiplies its inputs needs);
+    "summed" reduces each chunk to a scalar (every number is transformed, none written);
+    "single" is one plain call for ``n`` numbers.  Both loop forms consume every number:
+    a consumer that keeps only a slice lets XLA sink the slice into the ``erf_inv``
+    fusion and transform only the kept numbers, which overstates the rate
+    (benchmarks/NOTES.md, candidate 12).
+    """
+
+    def normal(k, shape):
+        with jax.threefry_partitionable(partitionable):
+            return jax.random.normal(k, shape, jnp.float32)
+
     if how == "single":
-        return jax.jit(lambda k: jax.random.normal(k, (n,), jnp.float32))
+        return jax.jit(lambda k: normal(k, (n,)))
 
     def draw(k):
         def body(i, acc):
-            x = jax.random.normal(jax.random.fold_in(k, i), (n,), jnp.float32)
-            if how == "stored":
-                return acc + lax.optimization_barrier(x)[:256]
-            return acc + jnp.sum(x.reshape(-1, 256), axis=0)
+            x = normal(jax.random.fold_in(k, i), (n,))
+            return acc + x if how == "accumulated" else acc + jnp.sum(x)
 
-        return lax.fori_loop(0, loops, body, jnp.zeros((256,), jnp.float32))
+        acc0 = jnp.zeros((n,) if how == "accumulated" else (), jnp.float32)
+        return lax.fori_loop(0, loops, body, acc0)
 
     return jax.jit(draw)
 
@@ -74,21 +87,24 @@ def gaussian_rate(repeats: int = 5, chunks=(1 << 18, 1 << 20), total: int = 1 <<
     """``N(0,1)`` float32 numbers per second drawn by ``jax.random.normal`` on the device.
 
     Draws ``total`` numbers in a compiled loop over chunks (a fresh key per chunk), for a
-    few chunk sizes, two ways: each chunk reduced by a sum that XLA fuses into the draw
-    ("fused"), or written out to memory first (``optimization_barrier``, "stored", what an
-    engine that multiplies the inputs needs).  The bound is the fastest of all, so it is an
-    upper bound for any consumer.  Also reports one plain ``jax.random.normal(key,
-    (total,))`` call, which pays for a fresh output buffer and is usually slower.
+    few chunk sizes, with threefry2x32 in both counter layouts (``partitionable`` true,
+    JAX's default, and false, which the ``sgd`` engine uses), each chunk either
+    accumulated into a buffer or summed (:func:`_draw_loop`).  The bound is the fastest
+    of all, so it is an upper bound for any consumer of ``jax.random.normal``.  Also
+    reports one plain ``jax.random.normal(key, (total,))`` call (default layout), which
+    pays for a fresh output buffer and is usually slower.
     """
     key = jax.random.PRNGKey(0)
     rates = {}
-    for n in chunks:
-        loops = max(1, total // n)
-        for how in ("fused", "stored"):
-            f = _draw_loop(n, loops, how)
-            f(key).block_until_ready()
-            rates[f"{how} 2^{int(math.log2(n))}"] = n * loops / _median_time(lambda f=f: f(key).block_until_ready(), repeats)
-    single = _draw_loop(total, 0, "single")
+    for part in (True, False):
+        for n in chunks:
+            loops = max(1, total // n)
+            for how in ("summed", "accumulated"):
+                f = _draw_loop(n, loops, how, part)
+                f(key).block_until_ready()
+                name = f"{how} 2^{int(math.log2(n))} {'partitionable' if part else 'non-partitionable'}"
+                rates[name] = n * loops / _median_time(lambda f=f: f(key).block_until_ready(), repeats)
+    single = _draw_loop(total, 0, "single", bool(jax.config.jax_threefry_partitionable))
     single(key).block_until_ready()
     single_rate = total / _median_time(lambda: single(key).block_until_ready(), repeats)
     return {"normals_per_s": max(rates.values()), "per_method": rates, "single_call_normals_per_s": single_rate}

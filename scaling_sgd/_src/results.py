@@ -61,6 +61,8 @@ def environment() -> dict:
     import jaxlib
     import optax
 
+    from .engines.sgd import INPUT_STREAM
+
     try:
         from importlib.metadata import version
 
@@ -80,6 +82,8 @@ def environment() -> dict:
         "device_count": jax.device_count(),
         "platform": platform.platform(),
         "x64": bool(jax.config.jax_enable_x64),
+        "prng": str(jax.config.jax_default_prng_impl),
+        "sgd_input_stream": INPUT_STREAM,
     }
 
 

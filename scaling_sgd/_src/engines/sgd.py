@@ -6,7 +6,8 @@ vmap(block))))``.  The inputs are drawn ``U`` steps at a time (:func:`draw_block
 numbers depend only on (seed, absolute step), never on how the run is chunked.  With plain
 SGD a block is advanced in low-rank form (:class:`Block`): the ``O(d)`` work becomes
 matrix products and the per-step work is independent of ``d``, so the cost per sample is
-essentially the ``d`` Gaussian draws (benchmarks/NOTES.md).  The SPEC gradient
+the ``d`` Gaussian draws plus ``4 d m + 2 d U`` flops of small matrix products; the next
+block is drawn while the current one is advanced (benchmarks/NOTES.md).  The SPEC gradient
 ``grad_{w_i} = alpha_i w_i + gamma_i x`` is formed by hand (tested against ``jax.grad``);
 :func:`step` is the direct per-step reference the blocked run is tested against.
 Observables are reduced on the device at the log points; only they come back to the host.
@@ -44,12 +45,15 @@ __all__ = [
     "draw_block",
     "block_size",
     "load_block",
+    "form_block",
     "run_steps",
     "current_weights",
 ]
 
 # Samples per replica drawn (and folded into matrix products) per block: see block_size.
 SAMPLES_PER_BLOCK = 32
+# How the inputs are drawn (recorded with every result): see draw_block.
+INPUT_STREAM = "jax.random.normal, threefry2x32, threefry_partitionable=False, block key fold_in(k_data, t // U)"
 
 
 class SGDState(NamedTuple):
@@ -121,10 +125,17 @@ def draw_block(static: Static, key_data, b):
     """The inputs of steps ``b U .. b U + U - 1``: ``X`` ``(U, B, d)`` i.i.d. ``N(0, 1)``.
 
     Keyed by the block index ``b`` (absolute), so the stream depends only on (seed, step).
+    ``jax.random.normal`` with threefry2x32 in its non-partitionable counter layout
+    (:data:`INPUT_STREAM`), whatever the process-wide ``jax_threefry_partitionable`` flag:
+    the stream is then fixed by the seed alone, and it hashes one counter pair per two
+    numbers instead of one per number (1.5x the draw rate on CPU, benchmarks/NOTES.md).
+    The partitionable layout only matters for one array split across devices; replicas
+    are split across devices whole.
     """
     m = static.model
     U = block_size(static.batch_size)
-    return jax.random.normal(jax.random.fold_in(key_data, b), (U, static.batch_size, m.d), _dtype(static))
+    with jax.threefry_partitionable(False):
+        return jax.random.normal(jax.random.fold_in(key_data, b), (U, static.batch_size, m.d), _dtype(static))
 
 
 def draw_batch(static: Static, key_data, t):
@@ -210,13 +221,13 @@ class Block(NamedTuple):
     r2: jax.Array
 
 
-def load_block(static: Static, state: SGDState, b, a) -> Block:
-    """Draw block ``b`` of one replica and form its Gram blocks against ``state.W``."""
+def form_block(static: Static, state: SGDState, X, a) -> Block:
+    """Block of inputs ``X`` ``(U, B, d)`` of one replica with its Gram blocks against ``state.W``."""
     m = static.model
     dt = _dtype(static)
     B = static.batch_size
     U = block_size(B)
-    X = draw_block(static, state.key_data, b).reshape(U * B, m.d)
+    X = X.reshape(U * B, m.d)
     y = mdl.teacher_output(m, state.theta, a, X).reshape(U, B)
     W0 = state.W
     if _plain(static):
@@ -226,6 +237,11 @@ def load_block(static: Static, state: SGDState, b, a) -> Block:
         XW = jnp.zeros((U, B, m.m), dt)
         XX = jnp.zeros((U, B, U * B), dt)
     return Block(X, y, XW, XX, jnp.ones((m.m,), dt), jnp.zeros((U * B, m.m), dt), jnp.sum(W0 * W0, axis=-1))
+
+
+def load_block(static: Static, state: SGDState, b, a) -> Block:
+    """Draw block ``b`` of one replica and form its Gram blocks against ``state.W``."""
+    return form_block(static, state, draw_block(static, state.key_data, b), a)
 
 
 def current_weights(static: Static, state: SGDState, blk: Block):
@@ -304,12 +320,15 @@ def observe(static: Static, state: SGDState, a):
 def run_compiled(static: Static, seed, lr, a, init_scale, bound, log_steps):
     """The whole run of all replicas in one compiled program.
 
-    The carry is ``(states, blocks, b, s)``: every replica is ``s`` steps into block ``b``
-    (:class:`Block`).  A log segment runs whole blocks while the log point is past the
-    block end (forming ``W`` and loading the next block), then the remaining steps inside
-    the block; the observables at a log point inside a block are taken from
-    ``c * W0 - G^T X``.  Every step is the same code, so the trajectory does not depend
-    on the log grid (tested bitwise).
+    The carry is ``(states, blocks, X_next, b, s)``: every replica is ``s`` steps into
+    block ``b`` (:class:`Block`), and ``X_next`` holds the inputs of block ``b + 1``,
+    drawn one block ahead so that the draw (which depends only on the key) can run on a
+    free core while the block in progress is advanced (software pipelining; 1.2x on this
+    2-core CPU, benchmarks/NOTES.md).  A log segment runs whole blocks while the log
+    point is past the block end (forming ``W``, the next block's Gram blocks, and drawing
+    the block after it), then the remaining steps inside the block; the observables at a
+    log point inside a block are taken from ``c * W0 - G^T X``.  Every step is the same
+    code, so the trajectory does not depend on the log grid (tested bitwise).
 
     Args:
         seed ``(R,)``, lr ``(R,)``, a ``(R, P)``; init_scale, bound scalars;
@@ -328,7 +347,8 @@ def run_compiled(static: Static, seed, lr, a, init_scale, bound, log_steps):
     states = jax.vmap(lambda s, l: init(static, s, init_scale, l, steps))(seed, lr)
     v_observe = jax.vmap(lambda st, aa: observe(static, st, aa))
     v_check = jax.vmap(lambda st, o, t: _check_loss(st, o, bound, t), in_axes=(0, 0, None))
-    v_load = jax.vmap(lambda st, b, aa: load_block(static, st, b, aa), in_axes=(0, None, 0))
+    v_draw = jax.vmap(lambda st, b: draw_block(static, st.key_data, b), in_axes=(0, None))
+    v_form = jax.vmap(lambda st, X, aa: form_block(static, st, X, aa))
     v_current = jax.vmap(lambda st, bk: current_weights(static, st, bk))
     v_run = jax.vmap(
         lambda st, bk, b, s0, s1, l, aa: run_steps(static, st, bk, b, s0, s1, l, aa, steps, bound),
@@ -338,21 +358,22 @@ def run_compiled(static: Static, seed, lr, a, init_scale, bound, log_steps):
     obs0 = v_observe(states, a)
     states = v_check(states, obs0, 0)
     zero = jnp.asarray(0, jnp.int32)
-    blocks = v_load(states, zero, a)
+    blocks = v_form(states, v_draw(states, zero), a)
 
     def full_block(c):
-        """Steps ``s .. U-1`` of block ``b``, then form ``W`` and load block ``b + 1``."""
-        states, blocks, b, s = c
+        """Steps ``s .. U-1`` of block ``b``, then form ``W`` and block ``b + 1``; draw ``b + 2``."""
+        states, blocks, X_next, b, s = c
+        # Unconditional draw (no lax.cond): XLA:CPU draws ~1.5x slower inside a conditional.
+        X_after = v_draw(states, b + 2)
         states, blocks = v_run(states, blocks, b, s, U, lr, a)
         states = states._replace(W=v_current(states, blocks))
-        # Unconditional (no lax.cond): XLA:CPU draws ~1.5x slower inside a conditional.
-        return states, v_load(states, b + 1, a), b + 1, jnp.zeros_like(s)
+        return states, v_form(states, X_next, a), X_after, b + 1, jnp.zeros_like(s)
 
     def segment(carry, k):
         t1 = log_steps[k + 1]
         # (written so that nothing overflows int32 when steps is close to 2^31)
-        carry = lax.while_loop(lambda c: t1 - c[2] * U >= U, full_block, carry)
-        states, blocks, b, s = carry
+        carry = lax.while_loop(lambda c: t1 - c[3] * U >= U, full_block, carry)
+        states, blocks, X_next, b, s = carry
         # The rest of the way to t1 inside block b (the same steps as a full block runs).
         s1 = t1 - b * U
         states, blocks = v_run(states, blocks, b, s, s1, lr, a)
@@ -362,9 +383,9 @@ def run_compiled(static: Static, seed, lr, a, init_scale, bound, log_steps):
         # A replica flagged here is frozen from t1 on: its remaining steps are no-ops.
         states = states._replace(diverged=now.diverged, diverged_step=now.diverged_step)
         progress_hook(k)
-        return (states, blocks, b, s1), (obs, now.diverged, now.diverged_step)
+        return (states, blocks, X_next, b, s1), (obs, now.diverged, now.diverged_step)
 
-    carry = (states, blocks, zero, zero)
+    carry = (states, blocks, v_draw(states, zero + 1), zero, zero)
     _, (obs, div, div_step) = lax.scan(segment, carry, jnp.arange(log_steps.shape[0] - 1))
     obs = jax.tree.map(lambda x0, xs: jnp.concatenate([x0[None], xs], axis=0), obs0, obs)
     return obs, div[-1], div_step[-1]
