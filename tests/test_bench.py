@@ -200,3 +200,23 @@ def test_input_stream_does_not_depend_on_the_global_partitionable_flag():
     with jax.threefry_partitionable(True):
         default = np.asarray(jax.random.normal(jax.random.fold_in(key, 4), draws[0].shape, draws[0].dtype))
     assert not np.array_equal(default, draws[0])
+
+
+def test_products_loop_is_the_engine_block_products():
+    """The timed products loop computes X W^T, X X^T and W <- c W - G^T X block after
+    block on alternating inputs (nothing loop-invariant that XLA could hoist)."""
+    R, K, d, m, loops = 2, 3, 5, 2, 3
+    rng = np.random.default_rng(0)
+    X1, X2 = rng.standard_normal((2, R, K, d)).astype(np.float32)
+    W = rng.standard_normal((R, m, d)).astype(np.float32)
+    G = rng.standard_normal((R, K, m)).astype(np.float32)
+    got = np.asarray(bench._products_loop(R, K, d, m, loops)(X1, X2, W, G))
+    A, Bx, w, g = X1.astype(np.float64), X2.astype(np.float64), W.astype(np.float64), G.astype(np.float64)
+    for _ in range(loops):
+        XW = A @ w.transpose(0, 2, 1)
+        XX = A @ A.transpose(0, 2, 1)
+        w = 0.999 * w - 1e-3 * g.transpose(0, 2, 1) @ A
+        g = 0.5 * g + 1e-3 * (XW + XX.mean(axis=-1, keepdims=True))
+        A, Bx = Bx, A
+    assert_close(got, w, rtol=1e-5, atol=1e-6)
+    assert bench.products_time(R, K, d, m, repeats=1, loops=2) > 0
