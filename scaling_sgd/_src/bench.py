@@ -287,6 +287,9 @@ def _sgd_case(name, d, P, m, B, R, steps, repeats, numpy_steps, note=""):
         # a model of the engine: its draws and its block products back to back, each timed
         # alone (not a strict bound: the engine overlaps the next draw with the products)
         "draws_and_products_samples_per_s": 1.0 / (d / gauss["normals_per_s"] + t_products),
+        # the same model with the products at the square-GEMM rate: what this algorithm
+        # could reach here if its small batched products ran as fast as one big GEMM
+        "draws_and_products_at_gemm_rate_samples_per_s": 1.0 / (d / gauss["normals_per_s"] + (4.0 * d * m + 2.0 * d * K) / mm),
         "products_samples_per_s": 1.0 / t_products,
         "products_flop_per_s": (4.0 * d * m + 2.0 * d * K) / t_products,
         "normals_per_s": gauss["normals_per_s"],
@@ -449,8 +452,13 @@ def run_bench(quick: bool = False, stream=None, sizes: dict | None = None) -> di
     }
     say(
         f"  target sgd d=1024 B=1: {head['ratios']['to_gaussian_bound']:.2f} of the Gaussian bound (>= 0.8), "
-        f"{head['ratios']['vs_numpy']:.1f}x NumPy (>= 5); its draws and products back to back would reach "
-        f"{head['bounds']['draws_and_products_samples_per_s'] / head['bounds']['gaussian_samples_per_s']:.2f} of the Gaussian bound"
+        f"{head['ratios']['vs_numpy']:.1f}x NumPy (>= 5)"
+    )
+    gb = head["bounds"]["gaussian_samples_per_s"]
+    say(
+        f"  its draws and products back to back would reach {head['bounds']['draws_and_products_samples_per_s'] / gb:.2f} "
+        f"of the Gaussian bound ({head['bounds']['draws_and_products_at_gemm_rate_samples_per_s'] / gb:.2f} "
+        "with the products at the square-GEMM rate)"
     )
     return report
 
