@@ -20,6 +20,7 @@ import numpy as np
 from jax import lax
 
 import scaling_sgd as ss
+from scaling_sgd._src import bench
 from scaling_sgd._src import model as mdl
 from scaling_sgd._src.bench import gaussian_rate
 from scaling_sgd._src.engines import sgd
@@ -90,6 +91,28 @@ def engine_runner(cfg, **module_overrides):
     return lambda: jax.block_until_ready(f(*args))
 
 
+def _draw_block_default_layout(static, key_data, b):
+    """``sgd.draw_block`` in JAX's default (partitionable) threefry layout (candidate 14)."""
+    U = sgd.block_size(static.batch_size)
+    with jax.threefry_partitionable(True):
+        return jax.random.normal(jax.random.fold_in(key_data, b), (U, static.batch_size, static.model.d), jnp.float32)
+
+
+def sliced_draw_loop(n: int, loops: int, partitionable: bool):
+    """The bound of the first sessions (candidate 13): each chunk consumed as
+    ``acc + optimization_barrier(x)[:256]``, which XLA reduces to 256 normals per chunk."""
+
+    def draw(k):
+        def body(i, acc):
+            with jax.threefry_partitionable(partitionable):
+                x = jax.random.normal(jax.random.fold_in(k, i), (n,), jnp.float32)
+            return acc + lax.optimization_barrier(x)[:256]
+
+        return lax.fori_loop(0, loops, body, jnp.zeros((256,), jnp.float32))
+
+    return jax.jit(draw)
+
+
 def measure(variants: dict, samples: dict, rounds: int) -> dict:
     for fn in variants.values():
         fn()
@@ -123,6 +146,7 @@ def main():
         "blocked U=16": engine_runner(_cfg(steps), SAMPLES_PER_BLOCK=16),
         "blocked U=64": engine_runner(_cfg(steps), SAMPLES_PER_BLOCK=64),
         "blocked U=32, 200 log points": engine_runner(_cfg(steps, points=200)),
+        "blocked U=32, inputs in the default threefry layout": engine_runner(_cfg(steps), draw_block=_draw_block_default_layout),
     }
     out["samples_per_s"] = measure(v, {k: n for k in v}, rounds)
     out["ratio_to_gaussian_bound"] = {k: r / out["gaussian_bound_samples_per_s"] for k, r in out["samples_per_s"].items()}
@@ -141,6 +165,17 @@ def main():
         prng[impl] = (1 << 22) / float(np.median(ts))
     del key
     out["prng_normals_per_s"] = prng
+
+    # candidate 13: the sliced consumer vs every number consumed, both threefry layouts
+    n, loops = 1 << 20, 8
+    draws = {}
+    for part in (True, False):
+        layout = "partitionable" if part else "non-partitionable"
+        draws[f"sliced (old bound), {layout}"] = sliced_draw_loop(n, loops, part)
+        draws[f"accumulated, {layout}"] = bench._draw_loop(n, loops, "accumulated", part)
+    draw_fns = {k: (lambda f=f: f(key0).block_until_ready()) for k, f in draws.items()}
+    key0 = jax.random.PRNGKey(0)
+    out["normals_per_s_by_consumer"] = measure(draw_fns, {k: n * loops for k in draws}, rounds)
     print(json.dumps(out, indent=2))
 
 

@@ -323,7 +323,7 @@ def run_compiled(static: Static, seed, lr, a, init_scale, bound, log_steps):
     The carry is ``(states, blocks, X_next, b, s)``: every replica is ``s`` steps into
     block ``b`` (:class:`Block`), and ``X_next`` holds the inputs of block ``b + 1``,
     drawn one block ahead so that the draw (which depends only on the key) can run on a
-    free core while the block in progress is advanced (software pipelining; 1.2x on this
+    free core while the block in progress is advanced (software pipelining; 1.1x on this
     2-core CPU, benchmarks/NOTES.md).  A log segment runs whole blocks while the log
     point is past the block end (forming ``W``, the next block's Gram blocks, and drawing
     the block after it), then the remaining steps inside the block; the observables at a
