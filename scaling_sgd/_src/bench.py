@@ -63,7 +63,7 @@ def _draw_loop(n: int, loops: int, how: str, partitionable: bool = True):
     "single" is one plain call for ``n`` numbers.  Both loop forms consume every number:
     a consumer that keeps only a slice lets XLA sink the slice into the ``erf_inv``
     fusion and transform only the kept numbers, which overstates the rate
-    (benchmarks/NOTES.md, candidate 12).
+    (benchmarks/NOTES.md, candidate 13).
     """
 
     def normal(k, shape):
@@ -279,6 +279,7 @@ def _sgd_case(name, d, P, m, B, R, steps, repeats, numpy_steps, note=""):
     mm = matmul_rate(repeats=repeats)
     K = sgd_engine.block_size(B) * B
     t_products = products_time(R, K, d, m, repeats=repeats)
+    flops = 4.0 * d * m + 2.0 * d * K  # per sample: X W^T, G^T X and X X^T
     res["name"] = name
     res["bounds"] = {
         "gaussian_samples_per_s": gauss["normals_per_s"] / d,
@@ -289,9 +290,9 @@ def _sgd_case(name, d, P, m, B, R, steps, repeats, numpy_steps, note=""):
         "draws_and_products_samples_per_s": 1.0 / (d / gauss["normals_per_s"] + t_products),
         # the same model with the products at the square-GEMM rate: what this algorithm
         # could reach here if its small batched products ran as fast as one big GEMM
-        "draws_and_products_at_gemm_rate_samples_per_s": 1.0 / (d / gauss["normals_per_s"] + (4.0 * d * m + 2.0 * d * K) / mm),
+        "draws_and_products_at_gemm_rate_samples_per_s": 1.0 / (d / gauss["normals_per_s"] + flops / mm),
         "products_samples_per_s": 1.0 / t_products,
-        "products_flop_per_s": (4.0 * d * m + 2.0 * d * K) / t_products,
+        "products_flop_per_s": flops / t_products,
         "normals_per_s": gauss["normals_per_s"],
         "normals_per_s_by_method": gauss["per_method"],
         "matmul_flop_per_s": mm,

@@ -44,7 +44,6 @@ __all__ = [
     "draw_batch",
     "draw_block",
     "block_size",
-    "load_block",
     "form_block",
     "run_steps",
     "current_weights",
@@ -237,11 +236,6 @@ def form_block(static: Static, state: SGDState, X, a) -> Block:
         XW = jnp.zeros((U, B, m.m), dt)
         XX = jnp.zeros((U, B, U * B), dt)
     return Block(X, y, XW, XX, jnp.ones((m.m,), dt), jnp.zeros((U * B, m.m), dt), jnp.sum(W0 * W0, axis=-1))
-
-
-def load_block(static: Static, state: SGDState, b, a) -> Block:
-    """Draw block ``b`` of one replica and form its Gram blocks against ``state.W``."""
-    return form_block(static, state, draw_block(static, state.key_data, b), a)
 
 
 def current_weights(static: Static, state: SGDState, blk: Block):
