@@ -94,6 +94,18 @@ def _theory_line(ax, x, slope, anchor_x, anchor_y, label, **kw):
     ax.plot(x, anchor_y * (x / anchor_x) ** slope, color="tab:red", ls="--", lw=1.2, label=label, **kw)
 
 
+def _fit_and_theory(ax, fit, theory_slope, theory_prefix, **kw):
+    """The fitted power law over its window and, if given, a theory line of slope
+    ``theory_slope`` through the fit at the window's geometric middle."""
+    if fit is None or not np.isfinite(fit.slope):
+        return
+    xx = np.geomspace(fit.window[0], fit.window[1], 50)
+    ax.plot(xx, fit.predict(xx), label=f"fit slope {fit.slope:.2f} [{fit.ci[0]:.2f}, {fit.ci[1]:.2f}]", **kw)
+    if theory_slope is not None and np.isfinite(theory_slope):
+        xm = np.sqrt(fit.window[0] * fit.window[1])
+        _theory_line(ax, xx, theory_slope, xm, fit.predict(xm), f"{theory_prefix} {theory_slope:.2f}")
+
+
 def emergence_vs_p(times, fit=None, theory_slope=None, predicted=None, xlabel="direction p", x=None, title=""):
     """Emergence step vs ``p`` (log-log): replicas (dots), median with 10-90% bars, fit
     with its interval, theory slope, and the flow prediction from the initial overlaps.
@@ -126,12 +138,7 @@ def emergence_vs_p(times, fit=None, theory_slope=None, predicted=None, xlabel="d
     if predicted is not None:
         pm = log_quantiles(predicted, 0.5, axis=0)
         ax.plot(x, pm, "s", mfc="none", color="tab:blue", ms=5, label="flow theory $\\tau_p/\\mathrm{lr}$ (median)")
-    if fit is not None and np.isfinite(fit.slope):
-        xx = np.geomspace(fit.window[0], fit.window[1], 50)
-        ax.plot(xx, fit.predict(xx), color="k", lw=1.0, label=f"fit slope {fit.slope:.2f} [{fit.ci[0]:.2f}, {fit.ci[1]:.2f}]")
-        if theory_slope is not None and np.isfinite(theory_slope):
-            xm = np.sqrt(fit.window[0] * fit.window[1])
-            _theory_line(ax, xx, theory_slope, xm, fit.predict(xm), f"theory slope {theory_slope:.2f}")
+    _fit_and_theory(ax, fit, theory_slope, "theory slope", color="k", lw=1.0)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel(xlabel)
@@ -210,14 +217,7 @@ def loglog_fit(x, y, fit=None, theory_slope=None, theory_label="", xlabel="", yl
     y = np.asarray(y, np.float64)
     fig, ax = plt.subplots(figsize=(4.2, 3.3))
     ax.errorbar(x, y, yerr=yerr, fmt="o", color="k", ms=4, capsize=2, label=series_label or None)
-    if fit is not None and np.isfinite(fit.slope):
-        xx = np.geomspace(fit.window[0], fit.window[1], 50)
-        ax.plot(
-            xx, fit.predict(xx), color="tab:blue", lw=1.2, label=f"fit slope {fit.slope:.2f} [{fit.ci[0]:.2f}, {fit.ci[1]:.2f}]"
-        )
-        if theory_slope is not None and np.isfinite(theory_slope):
-            xm = np.sqrt(fit.window[0] * fit.window[1])
-            _theory_line(ax, xx, theory_slope, xm, fit.predict(xm), f"theory {theory_label} = {theory_slope:.2f}")
+    _fit_and_theory(ax, fit, theory_slope, f"theory {theory_label} =", color="tab:blue", lw=1.2)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel(xlabel)
