@@ -1,8 +1,45 @@
-"""Analysis of scaling-sgd results: emergence times, power-law fits, theory, figures.
+"""``scaling_sgd.analysis``: emergence times, power-law fits, theory and figures.
 
-Works on any run directory in the SPEC section 4 format, whatever engine wrote it.
+Installed under the package's own name (the ``analysis/`` folder of the repository is
+mapped to ``scaling_sgd.analysis``).  Works on any run directory, whatever engine wrote
+it (docs/model.md, "Results").
+
+* one run: :func:`analyze` (a :class:`scaling_sgd.Result` or a run directory in, a
+  :class:`RunAnalysis` with ``plot_*`` figures out), :func:`analyze_run` (files beside
+  the results), :func:`analyze_metrics` (arrays in);
+* a sweep: :func:`analyze_sweep`;
+* emergence: :func:`emergence_times`, :func:`spread`, :func:`sharpness`,
+  :func:`emergence_score`, :func:`log_median`, :func:`log_quantiles`;
+* fits: :func:`fit_power_law`, :func:`fit_from_draws`, :class:`PowerLawFit`;
+  the compute frontier: :func:`lower_envelope`;
+* sub-namespaces: :mod:`.theory` (the paper's predictions, checked against the flow
+  engine) and :mod:`.plots` (figures; importing it changes nothing in matplotlib).
 """
 
-from .emergence import emergence_times
+from . import plots, theory
+from .aggregate import analyze_sweep
+from .core import RunAnalysis, analyze, analyze_metrics
+from .emergence import emergence_score, emergence_times, log_median, log_quantiles, sharpness, spread
+from .fit import PowerLawFit, fit_from_draws, fit_power_law
+from .frontier import lower_envelope
+from .report import analyze_run
 
-__all__ = ["emergence_times"]
+__all__ = [
+    "PowerLawFit",
+    "RunAnalysis",
+    "analyze",
+    "analyze_metrics",
+    "analyze_run",
+    "analyze_sweep",
+    "emergence_score",
+    "emergence_times",
+    "fit_from_draws",
+    "fit_power_law",
+    "log_median",
+    "log_quantiles",
+    "lower_envelope",
+    "plots",
+    "sharpness",
+    "spread",
+    "theory",
+]

@@ -6,7 +6,7 @@ A sweep directory holds ``sweep.json`` (``points`` with ``dir``, ``settings``,
 per-replica ``beta`` and ``lr`` arrays; a group is one physical setting
 ``(d, P, m, batch_size, engine, beta, lr, other swept keys)`` with its seeds as replicas.
 
-Each group is analysed by :func:`analysis.report.analyze_metrics`.  Cross-group fits use
+Each group is analysed by :func:`.core.analyze_metrics`.  Cross-group fits use
 the group's central statistic and its bootstrap draws over seeds (draw ``b`` of every
 group is fitted together, so the interval carries the seed noise of every point):
 
@@ -15,25 +15,35 @@ group is fitted together, so the interval carries the seed noise of every point)
 * loss plateau vs width ``m`` for ``m < P`` (theory ``1 - 2beta``);
 * compute frontier ``min_m MSE`` vs ``C = m x steps x batch`` (theory ``(1-2beta)/(1+beta)``).
 
-Each only when the sweep varies the relevant parameter.
+Each only when the sweep varies the relevant parameter.  The theory values come from
+:func:`.theory.exponent`: ``None`` with a ``theory_reason`` where no power law is
+predicted (the loss, plateau and frontier exponents for ``beta <= 1/2``).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
+import re
 import sys
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
+from scaling_sgd._src.errors import ResultsError
+from scaling_sgd._src.results import atomic_write_json
+from scaling_sgd._src.sweep import index_from_points
+
 from . import theory
+from .core import analyze_metrics, load_run, replica_groups, replica_values, select_replicas
 from .emergence import log_median
 from .fit import fit_from_draws
-from .report import _fmt, analyze_metrics, json_clean, load_run
+from .frontier import lower_envelope
+from .output import fmt, json_clean
 
-__all__ = ["load_groups", "analyze_sweep", "cross_fits"]
+__all__ = ["load_groups", "read_index", "analyze_sweep", "cross_fits"]
 
 SHAPE_KEYS = ("d", "P", "m", "batch_size", "engine")
 KNOWN_SETTINGS = {
@@ -58,40 +68,53 @@ def _rest(settings: dict) -> str:
 def load_groups(sweep_dir, observable=None, threshold=None, n_boot: int = 400, seed: int = 0):
     """Read a sweep directory and analyse every replica group of every finished point.
 
+    Every point is read from its folder (verified against its checksum), whatever state
+    ``sweep.json`` recorded: a point finished since the index was written is analysed,
+    and a damaged one is skipped with the reason.  A lost or unreadable ``sweep.json`` is
+    rebuilt from the point folders (``index["rebuilt_from_points"]``).
+
     Returns ``(index, groups, skipped)``: ``index`` the ``sweep.json`` object; ``groups`` a
     list of dicts with ``params`` and ``res`` (:func:`analyze_metrics` output) plus
     bootstrap draws; ``skipped`` a list of ``(point id, reason)``.
     """
     sweep_dir = Path(sweep_dir)
-    with (sweep_dir / "sweep.json").open() as f:
-        index = json.load(f)
+    index = read_index(sweep_dir)
     groups, skipped = [], []
     rng = np.random.default_rng(seed)
-    for pt in index.get("points", []):
-        pid = pt.get("id", "?")
-        if pt.get("state", "done") != "done":
-            skipped.append((pid, pt.get("state")))
+    for pt in index["points"]:
+        pid = str(pt.get("id", "?")) if isinstance(pt, dict) else "?"
+        d = sweep_dir / pt["dir"] if isinstance(pt, dict) and isinstance(pt.get("dir"), str) else None
+        if d is None:
+            skipped.append((pid, "damaged: bad entry in sweep.json"))
+            continue
+        if pt.get("state") == "damaged":
+            skipped.append((pid, f"damaged: {pt.get('problem', 'unreadable')}"))
+            continue
+        if d.is_dir() and not (d / "config.json").exists():
+            skipped.append((pid, pt.get("state") if pt.get("state") not in (None, "done") else "pending"))
+            continue
+        if not os.path.lexists(d):
+            skipped.append((pid, pt.get("state") if pt.get("state") not in (None, "done") else "missing"))
             continue
         try:
-            cj, cfg, metrics = load_run(sweep_dir / pt["dir"])
-        except (FileNotFoundError, KeyError, ValueError, OSError) as e:
-            skipped.append((pid, f"unreadable: {e}"))
+            cj, cfg, metrics = load_run(d)
+        except ResultsError as e:
+            skipped.append((pid, "damaged: " + str(e).removeprefix(f"{e.key}: ").split(";")[0]))
+            continue
+        if isinstance(cj.get("hash"), str) and pt.get("id") and cj["hash"] != pt["id"] and d.name == pt["id"]:
+            skipped.append((pid, f"damaged: config.json is another point's (hash {cj['hash']})"))
+            continue
+        if cj.get("partial"):
+            skipped.append((pid, "partial (interrupted run)"))
             continue
         an = cfg.get("analysis", {})
         obs = observable or an.get("observable", "skill")
         thr = float(threshold if threshold is not None else an.get("threshold", 0.5))
         R = np.asarray(metrics["loss"]).shape[0]
-        from .report import _replica_values
-
-        beta = _replica_values(cfg, metrics, "beta", R)
-        lr = _replica_values(cfg, metrics, "lr", R)
-        keys = np.stack([beta, lr], axis=1)
-        for bl in np.unique(keys, axis=0):
-            sel = np.all(keys == bl[None, :], axis=1)
-            sub = {
-                k: (np.asarray(v)[sel] if np.ndim(v) >= 1 and np.shape(v)[0] == R and k != "step" else v)
-                for k, v in metrics.items()
-            }
+        beta = replica_values(cfg, metrics, "beta", R)
+        lr = replica_values(cfg, metrics, "lr", R)
+        for bl, sel in replica_groups(cfg, metrics):
+            sub = select_replicas(metrics, sel)
             sub.setdefault("beta", beta[sel])
             sub.setdefault("lr", lr[sel])
             try:
@@ -113,9 +136,28 @@ def load_groups(sweep_dir, observable=None, threshold=None, n_boot: int = 400, s
     return index, groups, skipped
 
 
+def read_index(sweep_dir) -> dict:
+    """``sweep.json`` of a sweep folder, or the index rebuilt from its point folders when
+    the file is missing or unreadable (then ``index["rebuilt_from_points"]`` is set)."""
+    sweep_dir = Path(sweep_dir)
+    why = "missing"
+    try:
+        index = json.loads((sweep_dir / "sweep.json").read_bytes().decode("utf-8"))
+        if isinstance(index, dict) and isinstance(index.get("points"), list):
+            return index
+        why = "not a sweep index"
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError) as e:
+        why = f"unreadable ({type(e).__name__})"
+    index = index_from_points(sweep_dir)
+    index["rebuilt_from_points"] = f"sweep.json {why}: rebuilt from {len(index['points'])} point folders"
+    return index
+
+
 def _draws(res: dict, n_boot: int, rng) -> dict:
     """Bootstrap over seeds of the per-group statistics used across groups."""
-    t, loss = res["times"], res["loss"]
+    t, loss = res.times, res.loss
     R = t.shape[0]
     idx = rng.integers(0, R, size=(n_boot, R)) if R >= 2 else np.empty((0, R), int)
     return {
@@ -141,6 +183,11 @@ def _label(key) -> str:
     return ", ".join(f"{k}={v}" for k, v in key if v not in ("", None))
 
 
+def _slug(label: str) -> str:
+    """A file-name form of a series label: ``"P=8, beta=1.0"`` -> ``"P=8_beta=1.0"``."""
+    return re.sub(r"[^A-Za-z0-9=.+-]+", "_", label).strip("_") or "all"
+
+
 def _beta_of(series_key):
     return dict(series_key).get("beta")
 
@@ -149,7 +196,7 @@ def cross_fits(groups) -> dict:
     """Every cross-group fit the sweep supports.  Returns ``{name: [entry, ...]}`` with the
     fit, theory value, series label and the per-group points."""
     out: dict[str, list] = {}
-    k = next((g["res"]["k"] for g in groups if g["res"]["k"]), None)
+    k = next((g["res"].k for g in groups if g["res"].k), None)
 
     # emergence time vs d at fixed lr: the directions every point of the series learned
     for key, gs in _series(groups, "d").items():
@@ -166,7 +213,7 @@ def cross_fits(groups) -> dict:
             {
                 "series": _label(key),
                 "fit": fit,
-                "theory": (k / 2.0 - 1.0) if k else float("nan"),
+                **_theory("emergence_time_vs_d", 1.0, k),
                 "x": x,
                 "y": y,
                 "directions": (np.nonzero(learned)[0] + 1).tolist(),
@@ -188,7 +235,7 @@ def cross_fits(groups) -> dict:
                 {
                     "series": _label(key),
                     "fit": fit_from_draws(x, y, yd),
-                    "theory": 1.0 - 2.0 * b,
+                    **_theory("plateau_vs_m", b, k),
                     "x": x,
                     "y": y,
                     "statistic": "mean over seeds of the loss at the last log step; widths m < P only",
@@ -202,7 +249,7 @@ def cross_fits(groups) -> dict:
                 {
                     "series": _label(key),
                     "fit": fit_from_draws(C, env, env_d, win),
-                    "theory": (1.0 - 2.0 * b) / (1.0 + b),
+                    **_theory("compute_frontier", b, k),
                     "x": C,
                     "y": env,
                     "statistic": "min over widths of the seed-mean loss at compute C = m x step x batch_size, "
@@ -213,17 +260,29 @@ def cross_fits(groups) -> dict:
     # exponents within each group vs beta
     betas = {g["params"]["beta"] for g in groups}
     if len(betas) >= 2:
-        for name, th in (("loss_vs_step", lambda b: -(2 * b - 1) / b), ("emergence_time_vs_p", lambda b: b)):
+        for name in ("loss_vs_step", "emergence_time_vs_p"):
             rows = []
             for g in sorted(groups, key=lambda g: g["params"]["beta"]):
-                f = g["res"]["fits"].get(name)
+                f = g["res"].fits.get(name)
                 if f is None:
                     continue
                 b = g["params"]["beta"]
-                rows.append({"params": g["params"], "fit": f, "theory": th(b)})
+                rows.append({"params": g["params"], "fit": f, **_theory(name, b, k)})
             if rows:
                 out.setdefault(f"{name}_vs_beta", []).append({"series": "all groups", "rows": rows})
     return out
+
+
+def _theory(name: str, beta, k) -> dict:
+    """``{"theory": value}`` of :func:`.theory.exponent`, with ``"theory_reason"`` where
+    there is no value (e.g. no power law for beta <= 1/2)."""
+    value, why = theory.exponent(name, beta, k)
+    return {"theory": value} if value is not None else {"theory": None, "theory_reason": why}
+
+
+def _covers(fit, value):
+    """Whether the fit's interval holds the theory value; ``None`` without a value."""
+    return bool(fit.covers(value)) if value is not None and math.isfinite(value) else None
 
 
 def _frontier(gs, n_grid: int = 200):
@@ -234,7 +293,7 @@ def _frontier(gs, n_grid: int = 200):
     curves = []
     for g in gs:
         res = g["res"]
-        step = res["step"]
+        step = res.step
         pos = step > 0
         scale = g["params"]["m"] * g["params"]["batch_size"]
         C = step[pos] * scale
@@ -242,28 +301,18 @@ def _frontier(gs, n_grid: int = 200):
         med = g["T_med"][np.isfinite(g["T_med"])]
         if med.size:
             wlo, whi = min(wlo, med.min() * scale), max(whi, med.max() * scale)
-        curves.append((np.log(C), g["loss_mean"][pos], g["loss_draws"][:, pos]))
+        curves.append((C, g["loss_mean"][pos], g["loss_draws"][:, pos]))
     if not np.isfinite(wlo) or whi <= wlo:
         return None
     grid = np.geomspace(lo, hi, n_grid)
-    lg = np.log(grid)
-
-    def env(rows):
-        vals = np.stack(
-            [np.where((lg >= lc[0]) & (lg <= lc[-1]), np.exp(np.interp(lg, lc, np.log(r))), np.inf) for lc, r in rows]
-        )
-        return vals.min(axis=0)
-
-    central = env([(lc, r) for lc, r, _ in curves])
+    _, _, central = lower_envelope([(c, r) for c, r, _ in curves], grid)
     nb = min(d.shape[0] for _, _, d in curves)
-    draws = np.stack([env([(lc, d[b]) for lc, _, d in curves]) for b in range(nb)]) if nb else None
+    draws = lower_envelope([(c, d[:nb]) for c, _, d in curves], grid)[2] if nb else None
     return grid, central, draws, (wlo, whi)
 
 
 def analyze_sweep(sweep_dir, observable=None, threshold=None, stream=sys.stdout, n_boot: int = 400, figures: bool = True) -> dict:
     """Analyse a sweep directory: ``summary.json``, figures and a table in ``sweep_dir``."""
-    from scaling_sgd._src.results import atomic_write_json
-
     sweep_dir = Path(sweep_dir)
     index, groups, skipped = load_groups(sweep_dir, observable, threshold, n_boot)
     fits = cross_fits(groups)
@@ -272,22 +321,34 @@ def analyze_sweep(sweep_dir, observable=None, threshold=None, stream=sys.stdout,
         "swept": index.get("swept", []),
         "points": len(index.get("points", [])),
         "groups_analysed": len(groups),
+        # diverged replicas are excluded from every fit and never counted as learned
+        "diverged_replicas": sum(g["res"].diverged for g in groups),
         "skipped": [{"id": i, "reason": r} for i, r in skipped],
         "groups": [
             {
                 "id": g["id"],
                 "params": g["params"],
-                "replicas": g["res"]["replicas"],
-                "diverged_excluded": g["res"]["diverged"],
+                "replicas": g["res"].replicas,
+                "diverged_excluded": g["res"].diverged,
+                "learned_directions": int(np.isfinite(g["T_med"]).sum()),
                 "median_emergence_steps": g["T_med"],
                 "final_loss_mean": g["plateau"],
-                "fits": {n: {**f.to_dict(), "theory": g["res"]["theory"].get(n)} for n, f in g["res"]["fits"].items()},
+                "fits": {
+                    n: {
+                        **f.to_dict(),
+                        "theory": g["res"].theory.get(n),
+                        **({"theory_reason": g["res"].theory_reasons[n]} if n in g["res"].theory_reasons else {}),
+                    }
+                    for n, f in g["res"].fits.items()
+                },
             }
             for g in groups
         ],
         "fits": {},
         "formulas": {k: v for k, v in theory.FORMULAS.items() if k not in ("flow_escape", "additive_model")},
     }
+    if index.get("rebuilt_from_points"):
+        summary["index"] = index["rebuilt_from_points"]
     for name, entries in fits.items():
         summary["fits"][name] = []
         for e in entries:
@@ -300,7 +361,8 @@ def analyze_sweep(sweep_dir, observable=None, threshold=None, stream=sys.stdout,
                                 "params": r["params"],
                                 **r["fit"].to_dict(),
                                 "theory": r["theory"],
-                                "theory_in_interval": r["fit"].covers(r["theory"]),
+                                **({"theory_reason": r["theory_reason"]} if "theory_reason" in r else {}),
+                                "theory_in_interval": _covers(r["fit"], r["theory"]),
                             }
                             for r in e["rows"]
                         ],
@@ -312,7 +374,8 @@ def analyze_sweep(sweep_dir, observable=None, threshold=None, stream=sys.stdout,
                         "series": e["series"],
                         **e["fit"].to_dict(),
                         "theory": e["theory"],
-                        "theory_in_interval": bool(e["fit"].covers(e["theory"])) if math.isfinite(e["theory"]) else None,
+                        **({"theory_reason": e["theory_reason"]} if "theory_reason" in e else {}),
+                        "theory_in_interval": _covers(e["fit"], e["theory"]),
                         "statistic": e["statistic"],
                         "points": {"x": e["x"], "y": e["y"]},
                     }
@@ -336,42 +399,58 @@ def _figures(fits, out_dir: Path) -> list[str]:
         "compute_frontier": ("compute C = m x steps x batch", "min over widths of loss", "$(1-2\\beta)/(1+\\beta)$"),
     }
     for name, entries in fits.items():
-        for i, e in enumerate(entries):
-            stem = out_dir / (f"{name}" if len(entries) == 1 else f"{name}_{i}")
+        for e in entries:
+            # named by the series' own values (e.g. compute_frontier_P=8_beta=1.0), not by position
+            stem = out_dir / (name if len(entries) == 1 else f"{name}_{_slug(e['series'])}")
             if name in spec:
                 xl, yl, tl = spec[name]
-                fig = plots.loglog_fit(e["x"], e["y"], e["fit"], e["theory"], tl, xl, yl, title=e["series"])
+                fig = plots.loglog_fit(
+                    e["x"], e["y"], e["fit"], e["theory"], tl, xl, yl, title=e["series"], theory_reason=e.get("theory_reason", "")
+                )
             else:
                 rows = e["rows"]
                 x = [r["params"]["beta"] for r in rows]
-                if name.startswith("loss"):
-                    fn, tl, yl = (lambda b: -(2 * b - 1) / b), "$-(2\\beta-1)/\\beta$", "loss exponent"
-                else:
-                    fn, tl, yl = (lambda b: b), "$\\beta$", "slope of $T_p$ vs $p$"
+                key = "loss_vs_step" if name.startswith("loss") else "emergence_time_vs_p"
+                tl, yl = (
+                    ("$-(2\\beta-1)/\\beta$", "loss exponent") if key == "loss_vs_step" else ("$\\beta$", "slope of $T_p$ vs $p$")
+                )
+
+                def fn(b, key=key):  # the theory curve, blank where there is no power law (beta <= 1/2)
+                    v = [theory.exponents(x, None)[key] for x in np.atleast_1d(b)]
+                    return np.array([np.nan if x is None else x for x in v])
+
                 fig = plots.exponent_vs_param(x, [r["fit"].slope for r in rows], [r["fit"].ci for r in rows], fn, tl, "beta", yl)
-            paths += [str(p) for p in plots.save(fig, stem)]
+            paths += [str(p) for p in plots.save(fig, stem, close=True)]
     return paths
 
 
 def _print(summary: dict, stream):
+    if summary.get("index"):
+        print(summary["index"], file=stream)
     print(
         f"sweep {summary['sweep']}: {summary['groups_analysed']} replica groups from {summary['points']} points"
+        + (f", {summary['diverged_replicas']} diverged replicas excluded" if summary.get("diverged_replicas") else "")
         + (f", {len(summary['skipped'])} skipped" if summary["skipped"] else ""),
         file=stream,
     )
-    print(f"  {'fit':<28} {'series':<40} {'slope':>7} {'95% interval':>18} {'theory':>7}", file=stream)
+    for sk in summary["skipped"][:20]:
+        print(f"  skipped point {sk['id']}: {sk['reason']}", file=stream)
+    if len(summary["skipped"]) > 20:
+        print(f"  ... and {len(summary['skipped']) - 20} more (see summary.json)", file=stream)
+    # the series label goes last and whole: it is what tells the rows apart
+    print(f"  {'fit':<28} {'slope':>7} {'95% interval':>18} {'theory':>7}  series", file=stream)
     for name, entries in summary["fits"].items():
         for e in entries:
             rows = e.get("rows", [e])
             for r in rows:
-                lab = (
-                    e["series"] if "rows" not in e else f"beta={r['params']['beta']}, d={r['params']['d']}, m={r['params']['m']}"
-                )
+                lab = e["series"] if "rows" not in e else _label(sorted(r["params"].items()))
                 ci = r.get("ci") or [None, None]
+                warn = r.get("caveats") or []
                 print(
-                    f"  {name:<28} {lab[:40]:<40} {_fmt(r.get('slope'), '7.3f')} "
-                    f"[{_fmt(ci[0], '.3f')}, {_fmt(ci[1], '.3f')}]".rjust(0)
-                    + f" {_fmt(r.get('theory'), '7.3f')}",
+                    f"  {name:<28} {fmt(r.get('slope'), '7.3f')} [{fmt(ci[0], '7.3f')}, {fmt(ci[1], '7.3f')}] "
+                    f"{fmt(r.get('theory'), '7.3f')}  {lab}"
+                    + (f"  (theory: {r['theory_reason']})" if r.get("theory_reason") else "")
+                    + (f"  CAUTION: {'; '.join(warn)}" if warn else ""),
                     file=stream,
                 )
     if not summary["fits"]:

@@ -1,12 +1,15 @@
 """Emergence times, their spread over seeds, sharpness, and the emergence score.
 
-All functions are pure NumPy on the arrays of ``metrics.npz`` (SPEC section 4), so they
-work on the output of any engine.
+All functions are pure NumPy on the arrays of ``metrics.npz`` (docs/model.md §4), so they
+work on the output of any engine.  The emergence time itself (and log-quantiles of
+censored times) is defined with the model, in ``scaling_sgd._src.emergence``.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from scaling_sgd._src.emergence import emergence_times, log_median, log_quantiles
 
 __all__ = [
     "emergence_times",
@@ -16,66 +19,9 @@ __all__ = [
     "sharpness",
     "emergence_score",
     "resample_log",
+    "learning_window",
+    "log_scatter",
 ]
-
-
-def emergence_times(step, y, threshold: float = 0.5):
-    """First time each curve reaches ``threshold``, located between log points by linear
-    interpolation in ``log(step)`` (SPEC section 1).
-
-    Args:
-        step: ``(T,)`` increasing log steps (``0`` allowed first).
-        y: ``(..., T, P)`` observable (``skill`` or ``alignment``).
-        threshold: crossing level.
-    Returns:
-        ``times`` ``(..., P)`` float (``inf`` when never reached: right-censored) and
-        ``censored`` ``(..., P)`` bool.
-    """
-    step = np.asarray(step, np.float64)
-    y = np.asarray(y, np.float64)
-    yt = np.moveaxis(y, -2, -1)  # (..., P, T)
-    above = yt >= threshold
-    hit = above.any(axis=-1)
-    k = np.argmax(above, axis=-1)  # first index at/above threshold
-    km1 = np.maximum(k - 1, 0)
-    y1 = np.take_along_axis(yt, k[..., None], -1)[..., 0]
-    y0 = np.take_along_axis(yt, km1[..., None], -1)[..., 0]
-    s1 = step[k]
-    s0 = step[km1]
-    # log-interpolation needs s0 > 0; a crossing in the first interval (from step 0) is
-    # reported at the first positive log point.
-    with np.errstate(divide="ignore", invalid="ignore"):
-        frac = np.clip((threshold - y0) / (y1 - y0), 0.0, 1.0)
-        ls = np.log(np.where(s0 > 0, s0, 1.0)) + frac * (np.log(np.maximum(s1, 1.0)) - np.log(np.where(s0 > 0, s0, 1.0)))
-    t = np.where((k == 0) | (s0 <= 0), s1, np.exp(ls))
-    t = np.where(hit, t, np.inf)
-    return t, ~hit
-
-
-_BIG = 1e300  # stands for log(inf) inside quantile interpolation (inf * 0 would be nan)
-
-
-def log_quantiles(t, q, axis=0):
-    """Quantiles of positive, possibly right-censored (``inf``) times, interpolated in
-    ``log t``.  A quantile that falls among censored values is ``inf``.
-
-    Args:
-        t: array with ``inf`` for censored entries.  q: scalar or sequence in ``[0, 1]``.
-    Returns:
-        ``np.quantile``'s shape, ``q`` axis first.
-    """
-    with np.errstate(divide="ignore"):
-        lt = np.log(np.asarray(t, np.float64))
-    lt = np.where(np.isposinf(lt), _BIG, lt)
-    out = np.quantile(lt, q, axis=axis)
-    with np.errstate(over="ignore"):
-        return np.where(out > _BIG / 2, np.inf, np.exp(out))
-
-
-def log_median(t, axis=0):
-    """Median in ``log t`` (geometric mean of the two middle values for an even count);
-    ``inf`` when at least half of the values are censored."""
-    return log_quantiles(t, 0.5, axis=axis)
 
 
 def spread(times, quantiles=(0.1, 0.9)):
@@ -145,3 +91,35 @@ def resample_log(step, y, grid, axis: int = -1):
     flat = yy.reshape(-1, yy.shape[-1])
     out = np.stack([np.interp(lg, ls, row) for row in flat]).reshape(*yy.shape[:-1], lg.size)
     return np.moveaxis(out, -1, axis)
+
+
+def learning_window(median_times, lo_index: int = 1, hi_index: int = -2) -> tuple[float, float]:
+    """Fit window of the loss power law from median emergence times ``(P,)``.
+
+    The ``lo_index``-th to the ``hi_index``-th of the finite times in increasing order (by
+    default the 2nd to the next-to-last): before it the loss is the untrained plateau,
+    after it the finite-P floor, neither of which is the power law.  ``(nan, nan)`` when
+    fewer than three times are finite.
+    """
+    t = np.asarray(median_times, np.float64)
+    fin = np.sort(t[np.isfinite(t)])
+    if fin.size < 3:
+        return float("nan"), float("nan")
+    return float(fin[lo_index]), float(fin[hi_index])
+
+
+def log_scatter(times) -> float:
+    """Seed-to-seed scatter of emergence times ``(R, P)``: the standard deviation of
+    ``log T_p`` around each direction's median over replicas, pooled over directions.
+
+    Only finite (uncensored) times count; a direction that no replica learned is ignored.
+    This is the ``sigma`` of the log-normal scatter in the additive model
+    (:func:`.theory.additive_emergence_times`).
+    """
+    import warnings
+
+    t = np.asarray(times, np.float64)
+    lt = np.log(np.where(np.isfinite(t) & (t > 0), t, np.nan))
+    with warnings.catch_warnings():  # a direction no replica learned has no median
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return float(np.nanstd(lt - np.nanmedian(lt, axis=0, keepdims=True)))

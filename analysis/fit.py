@@ -18,7 +18,11 @@ from scipy import stats as _st
 
 from .emergence import log_median
 
-__all__ = ["PowerLawFit", "fit_power_law", "fit_from_draws", "replica_stat"]
+__all__ = ["PowerLawFit", "fit_power_law", "fit_from_draws", "replica_stat", "caveats", "MIN_SEEDS"]
+
+# Below this many seeds a bootstrap percentile interval is too coarse to trust (the
+# intervals of SPEC-style tests use at least 8); fits with fewer are flagged.
+MIN_SEEDS = 8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,7 +38,8 @@ class PowerLawFit:
         chi2_red: ``sum (resid/se)^2 / (n - 2)`` with bootstrap per-point ``se`` (``None``
             without bootstrap); ~1 for a good fit with independent points.
         n_points: points used.  window: ``(x_lo, x_hi)`` used.  n_boot: valid draws.
-        method: how the interval was obtained.
+        method: how the interval was obtained.  replicas: seeds the bootstrap resampled
+            (``None`` when not known).
     """
 
     slope: float
@@ -49,6 +54,7 @@ class PowerLawFit:
     window: tuple[float, float]
     n_boot: int
     method: str
+    replicas: int | None = None
 
     def predict(self, x):
         return np.exp(self.intercept) * np.asarray(x, np.float64) ** self.slope
@@ -60,6 +66,7 @@ class PowerLawFit:
         d = dataclasses.asdict(self)
         d["ci"] = list(self.ci)
         d["window"] = list(self.window)
+        d["caveats"] = caveats(self)
         return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
 
 
@@ -192,4 +199,22 @@ def fit_power_law(x, y_reps, window=None, stat: str = "median", n_boot: int = 10
     if y_reps.ndim == 1:
         return fit_from_draws(x, y_reps, None, window, level)
     central, draws = bootstrap_curves(y_reps, stat, n_boot, seed)
-    return fit_from_draws(x, central, draws, window, level, method=f"bootstrap over {y_reps.shape[0]} replicas ({stat})")
+    fit = fit_from_draws(x, central, draws, window, level, method=f"bootstrap over {y_reps.shape[0]} replicas ({stat})")
+    return dataclasses.replace(fit, replicas=int(y_reps.shape[0]))
+
+
+def caveats(fit: PowerLawFit, replicas: int | None = None) -> list[str]:
+    """What a reader must know before trusting ``fit``'s interval, as short phrases:
+
+    * ``"2 points"``: a line through two points has no residual; the interval is only the
+      seeds' scatter and says nothing about whether the law is a power law;
+    * ``"N seeds < 8"``: a bootstrap over few seeds gives a coarse, usually too narrow,
+      percentile interval.
+    """
+    out = []
+    if fit.n_points == 2:
+        out.append("2 points")
+    R = replicas if replicas is not None else fit.replicas
+    if R is not None and R < MIN_SEEDS:
+        out.append(f"{R} seeds < {MIN_SEEDS}")
+    return out

@@ -1,6 +1,6 @@
 """``scaling-sgd bench``: throughput of the engines against bounds measured in-process.
 
-For each reference config (SPEC section 5) it reports samples/s (``steps x B x replicas``
+For each reference config (docs/model.md §5) it reports samples/s (``steps x B x replicas``
 per second, median of timed repeats after a warm-up call), the compile time (first call
 minus the median repeat), and the peak memory; for ``sgd`` also the ratio to two bounds
 measured in the same process:
@@ -33,10 +33,12 @@ import numpy as np
 from jax import lax
 
 from . import config as cfgmod
-from .engines import get_engine
+from .engines import engine_from_config
 from .engines import sgd as sgd_engine
+from .engines.driver import simulate
+from .hermite import hermite_he
 from .results import atomic_write_json
-from .runner import build, enable_dtype
+from .runner import build, precision
 
 __all__ = ["main", "run_bench", "gaussian_rate", "matmul_rate", "numpy_sgd"]
 
@@ -166,11 +168,7 @@ def _np_value_and_derivative(coeffs, z):
     """``sigma(z), sigma'(z)`` for ``sigma = sum_j c_j He_j / sqrt(j!)`` (NumPy)."""
     s = np.zeros_like(z)
     ds = np.zeros_like(z)
-    prev, cur = np.ones_like(z), z
-    hes = [prev]
-    for j in range(1, len(coeffs)):
-        hes.append(cur)
-        prev, cur = cur, z * cur - j * prev
+    hes = hermite_he(z, len(coeffs) - 1)
     for j, c in enumerate(coeffs):
         if c != 0.0:
             norm = c / math.sqrt(math.factorial(j))
@@ -224,8 +222,7 @@ def _config(d, P, m, B, R, steps, engine="sgd", **extra):
         "log": {"points": extra.pop("points", 2)},
     }
     for k, v in extra.items():
-        t, key = k.split("__")
-        raw.setdefault(t, {})[key] = v
+        cfgmod.set_key(raw, k.replace("__", "."), v)
     return cfgmod.resolve(raw)
 
 
@@ -241,16 +238,13 @@ def _memory() -> dict:
 
 
 def time_engine(cfg: dict, repeats: int) -> dict:
-    """Compile time, samples/s and memory of one engine on one resolved config.
-
-    Raises NotImplementedError when the engine is not in this build.
-    """
+    """Compile time, samples/s and memory of one engine on one resolved config."""
     static, reps, log_steps = build(cfg)
-    simulate = get_engine(cfg["train"]["engine"])
+    engine = engine_from_config(cfg)
     t0 = time.perf_counter()
-    out = simulate(static, reps, log_steps, None)
+    out = simulate(engine, static, reps, log_steps)
     first = time.perf_counter() - t0
-    run_s = _median_time(lambda: simulate(static, reps, log_steps, None), repeats)
+    run_s = _median_time(lambda: simulate(engine, static, reps, log_steps), repeats)
     samples = float(log_steps[-1]) * static.batch_size * reps.R
     return {
         "engine": cfg["train"]["engine"],
@@ -396,54 +390,45 @@ def run_bench(quick: bool = False, stream=None, sizes: dict | None = None) -> di
     sgd_big = _sgd_case(f"sgd d={d} m=P=16 B=1 R={Rb}", d, 16, 16, 1, Rb, S["big_sgd_steps"], rep, 0)
     report["cases"].append(sgd_big)
     row(sgd_big)
-    try:
-        red = time_engine(_config(d, 16, 16, 1, Rb, S["reduced_steps"], engine="reduced"), rep)
-        red["name"] = f"reduced d={d} m=P=16 B=1 R={Rb}"
-        red["ratios"] = {"vs_sgd": red["samples_per_s"] / sgd_big["samples_per_s"]}
-        report["cases"].append(red)
-        row(red)
-        say(f"    reduced / sgd samples/s at d={d}: {red['ratios']['vs_sgd']:.1f}x (target >= 50x at d=16384)")
-    except NotImplementedError as e:
-        report["skipped"].append({"case": "reduced", "reason": str(e)})
-        say(f"  (skipped reduced: {e})")
+    red = time_engine(_config(d, 16, 16, 1, Rb, S["reduced_steps"], engine="reduced"), rep)
+    red["name"] = f"reduced d={d} m=P=16 B=1 R={Rb}"
+    red["ratios"] = {"vs_sgd": red["samples_per_s"] / sgd_big["samples_per_s"]}
+    report["cases"].append(red)
+    row(red)
+    say(f"    reduced / sgd samples/s at d={d}: {red['ratios']['vs_sgd']:.1f}x (target >= 50x at d=16384)")
 
     # flow: a staircase to the width floor, wall time
     Pm, fd = S["flow_Pm"], S["flow_d"]
-    try:
-        # escape time of the last direction ~ d / (8 a_P) in flow time (SPEC section 3);
-        # run 20x past it with lr = 1 so that steps = flow time.
-        a_last = (1.0 / Pm) / math.sqrt(sum(p**-2.0 for p in range(1, Pm + 1)))
-        steps = int(20 * fd / (8 * a_last))
-        # float64: at float32 the adaptive solver's error control meets rounding and the
-        # weakest direction (a_P^2 ~ 6e-4 of the loss) can be lost.
-        cfg = _config(fd, Pm, Pm, 1, 1, steps, engine="flow", lr=1.0, points=100, train__dtype="float64")
-        enable_dtype("float64")
-        static, reps, log_steps = build(cfg)
-        simulate = get_engine("flow")
-        t0 = time.perf_counter()
-        out = simulate(static, reps, log_steps, None)
-        wall = time.perf_counter() - t0
-        learned = int(np.sum(out["skill"][0, -1] >= 0.5))
-        res = {
-            "name": f"flow d={fd:.0e} m=P={Pm} beta=1",
-            "engine": "flow",
-            "d": fd,
-            "P": Pm,
-            "m": Pm,
-            "precision": "float64",
-            "wall_s_with_compile": wall,
-            "flow_time": float(steps),
-            "directions_learned": learned,
-            "final_loss": float(out["loss"][0, -1]),
-            "memory": _memory(),
-        }
-        report["cases"].append(res)
-        say(
-            f"  {res['name']:<34} wall {wall:.1f} s (with compile), {learned}/{Pm} directions learned, final loss {res['final_loss']:.3g}"
-        )
-    except NotImplementedError as e:
-        report["skipped"].append({"case": "flow", "reason": str(e)})
-        say(f"  (skipped flow: {e})")
+    # escape time of the last direction ~ d / (8 a_P) in flow time (docs/model.md §3);
+    # run 20x past it with lr = 1 so that steps = flow time.
+    a_last = (1.0 / Pm) / math.sqrt(sum(p**-2.0 for p in range(1, Pm + 1)))
+    steps = int(20 * fd / (8 * a_last))
+    # float64: at float32 the adaptive solver's error control meets rounding and the
+    # weakest direction (a_P^2 ~ 6e-4 of the loss) can be lost.
+    cfg = _config(fd, Pm, Pm, 1, 1, steps, engine="flow", lr=1.0, points=100, train__dtype="float64")
+    static, reps, log_steps = build(cfg)
+    t0 = time.perf_counter()
+    with precision("float64"):
+        out = simulate(engine_from_config(cfg), static, reps, log_steps)
+    wall = time.perf_counter() - t0
+    learned = int(np.sum(out["skill"][0, -1] >= 0.5))
+    res = {
+        "name": f"flow d={fd:.0e} m=P={Pm} beta=1",
+        "engine": "flow",
+        "d": fd,
+        "P": Pm,
+        "m": Pm,
+        "precision": "float64",
+        "wall_s_with_compile": wall,
+        "flow_time": float(steps),
+        "directions_learned": learned,
+        "final_loss": float(out["loss"][0, -1]),
+        "memory": _memory(),
+    }
+    report["cases"].append(res)
+    say(
+        f"  {res['name']:<34} wall {wall:.1f} s (with compile), {learned}/{Pm} directions learned, final loss {res['final_loss']:.3g}"
+    )
 
     report["cases"] = [_public(c) for c in report["cases"]]
     head = report["cases"][0]

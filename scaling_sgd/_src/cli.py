@@ -7,18 +7,22 @@ status 2, before any compute starts and without touching results already written
 from __future__ import annotations
 
 import argparse
+import importlib.resources
+import os
+import signal
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from . import config as cfgmod
-from .config import ConfigError
+from .errors import ConfigError, ConfigWarning, InputError
 
 __all__ = ["main"]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEMO_CONFIG = REPO_ROOT / "sims" / "demo.toml"
+# The demo's config ships inside the package, so the demo runs after any install.
+DEMO_CONFIG = importlib.resources.files("scaling_sgd") / "demo.toml"
 
 
 def _fail(msg: str) -> int:
@@ -36,23 +40,54 @@ def _default_out(config_path) -> Path:
     return Path("results") / Path(config_path).stem
 
 
-def print_emergence(metrics: dict, observable: str, threshold: float, stream=sys.stdout):
-    """Print the emergence step of each direction (median over replicas, and range)."""
-    from analysis.emergence import emergence_times
+def print_emergence(metrics: dict, observable: str, threshold: float, stream=None):
+    """Print the emergence step of each direction (median over replicas, and range).
 
+    Diverged replicas are never counted as learned: they are left out of the times and
+    shown in a column of their own (``learned`` counts live replicas that reached the
+    threshold, out of all replicas).
+    """
+    from ..analysis.emergence import emergence_times, log_median
+    from ..analysis.output import fmt
+
+    stream = stream or sys.stdout
     t, cens = emergence_times(metrics["step"], metrics[observable], threshold)
-    P = t.shape[-1]
-    print(f"emergence steps ({observable} >= {threshold}), over {t.shape[0]} replicas:", file=stream)
-    print(f"  {'p':>3} {'a_p':>8} {'median':>12} {'min':>12} {'max':>12} {'learned':>8}", file=stream)
+    R, P = t.shape
+    div = np.asarray(metrics.get("diverged", np.zeros(R, bool)), bool).reshape(R)
+    live = t[~div]
+    nd = int(div.sum())
+    print(
+        f"emergence steps ({observable} >= {threshold}), over {R} replicas" + (f" ({nd} diverged, left out)" if nd else "") + ":",
+        file=stream,
+    )
+    print(f"  {'p':>3} {'a_p':>8} {'median':>12} {'min':>12} {'max':>12} {'learned':>8} {'diverged':>8}", file=stream)
     for p in range(P):
-        col = t[:, p]
+        col = live[:, p]
         fin = col[np.isfinite(col)]
-        med = np.median(col) if fin.size > col.size / 2 else np.inf
+        # the median in log step, as everywhere (censored = never learned: '-' when they are half or more)
+        med = float(log_median(col)) if col.size else np.inf
         lo = fin.min() if fin.size else np.inf
-        hi = col.max()
+        hi = col.max() if col.size else np.inf
         a = float(np.median(metrics["a"][:, p])) if "a" in metrics else float("nan")
-        print(f"  {p + 1:>3} {a:8.4f} {med:12,.0f} {lo:12,.0f} {hi:12,.0f} {fin.size:>4}/{col.size}", file=stream)
+        print(
+            f"  {p + 1:>3} {a:8.4f} {fmt(med, '12,.0f')} {fmt(lo, '12,.0f')} {fmt(hi, '12,.0f')} {fin.size:>4}/{R:<3} {nd:>8}",
+            file=stream,
+        )
+    if nd == R:
+        print("  every replica diverged: no direction counts as learned", file=stream)
     return t, cens
+
+
+def _interrupted(out, meta) -> int:
+    """A run stopped by Ctrl-C or SIGTERM: its log points so far were written as a valid
+    run marked partial.  Exit status 128 + the signal's number (130, 143), as a shell
+    reports a command ended by that signal."""
+    print(
+        f"\nscaling-sgd: interrupted by {meta['interrupted_by']} at step {meta['last_step']:,}: wrote the part done to {out} "
+        '(config.json has "partial": true; rerun to compute the whole run)',
+        file=sys.stderr,
+    )
+    return 128 + int(getattr(signal.Signals, meta["interrupted_by"], signal.SIGINT))
 
 
 def cmd_run(args) -> int:
@@ -67,7 +102,9 @@ def cmd_run(args) -> int:
             "scaling-sgd: note: this config has a [sweep] table; 'run' runs only its base config (use 'sweep')", file=sys.stderr
         )
     out = Path(args.out) if args.out else _default_out(args.config)
-    metrics, meta = run(cfg, out)
+    metrics, meta = run(cfg, out, keep_partial=True, force=args.force)
+    if meta.get("partial"):
+        return _interrupted(out, meta)
     print(f"wrote {out}  ({meta['replicas']} replicas, {meta['wall_time_s']:.1f} s, {meta['samples_per_s']:,.0f} samples/s)")
     if meta["diverged_replicas"]:
         print(f"warning: {meta['diverged_replicas']} replica(s) diverged (flagged and frozen; see metrics 'diverged')")
@@ -90,51 +127,55 @@ def cmd_demo(args) -> int:
         f"demo: online SGD, d={cfg['data']['d']}, P={t['P']}, m={s['m']}, beta={t['beta']}, {t['activation']}, "
         f"lr={cfg['train']['lr']}, {cfg['train']['steps']:,} steps x {len(cfgmod.replica_grid(cfg)['seed'])} replicas"
     )
-    metrics, meta = run(cfg, out)
+    metrics, meta = run(cfg, out, keep_partial=True, force=args.force)
+    if meta.get("partial"):
+        return _interrupted(out, meta)
     print(f"wrote {out}  ({meta['wall_time_s']:.1f} s, {meta['samples_per_s']:,.0f} samples/s)")
-    an = cfg["analysis"]
-    try:
-        from analysis.report import analyze_run  # the full analysis, when available
-    except ImportError:
-        analyze_run = None
-    if analyze_run is not None:
-        # prints the emergence table and the fitted exponents with intervals beside theory
-        analyze_run(out, stream=sys.stdout)
-    else:
-        times, _ = print_emergence(metrics, an["observable"], an["threshold"])
-        from analysis.plots import save, staircase
+    from ..analysis.report import analyze_run
 
-        paths = save(staircase(metrics, an["observable"], 0, times[0]), out / "staircase")
-        print("figure:", paths[0])
+    # prints the emergence table and the fitted exponents with intervals beside theory
+    analyze_run(out, stream=sys.stdout)
     return 0
 
 
 def cmd_sweep(args) -> int:
-    try:
-        from .sweep import main as sweep_main
-    except ImportError:
-        return _fail("sweeps are not available in this build")
+    from .sweep import main as sweep_main
+
     return sweep_main(args)
 
 
 def cmd_analyze(args) -> int:
-    try:
-        from analysis.report import main as analyze_main
-    except ImportError:
-        return _fail("analysis is not available in this build")
-    return analyze_main(args)
+    """A run directory or a sweep directory: analysis files and figures beside the results."""
+    from ..analysis.aggregate import analyze_sweep
+    from ..analysis.report import analyze_run
+    from .results import is_run_file
+
+    d = Path(args.dir)
+    if args.threshold is not None and not (0.0 < args.threshold <= 1.0):
+        return _fail(f"--threshold: got {args.threshold}; accepted: a number in (0, 1]")
+    if (d / "sweep.json").is_file() or (d / "points").is_dir():  # a lost sweep.json is rebuilt from points/
+        analyze_sweep(d, args.observable, args.threshold, stream=sys.stdout)
+        return 0
+    if d.is_dir() and any(is_run_file(e.name) for e in os.scandir(d)):  # a run, maybe damaged: read_run says how
+        analyze_run(d, args.observable, args.threshold, stream=sys.stdout)
+        return 0
+    return _fail(
+        f"DIR: {str(d)!r} is not a results directory; accepted: a run directory "
+        "(config.json + metrics.npz) or a sweep directory (sweep.json)"
+    )
 
 
 def cmd_bench(args) -> int:
-    try:
-        from .bench import main as bench_main
-    except ImportError:
-        return _fail("the benchmark is not available in this build")
+    from .bench import main as bench_main
+
     return bench_main(args)
 
 
 def _parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
     p = argparse.ArgumentParser(prog="scaling-sgd", description="Emergence and scaling laws in online SGD on multi-index models.")
+    p.add_argument("--version", action="version", version=f"scaling-sgd {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     def add_set(sp):
@@ -146,12 +187,14 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("config")
     add_set(r)
     r.add_argument("--out", help="results directory (default results/<config name>)")
+    r.add_argument("--force", action="store_true", help="replace another config's results in --out")
     r.set_defaults(fn=cmd_run)
 
     d = sub.add_parser("demo", help="the emergence-staircase demo (a few minutes on a laptop CPU)")
-    d.add_argument("--config", help=f"config to run instead of {DEMO_CONFIG.name}")
+    d.add_argument("--config", help="config to run instead of the demo's own")
     add_set(d)
     d.add_argument("--out", default="results/demo")
+    d.add_argument("--force", action="store_true", help="replace another config's results in --out")
     d.set_defaults(fn=cmd_demo)
 
     s = sub.add_parser("sweep", help="run a grid of configs (resumable)")
@@ -175,12 +218,25 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None, _default=warnings.showwarning):
+    """Config warnings as one line ``scaling-sgd: warning: ...``; others as Python shows them."""
+    if issubclass(category, ConfigWarning):
+        print(f"scaling-sgd: warning: {message}", file=sys.stderr)
+    else:
+        _default(message, category, filename, lineno, file, line)
+
+
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return int(args.fn(args) or 0)
-    except ConfigError as e:
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return int(args.fn(args) or 0)
+    except InputError as e:  # bad config, unusable --out, too big, damaged results
         return _fail(str(e))
+    except BrokenPipeError:  # output piped into a reader that stopped (| head): not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130

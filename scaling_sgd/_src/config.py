@@ -11,29 +11,27 @@ import copy
 import hashlib
 import json
 import math
+import re
+import tomllib
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import tomllib
+import numpy as np
 
-__all__ = ["ConfigError", "DEFAULTS", "load", "resolve", "apply_set", "config_hash", "replica_grid"]
+from .engines import ENGINES, FLOW_SOLVERS, engine_from_config
+from .engines.base import MAX_STEPS_INT32
+from .errors import ConfigError, ConfigWarning
+from .hermite import activation as make_activation
+from .optim import check_optimizer
+from .schedules import SCHEDULES
 
+__all__ = ["ConfigError", "DEFAULTS", "load", "resolve", "apply_set", "set_key", "config_hash", "replica_grid", "with_overlap"]
 
-class ConfigError(ValueError):
-    """A bad config value.  ``str(err)`` is one line naming the key and what is accepted."""
-
-    def __init__(self, key: str, message: str):
-        self.key = key
-        super().__init__(f"{key}: {message}")
-
-
-ENGINES = ("sgd", "reduced", "flow")
 DTYPES = ("float32", "float64")
-SCHEDULES = ("constant", "cosine", "linear", "inverse_time")
 BASES = ("canonical", "random")
 OBSERVABLES = ("skill", "alignment")
-FLOW_SOLVERS = ("auto", "ros2", "kvaerno5", "kvaerno3", "tsit5", "dopri5")
 
 # Every key with its default.  Replicable keys (scalar or list) are marked in REPLICA_KEYS.
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -56,6 +54,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "optimizer": "sgd",
         "optimizer_kwargs": {},
         "schedule": "constant",
+        "schedule_n0": 0,
         "dtype": "float32",
         "diverge_bound": 1e8,
         "progress": True,
@@ -76,31 +75,85 @@ SWEEP_ALIASES = {
     "P": "teacher.P",
     "m": "student.m",
     "beta": "teacher.beta",
+    "a": "teacher.a",
+    "activation": "teacher.activation",
+    "init_scale": "student.init_scale",
     "lr": "train.lr",
     "batch_size": "train.batch_size",
     "engine": "train.engine",
     "seed": "train.seed",
     "steps": "train.steps",
+    "dtype": "train.dtype",
 }
 
 
-def load(path: str | Path) -> dict:
-    """Read a TOML config file (no defaults applied)."""
-    path = Path(path)
+def load(path) -> dict:
+    """Read a TOML config file (no defaults applied).  ``path``: a path, or a file inside
+    an installed package (``importlib.resources``)."""
+    if isinstance(path, (str, Path)):
+        path = Path(path)
+        if path.is_dir():
+            raise ConfigError("config", f"{str(path)!r} is a folder; accepted: a TOML file")
     if not path.is_file():
         raise ConfigError("config", f"no such file {str(path)!r}")
     try:
-        with path.open("rb") as f:
-            return tomllib.load(f)
+        data = path.read_bytes()
+    except OSError as e:
+        raise ConfigError("config", f"cannot read {str(path)!r} ({e.strerror or e})") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            "config", f"{path} is not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}); accepted: a TOML file in UTF-8"
+        ) from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError("config", f"{path} is not valid TOML ({e})") from None
 
 
-def _parse_value(text: str):
+# A bare word on the command line is a string (``--set train.optimizer=adam``).
+_BARE_WORD = re.compile(r"^[A-Za-z_][A-Za-z0-9_.+-]*$")
+
+
+def _parse_value(text: str, item: str = ""):
+    """A ``--set`` value: one whole TOML value, or a bare word taken as a string.
+
+    The value is parsed as the only element of a TOML array, so that anything after it (a
+    comment, a second value, a newline with another key) makes the parse fail instead of
+    being dropped silently.
+    """
+    accepted = "accepted: one TOML value (a number, true/false, a quoted string, [a, list] or {a = table}) or a bare word"
+    if "\n" in text or "\r" in text:
+        raise ConfigError("--set", f"{item!r}: the value spans several lines; {accepted}")
+    if not text:
+        raise ConfigError("--set", f"{item!r}: empty value; {accepted}")
     try:
-        return tomllib.loads(f"v = {text}")["v"]
+        v = tomllib.loads(f"v = [{text}]")["v"]
     except tomllib.TOMLDecodeError:
-        return text  # a bare word such as adam or h4
+        if _BARE_WORD.match(text):
+            return text
+        raise ConfigError("--set", f"{item!r}: {text!r} is not one value; {accepted}") from None
+    if len(v) != 1 or text.rstrip().endswith(","):
+        raise ConfigError("--set", f"{item!r}: {text!r} is not one value (a list needs brackets: [0, 1]); {accepted}")
+    return v[0]
+
+
+def set_key(raw: dict, dotted: str, value, where: str = "--set") -> dict:
+    """Set ``raw[table][key] = value`` for ``dotted = "table.key"`` (in place; returns ``raw``).
+
+    The one ``table.key`` setter: the command line's ``--set``, sweep points, experiment
+    overrides and the benchmark all go through it.  ``where`` names the source in errors.
+    """
+    parts = dotted.strip().split(".")
+    if len(parts) != 2 or not all(parts):
+        raise ConfigError(where, f"{dotted!r} must be table.key, e.g. train.lr")
+    table, key = parts
+    raw.setdefault(table, {})
+    if not isinstance(raw[table], dict):
+        raise ConfigError(table, "must be a table")
+    raw[table][key] = copy.deepcopy(value)
+    return raw
 
 
 def apply_set(raw: dict, assignments: list[str]) -> dict:
@@ -110,14 +163,7 @@ def apply_set(raw: dict, assignments: list[str]) -> dict:
         if "=" not in item:
             raise ConfigError("--set", f"{item!r} is not of the form table.key=value")
         lhs, rhs = item.split("=", 1)
-        parts = lhs.strip().split(".")
-        if len(parts) != 2 or not all(parts):
-            raise ConfigError("--set", f"{lhs!r} must be table.key, e.g. train.lr")
-        table, key = parts
-        out.setdefault(table, {})
-        if not isinstance(out[table], dict):
-            raise ConfigError(table, "must be a table")
-        out[table][key] = _parse_value(rhs.strip())
+        set_key(out, lhs, _parse_value(rhs.strip(), item))
     return out
 
 
@@ -150,8 +196,24 @@ def _num(key, v, lo=None, lo_open=False, hi=None, what=""):
 
 
 def _choice(key, v, choices):
-    if v not in choices:
+    if not isinstance(v, str) or v not in choices:
         raise ConfigError(key, f"got {v!r}; accepted: {', '.join(repr(c) for c in choices)}")
+    return v
+
+
+def _finfo(dtype: str):
+    return np.finfo(np.float64 if dtype == "float64" else np.float32)
+
+
+def _representable(key, v, dtype, lo=None, hi=None, why="") -> float:
+    """``v`` must lie in ``[lo, hi]``, by default the positive normal numbers of the run's
+    dtype, so that it neither underflows to 0 nor overflows to inf when the engine casts it."""
+    fi = _finfo(dtype)
+    lo = float(fi.tiny) if lo is None else lo
+    hi = float(fi.max) if hi is None else hi
+    if not lo <= abs(v) <= hi:
+        why = why or f"{'0' if abs(v) < lo else 'inf'} in {dtype}"
+        raise ConfigError(key, f"got {v!r} ({why}); accepted: a number in [{lo:.3g}, {hi:.3g}] for {dtype}")
     return v
 
 
@@ -163,33 +225,88 @@ def _scalar_or_list(key, v, check):
     return check(key, v)
 
 
+def _sweep_name(key: str, where: str) -> str:
+    """The ``table.key`` a sweep key stands for (an alias of :data:`SWEEP_ALIASES` or a
+    ``table.key`` of a config key)."""
+    accepted = f"a config key as table.key or one of {', '.join(SWEEP_ALIASES)}"
+    name = SWEEP_ALIASES.get(key, key)
+    table, _, k = name.partition(".")
+    if table == "analysis" or key in DEFAULTS["analysis"]:
+        # they change no result, only how it is read: one run analysed at several settings
+        raise ConfigError(
+            where, "analysis settings are not sweepable; accepted: run 'scaling-sgd analyze DIR --threshold/--observable' instead"
+        )
+    if table not in DEFAULTS or table == "sweep" or k not in DEFAULTS[table]:
+        raise ConfigError(where, f"unknown sweep key; accepted: {accepted}")
+    return name
+
+
+def _flat_items(body: Mapping):
+    """``(key, value)`` pairs of a table whose keys may be TOML dotted keys
+    (``data.d = [...]`` nests as ``{"data": {"d": [...]}}``)."""
+    for key, value in body.items():
+        if isinstance(value, Mapping) and key in DEFAULTS:
+            yield from ((f"{key}.{k}", v) for k, v in value.items())
+        else:
+            yield key, value
+
+
 def check_sweep(body: Mapping) -> dict[str, list]:
     """Validate a ``[sweep]`` table; return ``{"table.key": [values, ...]}`` in table order.
 
     Keys are ``table.key`` names of config keys (quoted, ``"data.d" = [...]``, or dotted,
     ``data.d = [...]``, which TOML nests) or the short aliases of :data:`SWEEP_ALIASES`;
-    each value is a non-empty list.  The values themselves are checked when each grid
-    point is resolved.
+    each value is a non-empty list.  The special key ``zip`` is a list of tables whose
+    keys move together (``zip = [{d = 64, steps = 2_000_000}, {d = 128, steps = 8_000_000}]``):
+    one grid axis, returned as ``"zip": [{"table.key": value, ...}, ...]``.  The values
+    themselves are checked when each grid point is resolved.
     """
-    accepted = f"a config key as table.key or one of {', '.join(SWEEP_ALIASES)}"
-    flat: list[tuple[str, Any]] = []
-    for key, value in body.items():
-        if isinstance(value, Mapping):  # TOML dotted key: data.d = [...] -> {"data": {"d": [...]}}
-            flat.extend((f"{key}.{k}", v) for k, v in value.items())
-        else:
-            flat.append((key, value))
     out: dict[str, list] = {}
-    for key, value in flat:
-        name = SWEEP_ALIASES.get(key, key)
-        table, _, k = name.partition(".")
-        if table not in DEFAULTS or table == "sweep" or k not in DEFAULTS[table]:
-            raise ConfigError(f"sweep.{key}", f"unknown sweep key; accepted: {accepted}")
+    for key, value in _flat_items(body):
+        if key == "zip":
+            out["zip"] = _check_zip(value)
+            continue
+        name = _sweep_name(key, f"sweep.{key}")
         if not isinstance(value, list) or not value:
             raise ConfigError(f"sweep.{key}", f"got {value!r}; accepted: a non-empty list of values")
         if name in out:
             raise ConfigError(f"sweep.{key}", f"sweeps {name} twice; accepted: each key once")
         out[name] = list(value)
+    zipped = {k for entry in out.get("zip", []) for k in entry}
+    both = sorted(zipped & set(out))
+    if both:
+        raise ConfigError(f"sweep.{both[0]}", "is both a grid axis and in zip; accepted: one of the two")
     return out
+
+
+def _check_zip(value) -> list[dict]:
+    accepted = "a non-empty list of tables with the same keys, e.g. zip = [{d = 64, steps = 1000}, {d = 128, steps = 4000}]"
+    if not isinstance(value, list) or not value or not all(isinstance(v, Mapping) and v for v in value):
+        raise ConfigError("sweep.zip", f"got {value!r}; accepted: {accepted}")
+    entries = [{_sweep_name(k, f"sweep.zip.{k}"): v for k, v in _flat_items(entry)} for entry in value]
+    if any(set(e) != set(entries[0]) for e in entries):
+        raise ConfigError("sweep.zip", f"entries have different keys; accepted: {accepted}")
+    return entries
+
+
+def _plain(value):
+    """A config written in Python, as plain TOML-like values: NumPy scalars and 0-d arrays
+    become ``int``/``float``/``bool``, NumPy arrays and tuples lists, and an
+    :class:`~.hermite.Activation` its table of Hermite coefficients (what a TOML file would
+    say), so that the resolved config is JSON and its hash is what the numbers are."""
+    from .hermite import Activation
+
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, Activation):
+        return value.to_dict()
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _plain(value.tolist()) if value.ndim else _plain(value.item())
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
 
 
 def resolve(raw: Mapping) -> dict:
@@ -198,10 +315,9 @@ def resolve(raw: Mapping) -> dict:
     Raises:
         ConfigError: on the first problem found.
     """
-    from .hermite import activation as make_activation
-
     if not isinstance(raw, Mapping):
         raise ConfigError("config", "must be a table of tables")
+    raw = _plain(raw)
     cfg = copy.deepcopy(DEFAULTS)
     for table, body in raw.items():
         if table not in DEFAULTS:
@@ -217,6 +333,7 @@ def resolve(raw: Mapping) -> dict:
             cfg[table][key] = value
 
     t, s, dt, tr, lg, an, fl = (cfg[k] for k in ("teacher", "student", "data", "train", "log", "analysis", "flow"))
+    tr["dtype"] = dtype = _choice("train.dtype", tr["dtype"], DTYPES)  # first: numbers are checked in it
     d = _int("data.d", dt["d"], 1)
     t["P"] = _int("teacher.P", t["P"], 1, d, what=f"with 1 <= P <= data.d (= {d})")
     s["m"] = _int("student.m", s["m"], 1)
@@ -230,6 +347,9 @@ def resolve(raw: Mapping) -> dict:
             act = make_activation(val, t["activation_degree"])
         except ValueError as e:
             raise ConfigError(key, str(e)) from None
+        if act.info_exponent is None:
+            # a constant has no direction to learn (skill and emergence are undefined)
+            raise ConfigError(key, f"{val!r} is a constant; accepted: an activation with some c_j != 0 for j >= 1, e.g. 'h4'")
         if isinstance(val, Mapping):
             # canonical, JSON-friendly form
             val = act.to_dict()
@@ -239,47 +359,102 @@ def resolve(raw: Mapping) -> dict:
             s["activation"] = val
     t["basis"] = _choice("teacher.basis", t["basis"], BASES)
     t["beta"] = _scalar_or_list("teacher.beta", t["beta"], lambda k, v: _num(k, v, 0.0))
+    for b in t["beta"] if isinstance(t["beta"], list) else [t["beta"]]:
+        _check_power_law(b, t["P"], dtype)
     if t["a"] is not None:
         a = t["a"]
         if not isinstance(a, list) or not a or not all(_is_num(x) for x in a):
             raise ConfigError("teacher.a", f"got {a!r}; accepted: a list of P = {t['P']} numbers")
         if len(a) != t["P"]:
             raise ConfigError("teacher.a", f"has {len(a)} entries; accepted: exactly P = {t['P']}")
+        fi = _finfo(dtype)
+        for p, x in enumerate(a, start=1):
+            # skill divides by a_p: a coefficient that is 0 (or rounds to 0) would read as learned at step 0
+            if not float(fi.tiny) <= x <= float(fi.max):
+                raise ConfigError(
+                    "teacher.a", f"a_{p} = {x!r}; accepted: positive numbers in [{fi.tiny:.3g}, {fi.max:.3g}] for {dtype}"
+                )
         t["a"] = [float(x) for x in a]
+    fi = _finfo(dtype)
     s["init_scale"] = _num("student.init_scale", s["init_scale"], 0.0, lo_open=True)
+    # the norms r^2 ~ init_scale^2 must be normal numbers of the dtype
+    why = f"init_scale^2 is not a normal {dtype} number"
+    _representable("student.init_scale", s["init_scale"], dtype, math.sqrt(fi.tiny), math.sqrt(fi.max), why)
 
     tr["engine"] = _choice("train.engine", tr["engine"], ENGINES)
-    tr["steps"] = _int("train.steps", tr["steps"], 1)
+    # the step counter is int32 on the device (engines.base.MAX_STEPS_INT32)
+    tr["steps"] = _int("train.steps", tr["steps"], 1, MAX_STEPS_INT32)
     tr["batch_size"] = _int("train.batch_size", tr["batch_size"], 1)
-    tr["lr"] = _scalar_or_list("train.lr", tr["lr"], lambda k, v: _num(k, v, 0.0, lo_open=True))
+    tr["lr"] = _scalar_or_list("train.lr", tr["lr"], lambda k, v: _representable(k, _num(k, v, 0.0, lo_open=True), dtype))
     tr["seed"] = _scalar_or_list("train.seed", tr["seed"], lambda k, v: _int(k, v, 0, 2**31 - 1))
     if not isinstance(tr["optimizer"], str) or not tr["optimizer"]:
         raise ConfigError("train.optimizer", f"got {tr['optimizer']!r}; accepted: an optax optimizer name")
-    from .optim import check_optimizer
-
-    check_optimizer(tr["optimizer"], tr["optimizer_kwargs"], tr["engine"])
+    check_optimizer(tr["optimizer"], tr["optimizer_kwargs"])
     tr["schedule"] = _choice("train.schedule", tr["schedule"], SCHEDULES)
-    tr["dtype"] = _choice("train.dtype", tr["dtype"], DTYPES)
-    tr["diverge_bound"] = _num("train.diverge_bound", tr["diverge_bound"], 0.0, lo_open=True)
+    tr["schedule_n0"] = _num(
+        "train.schedule_n0", tr["schedule_n0"], 0.0, what=">= 0 (steps; 0 = the schedule's default, steps/100)"
+    )
+    tr["diverge_bound"] = _representable(
+        "train.diverge_bound", _num("train.diverge_bound", tr["diverge_bound"], 0.0, lo_open=True), dtype
+    )
     if not isinstance(tr["progress"], bool):
         raise ConfigError("train.progress", f"got {tr['progress']!r}; accepted: true or false")
 
     lg["points"] = _int("log.points", lg["points"], 2, 100_000)
-    if lg["overlap"] not in (True, False, "auto"):
+    # strict: 1 == True and 0.0 == False in Python, but neither is a boolean in the config
+    if not (isinstance(lg["overlap"], bool) or (isinstance(lg["overlap"], str) and lg["overlap"] == "auto")):
         raise ConfigError("log.overlap", f"got {lg['overlap']!r}; accepted: true, false, 'auto'")
     an["observable"] = _choice("analysis.observable", an["observable"], OBSERVABLES)
     an["threshold"] = _num("analysis.threshold", an["threshold"], 0.0, lo_open=True, hi=1.0, what="in (0, 1]")
-    fl["rtol"] = _num("flow.rtol", fl["rtol"], 0.0, lo_open=True)
-    fl["atol"] = _num("flow.atol", fl["atol"], 0.0, lo_open=True)
+    # a relative tolerance below the dtype's resolution cannot be met: the solver would give up
+    fl["rtol"] = _representable(
+        "flow.rtol", _num("flow.rtol", fl["rtol"], 0.0, lo_open=True), dtype, float(fi.eps), 1.0, f"finer than {dtype} resolution"
+    )
+    fl["atol"] = _representable("flow.atol", _num("flow.atol", fl["atol"], 0.0, lo_open=True), dtype)
     fl["solver"] = _choice("flow.solver", fl["solver"], FLOW_SOLVERS)
 
-    if tr["engine"] == "reduced":
-        need = t["P"] + s["m"] + tr["batch_size"]
-        if d < need:
-            raise ConfigError("data.d", f"= {d} is too small for engine 'reduced'; accepted: d >= P + m + batch_size = {need}")
-    if tr["engine"] == "flow" and d < t["P"] + s["m"]:
-        raise ConfigError("data.d", f"= {d} is too small for engine 'flow'; accepted: d >= P + m = {t['P'] + s['m']}")
+    engine_from_config(cfg).check(cfg)  # the engine's own rules
+    if tr["engine"] == "flow" and tr["batch_size"] != 1:
+        # Not an error: the flow is the lr -> 0 limit of SGD at any batch size (the batch only
+        # scales the noise), so a sweep over engines at a fixed batch size stays valid.
+        warnings.warn(
+            ConfigWarning(
+                f"train.batch_size: = {tr['batch_size']} has no effect in engine 'flow' (the population flow has no batch); "
+                "its results equal batch_size = 1"
+            ),
+            stacklevel=2,
+        )
     return cfg
+
+
+def _check_power_law(beta: float, P: int, dtype: str) -> None:
+    """Every ``a_p = p^-beta / sqrt(sum_q q^-2 beta)`` must be a positive normal number of
+    the dtype: a coefficient that underflows to 0 makes ``skill`` infinite, read as learned."""
+    if P == 1:
+        return
+    fi = _finfo(dtype)
+    log_norm = 0.5 * math.log(math.fsum(math.exp(-2.0 * beta * math.log(q)) for q in range(1, P + 1)))
+    log_aP = -beta * math.log(P) - log_norm
+    if log_aP < math.log(fi.tiny):
+        beta_max = -math.log(fi.tiny) / math.log(P)
+        raise ConfigError(
+            "teacher.beta",
+            f"= {beta:g} makes a_{P} = P^-beta underflow to 0 in {dtype}; accepted: beta <= {beta_max:.4g} for P = {P} in {dtype}",
+        )
+
+
+def with_overlap(cfg: Mapping) -> bool:
+    """Whether a run logs the full cosine matrix ``overlap`` ``(R, T, m, P)``.
+
+    ``log.overlap = "auto"`` keeps it when it is small: ``m P <= OVERLAP_AUTO_MAX`` and the
+    whole array at most ``OVERLAP_AUTO_MAX_ELEMENTS`` entries (bounded memory and disk).
+    """
+    ov = cfg["log"]["overlap"]
+    if ov != "auto":
+        return bool(ov)
+    mP = cfg["student"]["m"] * cfg["teacher"]["P"]
+    size = len(replica_grid(cfg)["seed"]) * (cfg["log"]["points"] + 1) * mP
+    return mP <= OVERLAP_AUTO_MAX and size <= OVERLAP_AUTO_MAX_ELEMENTS
 
 
 def canonical_json(cfg: Mapping) -> str:

@@ -24,7 +24,21 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.special import erf as _erf
 
-__all__ = ["Activation", "activation", "hermite_coefficients", "hn", "NONPOLYNOMIAL"]
+__all__ = ["Activation", "activation", "hermite_coefficients", "hermite_he", "hn", "NONPOLYNOMIAL"]
+
+
+def hermite_he(z, degree: int):
+    """``[He_0(z), ..., He_degree(z)]`` by the stable three-term recurrence
+    ``He_{j+1} = z He_j - j He_{j-1}`` (the one Hermite recurrence of the package).
+
+    ``z`` is a JAX or NumPy array (any shape); the result has its type.
+    """
+    prev, cur = (np.ones_like(z) if isinstance(z, np.ndarray) else jnp.ones_like(z)), z
+    out = [prev]
+    for j in range(1, degree + 1):
+        out.append(cur)
+        prev, cur = cur, z * cur - j * prev
+    return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,15 +88,6 @@ class Activation:
         return {str(j): c for j, c in enumerate(self.coeffs) if c != 0.0}
 
     # -- functions (JAX, any shape, elementwise) ------------------------------------
-    def _he(self, z):
-        """Yield ``(j, He_j(z))`` for ``j = 0..J`` by the stable three-term recurrence
-        ``He_{j+1} = z He_j - j He_{j-1}``."""
-        prev, cur = jnp.ones_like(z), z
-        yield 0, prev
-        for j in range(1, self.degree + 1):
-            yield j, cur
-            prev, cur = cur, z * cur - j * prev
-
     def __call__(self, z):
         """``sigma(z) = sum_j c_j He_j(z) / sqrt(j!)``."""
         return self.value_and_derivative(z)[0]
@@ -95,9 +100,8 @@ class Activation:
         """Return ``(sigma(z), sigma'(z))`` sharing one Hermite recurrence."""
         s = jnp.zeros_like(z)
         ds = jnp.zeros_like(z)
-        he = {}
-        for j, h in self._he(z):
-            he[j] = h
+        he = hermite_he(z, self.degree)
+        for j, h in enumerate(he):
             cj = self.c(j)
             if cj != 0.0:
                 s = s + (cj / math.sqrt(math.factorial(j))) * h
@@ -136,15 +140,11 @@ class Activation:
         return c
 
     def numpy(self, z: np.ndarray) -> np.ndarray:
-        """Float64 NumPy evaluation via ``scipy``-independent recurrence (for references)."""
+        """Float64 NumPy evaluation (for references)."""
         z = np.asarray(z, dtype=np.float64)
         s = np.zeros_like(z)
-        prev, cur = np.ones_like(z), z
-        for j in range(self.degree + 1):
-            h = prev if j == 0 else cur
+        for j, h in enumerate(hermite_he(z, self.degree)):
             s += self.c(j) * h / math.sqrt(math.factorial(j))
-            if j >= 1:
-                prev, cur = cur, z * cur - j * prev
         return s
 
 
@@ -170,14 +170,7 @@ def hermite_coefficients(f: Callable[[np.ndarray], np.ndarray], degree: int, hal
     w[1:-1:2], w[2:-1:2] = 4.0, 2.0
     w *= h / 3.0 * np.exp(-0.5 * z * z) / np.sqrt(2.0 * np.pi)
     fz = f(z)
-    out = []
-    prev, cur = np.ones_like(z), z
-    for j in range(degree + 1):
-        hj = prev if j == 0 else cur
-        out.append(float(np.sum(w * fz * hj) / math.sqrt(math.factorial(j))))
-        if j >= 1:
-            prev, cur = cur, z * cur - j * prev
-    return tuple(out)
+    return tuple(float(np.sum(w * fz * h) / math.sqrt(math.factorial(j))) for j, h in enumerate(hermite_he(z, degree)))
 
 
 NONPOLYNOMIAL: dict[str, Callable[[np.ndarray], np.ndarray]] = {

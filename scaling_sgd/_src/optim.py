@@ -5,23 +5,25 @@ gradient transformation named in the config (``"adam"``, ``"sgd"`` with momentum
 may replace it in the ``sgd`` engine; it is built *inside* the traced program from the
 traced learning rate, so changing ``lr`` never recompiles.
 
-Schedules are functions of the step count ``t`` (0-based) and the run length ``T``:
-    constant      lr
-    cosine        lr (1 + cos(pi t/T)) / 2
-    linear        lr (1 - t/T)
-    inverse_time  lr / (1 + t / (T/100))
+The learning rate at step ``t`` of ``T`` is ``lr * schedules.factor(schedule, t, T)``
+(:mod:`.schedules`).
 """
 
 from __future__ import annotations
 
 import inspect
+import math
+import numbers
+import types
+import typing
 
 import jax.numpy as jnp
 import optax
 
-from .config import ConfigError
+from .errors import ConfigError
+from .schedules import factor as schedule_factor
 
-__all__ = ["check_optimizer", "make_optimizer", "schedule_factor"]
+__all__ = ["EXACT_IN_REDUCED", "check_optimizer", "make_optimizer", "require_plain_sgd"]
 
 # Engines other than ``sgd`` keep weights in reduced coordinates, where only optimizers that
 # commute with rotations of R^d are exact; elementwise ones (Adam, RMSProp, ...) are not.
@@ -45,7 +47,7 @@ def _signature(fn):
         return None
 
 
-def check_optimizer(name, kwargs, engine: str) -> None:
+def check_optimizer(name, kwargs) -> None:
     """Raise :class:`ConfigError` unless ``optax.<name>(learning_rate, **kwargs)`` is valid."""
     if not isinstance(kwargs, dict):
         raise ConfigError("train.optimizer_kwargs", f"got {kwargs!r}; accepted: a table of keyword arguments")
@@ -57,7 +59,66 @@ def check_optimizer(name, kwargs, engine: str) -> None:
     if unknown:
         ok = [p for p in sig.parameters if p != "learning_rate"]
         raise ConfigError("train.optimizer_kwargs", f"optax.{name} has no argument {unknown[0]!r}; accepted: {', '.join(ok)}")
-    if engine != "sgd" and (name not in EXACT_IN_REDUCED or kwargs):
+    for k, v in kwargs.items():
+        if isinstance(v, (list, dict)):  # part of the compiled program's static key: scalars only
+            raise ConfigError(
+                "train.optimizer_kwargs", f"optax.{name} argument {k} = {v!r}; accepted: true/false, a number or a string"
+            )
+        want = _accepted_kind(sig.parameters[k])
+        if not _is_kind(v, want):
+            raise ConfigError("train.optimizer_kwargs", f"optax.{name} argument {k} = {v!r}; accepted: {_KIND_TEXT[want]}")
+    _dry_run(name, kwargs)
+
+
+# What a keyword of an optax optimizer takes, from its annotation (or its default):
+# "bool" (true/false), "number" (a finite int or float, not a boolean), "number?" (or
+# absent), "any" (left to the dry run, e.g. a dtype name).
+_KIND_TEXT = {"bool": "true or false", "number": "a finite number", "number?": "a finite number", "any": "a value"}
+
+
+def _accepted_kind(param: inspect.Parameter) -> str:
+    ann = param.annotation
+    if ann is bool or (ann is inspect.Parameter.empty and isinstance(param.default, bool)):
+        return "bool"
+    args = set(typing.get_args(ann)) if typing.get_origin(ann) in (typing.Union, types.UnionType) else {ann}
+    if float in args or int in args:
+        return "number?" if type(None) in args else "number"
+    if ann is inspect.Parameter.empty and isinstance(param.default, (int, float)):
+        return "number"
+    return "any"
+
+
+def _is_kind(v, kind: str) -> bool:
+    if kind == "bool":
+        return isinstance(v, bool)
+    if kind in ("number", "number?"):
+        return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+    return True
+
+
+def _dry_run(name: str, kwargs: dict) -> None:
+    """Build the optimizer and take one step on a tiny array, so that a value optax
+    rejects (a dtype name it does not know, a combination it refuses) is one config line
+    now rather than a traceback after compilation."""
+    if not kwargs:
+        return
+    try:
+        opt = getattr(optax, name)(learning_rate=1e-3, **kwargs)
+        w = jnp.ones((2, 2), jnp.float32)
+        state = opt.init(w)
+        opt.update(w, state, w)
+    except Exception as e:  # noqa: BLE001 - any failure of optax on these kwargs is a config error
+        msg = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
+        raise ConfigError(
+            "train.optimizer_kwargs", f"optax.{name}(**{kwargs}) fails ({msg}); accepted: values optax.{name} takes"
+        ) from None
+
+
+def require_plain_sgd(cfg: dict, engine: str) -> None:
+    """Engines that keep weights in rotated coordinates are exact only for optimizers that
+    commute with rotations of ``R^d`` (:data:`EXACT_IN_REDUCED`): raise otherwise."""
+    name, kwargs = cfg["train"]["optimizer"], cfg["train"]["optimizer_kwargs"]
+    if name not in EXACT_IN_REDUCED or kwargs:
         raise ConfigError(
             "train.optimizer",
             f"{name!r} with {kwargs or 'no options'} is not exact in engine {engine!r}; accepted there: plain 'sgd' "
@@ -65,26 +126,11 @@ def check_optimizer(name, kwargs, engine: str) -> None:
         )
 
 
-def schedule_factor(schedule: str, t, T):
-    """Multiplier of the base learning rate at step ``t`` of ``T`` (traced-friendly)."""
-    t = jnp.asarray(t, jnp.float32)
-    T = jnp.maximum(jnp.asarray(T, jnp.float32), 1.0)
-    if schedule == "constant":
-        return jnp.ones_like(t)
-    if schedule == "cosine":
-        return 0.5 * (1.0 + jnp.cos(jnp.pi * jnp.minimum(t / T, 1.0)))
-    if schedule == "linear":
-        return jnp.maximum(1.0 - t / T, 0.0)
-    if schedule == "inverse_time":
-        return 1.0 / (1.0 + t / jnp.maximum(T / 100.0, 1.0))
-    raise ValueError(schedule)
-
-
-def make_optimizer(name: str, kwargs: dict, lr, schedule: str, T) -> optax.GradientTransformation:
-    """``optax.<name>`` whose learning rate is ``lr * schedule_factor(schedule, count, T)``."""
+def make_optimizer(name: str, kwargs: dict, lr, schedule: str, T, n0: float = 0.0) -> optax.GradientTransformation:
+    """``optax.<name>`` whose learning rate is ``lr * schedule_factor(schedule, count, T, n0)``."""
     fn = getattr(optax, name)
 
     def lr_fn(count):
-        return lr * schedule_factor(schedule, count, T).astype(jnp.result_type(lr))
+        return lr * schedule_factor(schedule, count, T, n0).astype(jnp.result_type(lr))
 
     return fn(learning_rate=lr_fn, **kwargs)

@@ -1,22 +1,106 @@
-"""Results I/O (SPEC section 4): ``config.json`` + ``metrics.npz``, written atomically.
+"""Results I/O (docs/model.md §4): a run folder of ``config.json`` + ``metrics.npz``.
 
-A run directory is *complete* when ``config.json`` exists: it is written last, after
-``metrics.npz``, each through a temporary file and ``os.replace``, so an interrupted run
-never leaves a directory that reads as complete.
+**Atomic as a folder.**  :func:`write_run` writes both files into a temporary folder
+beside the run folder (inside a hidden ``.scaling-sgd-tmp``, so that no glob such as
+``points/*/config.json`` sees it), flushes them to disk, and renames the folder into
+place.  A run folder therefore either holds a complete run or does not exist: a kill
+(``SIGKILL``, a Slurm ``SIGTERM``, Ctrl-C, a power cut) or a full disk at any instant
+never leaves new metrics beside an old ``config.json``, and a rerun never leaves the
+previous run's analysis files (``summary.json``, figures) beside new metrics.  An existing
+folder is replaced by an atomic exchange where the system has one (Linux ``renameat2``),
+else by two renames (a kill between them leaves no run folder; the previous one is then
+still in ``.scaling-sgd-tmp``).  Temporary folders of writers that died are removed by
+the next write beside them.
+
+**Checksummed.**  ``config.json`` records the SHA-256 and size of ``metrics.npz``;
+:func:`read_run` verifies them, so a truncated, corrupted or swapped ``metrics.npz`` is
+refused with one line (:class:`ResultsError`) instead of being read as a result.
+
+**The output-safety rule** (:func:`check_target`, applied before any compute): a target
+that holds another config's results is refused unless ``force``; a rerun of the same
+config replaces the whole folder; a folder holding anything that is not a run's file
+(a user's own files) is never replaced, ``force`` or not.
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
+import hashlib
 import io
 import json
 import os
 import platform
+import shutil
+import socket
 import tempfile
+import time
+import uuid
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["atomic_write_bytes", "atomic_write_json", "write_run", "read_run", "is_run_dir", "environment"]
+from .errors import OutputError, ResultsError
+
+__all__ = [
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "write_run",
+    "read_run",
+    "read_config_json",
+    "check_run",
+    "check_target",
+    "check_writable",
+    "is_run_dir",
+    "is_run_file",
+    "run_state",
+    "metrics_bytes",
+    "file_sha256",
+    "environment",
+]
+
+# Files a run folder may hold: the run itself, the analysis written beside it, a failed
+# sweep point's record, figures.  Only folders holding nothing else are ever replaced.
+RUN_FILES = ("config.json", "metrics.npz")
+ANALYSIS_FILES = ("emergence.json", "summary.json", "error.json")
+FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
+# A temporary folder of a writer that died is removed once its process is gone (same
+# host) or after this long (another host sharing the file system).
+STALE_TMP_S = 24 * 3600.0
+# The hidden folder (beside the run folders) that holds runs being written.
+TMP_DIR = ".scaling-sgd-tmp"
+_HOST = socket.gethostname()
+
+
+# -- files ------------------------------------------------------------------------------
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    """Create ``path`` with ``data`` and flush it to disk (the one low-level writer)."""
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    """Flush a folder's entries (a rename is durable only once its folder is synced)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover - e.g. a platform without directory fds
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover - some file systems refuse fsync on folders
+        pass
+    finally:
+        os.close(fd)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -27,9 +111,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     try:
         # mkstemp creates 0600; give the file the permissions a plain open() would get
         # (shared sweep directories on a cluster must stay readable by the group).
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -41,8 +123,12 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         raise
 
 
+def _json_bytes(obj) -> bytes:
+    return (json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n").encode()
+
+
 def atomic_write_json(path: str | Path, obj) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n").encode())
+    atomic_write_bytes(path, _json_bytes(obj))
 
 
 def _json_default(o):
@@ -53,6 +139,22 @@ def _json_default(o):
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def metrics_bytes(metrics: dict) -> bytes:
+    """The ``metrics.npz`` file of ``metrics`` (compressed), as bytes."""
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **{k: np.asarray(v) for k, v in metrics.items()})
+    return buf.getvalue()
 
 
 def environment() -> dict:
@@ -87,38 +189,394 @@ def environment() -> dict:
     }
 
 
+# -- the output-safety rule -----------------------------------------------------------------
+def is_run_file(name: str) -> bool:
+    """Whether a file name belongs in a run folder (its results, analysis, figures, or a
+    temporary file of an interrupted writer)."""
+    if name in RUN_FILES or name in ANALYSIS_FILES:
+        return True
+    if name.startswith(".") and name.endswith(".tmp"):
+        return True
+    return name.endswith(FIGURE_SUFFIXES)
+
+
+def _foreign(folder: Path) -> list[str]:
+    """Entries of ``folder`` that are not a run's files (sub-folders included)."""
+    out = []
+    for e in os.scandir(folder):
+        if not (e.is_file(follow_symlinks=False) and is_run_file(e.name)):
+            out.append(e.name)
+    return sorted(out)
+
+
+def _stored_hash(folder: Path) -> str | None:
+    """The config hash in ``folder/config.json``, or ``None`` if it has none readable."""
+    try:
+        cj = json.loads((folder / "config.json").read_bytes().decode("utf-8"))
+        h = cj.get("hash") if isinstance(cj, dict) else None
+        return h if isinstance(h, str) else None
+    except (OSError, ValueError):
+        return None
+
+
+def _nearest_existing(path: Path) -> Path:
+    p = path.absolute()
+    while not os.path.lexists(p) and p != p.parent:
+        p = p.parent
+    return p
+
+
+def check_writable(path: str | Path, key: str = "--out") -> None:
+    """``path`` is a folder, or can be created as one, in which files can be written.
+
+    Raises:
+        OutputError: ``path`` is a file, lies under a file, or its (nearest existing)
+            folder cannot be written (permissions, a read-only mount).
+    """
+    out = Path(path)
+    if os.path.lexists(out) and not out.is_dir():
+        raise OutputError(key, f"{str(out)!r} is a file; accepted: a folder path (new, empty, or a run folder)")
+    base = out if out.is_dir() else _nearest_existing(out.parent)
+    if not base.is_dir():
+        raise OutputError(key, f"cannot create {str(out)!r}: {str(base)!r} is a file; accepted: a path under a folder")
+    try:  # the only reliable test of writability (permissions, read-only mounts, quotas)
+        probe = tempfile.mkdtemp(prefix=".scaling-sgd-probe-", dir=base)
+        os.rmdir(probe)
+    except OSError as e:
+        raise OutputError(key, f"cannot write in {str(base)!r} ({e.strerror or e}); accepted: a writable folder") from None
+
+
+def check_target(out_dir: str | Path, config_hash: str | None, force: bool = False) -> None:
+    """The output-safety rule, checked before any compute.
+
+    Accepted: a path that does not exist yet and can be created; an empty folder; a run
+    folder of the same config (``config_hash``), which the new run replaces whole; with
+    ``force``, a run folder of another config (or a damaged one).  Never accepted: a
+    file; a folder that cannot be written; a folder holding anything that is not a run's
+    file (:func:`is_run_file`), which is never deleted.
+
+    Raises:
+        OutputError: one line naming ``--out``, what is there and what is accepted.
+    """
+    out = Path(out_dir)
+    check_writable(out)
+    if not out.is_dir():
+        return
+    if os.path.ismount(out):  # the folder is renamed into place: it must live on its parent's file system
+        raise OutputError("--out", f"{str(out)!r} is a mount point; accepted: a folder inside it")
+    foreign = _foreign(out)
+    if foreign:
+        more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
+        raise OutputError(
+            "--out",
+            f"{str(out)!r} holds files that are not results ({foreign[0]!r}{more}); "
+            "accepted: a new or empty folder, or a run folder (nothing else is ever replaced)",
+        )
+    if not any(os.scandir(out)):
+        return
+    stored = _stored_hash(out)
+    if stored == config_hash or force:
+        return
+    what = f"the results of another config (hash {stored})" if stored else "an incomplete or damaged run"
+    raise OutputError("--out", f"{str(out)!r} holds {what}; accepted: another --out, or --force to replace them")
+
+
+# -- writing a run folder ---------------------------------------------------------------------
+def _tmp_root(out: Path) -> Path:
+    """Where the temporary folders of runs written into ``out.parent`` live: a hidden
+    folder beside them, so that no glob such as ``points/*/config.json`` ever matches a
+    run that is still being written."""
+    return out.parent / TMP_DIR
+
+
+def _tmp_sibling(out: Path, tag: str) -> Path:
+    return _tmp_root(out) / f"{out.name}~{tag}~{_HOST}~{os.getpid()}~{uuid.uuid4().hex[:8]}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def _remove_stale_siblings(out: Path) -> None:
+    """Remove the temporary folders of ``out`` left by writers that died."""
+    try:
+        entries = list(os.scandir(_tmp_root(out)))
+    except OSError:
+        return
+    now = time.time()
+    for e in entries:
+        parts = e.name.rsplit("~", 4)
+        if len(parts) != 5 or parts[0] != out.name:
+            continue
+        try:
+            host, pid = parts[2], int(parts[3])
+            age = now - e.stat(follow_symlinks=False).st_mtime
+        except (ValueError, OSError):
+            continue
+        dead = host == _HOST and pid != os.getpid() and not _pid_alive(pid)
+        if dead or age > STALE_TMP_S:
+            shutil.rmtree(e.path, ignore_errors=True) if e.is_dir(follow_symlinks=False) else _unlink(e.path)
+
+
+def _unlink(path) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+_RENAME_EXCHANGE = 2
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux ``renameat2(RENAME_EXCHANGE)``); ``False`` where
+    the system or the file system has no such call."""
+    if not hasattr(_exchange, "fn"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            fn = libc.renameat2
+            fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+            _exchange.fn = fn
+        except (OSError, AttributeError):
+            _exchange.fn = None
+    if _exchange.fn is None:
+        return False
+    at_fdcwd = -100
+    rc = _exchange.fn(at_fdcwd, os.fsencode(str(a)), at_fdcwd, os.fsencode(str(b)), _RENAME_EXCHANGE)
+    if rc == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def _place(tmp: Path, out: Path) -> None:
+    """Put the finished folder ``tmp`` at ``out`` (replacing a run folder there)."""
+    if not os.path.lexists(out):
+        try:
+            os.rename(tmp, out)
+            return
+        except OSError as e:  # created meanwhile by another writer: replace it below
+            if e.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                raise
+    if not out.is_dir():
+        raise OutputError("--out", f"{str(out)!r} became a file during the run; results kept in {str(tmp)!r}")
+    foreign = _foreign(out)
+    if foreign:  # the folder changed during the run: keep everything, say where the results are
+        keep = out.parent / f"{out.name}.new-{uuid.uuid4().hex[:6]}"
+        os.rename(tmp, keep)
+        raise OutputError(
+            "--out", f"{str(out)!r} gained other files ({foreign[0]!r}) during the run; results written to {str(keep)!r}"
+        )
+    if _exchange(tmp, out):
+        shutil.rmtree(tmp, ignore_errors=True)  # now the old run
+        return
+    old = _tmp_sibling(out, "old")
+    os.rename(out, old)
+    os.rename(tmp, out)  # a kill between the two renames leaves no run folder, never a mixed one
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def write_run(out_dir: str | Path, config: dict, metrics: dict, meta: dict) -> Path:
-    """Write ``metrics.npz`` then ``config.json`` (the completeness marker) into ``out_dir``.
+    """Write a run folder atomically: ``metrics.npz`` and ``config.json`` in a temporary
+    folder, then renamed into place (replacing a run folder there, see module docstring).
 
     Args:
-        config: resolved config.  metrics: name -> array.  meta: extra fields for
-            ``config.json`` (hash, versions, wall time, ...).
+        out_dir: the run folder.  config: resolved config.  metrics: name -> array.
+        meta: extra fields for ``config.json`` (hash, versions, wall time, ...); the
+            checksum ``metrics_sha256`` and size ``metrics_bytes`` are added here.
+    Returns:
+        ``out_dir`` as a :class:`~pathlib.Path`.
+    Raises:
+        OutputError: the folder cannot be written (full disk, read-only, ...); nothing
+            at ``out_dir`` was changed.
     """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    buf = io.BytesIO()
-    np.savez_compressed(buf, **{k: np.asarray(v) for k, v in metrics.items()})
-    atomic_write_bytes(out_dir / "metrics.npz", buf.getvalue())
-    atomic_write_json(out_dir / "config.json", {"config": config, **meta})
-    return out_dir
+    out = Path(out_dir)
+    data = metrics_bytes(metrics)
+    doc = {"config": config, **meta, "metrics_sha256": hashlib.sha256(data).hexdigest(), "metrics_bytes": len(data)}
+    tmp = None
+    try:
+        _tmp_root(out).mkdir(parents=True, exist_ok=True)
+        _remove_stale_siblings(out)
+        tmp = _tmp_sibling(out, "new")
+        os.mkdir(tmp, 0o777)
+        _write_file(tmp / "metrics.npz", data)
+        _write_file(tmp / "config.json", _json_bytes(doc))  # last: a folder with it is complete
+        _fsync_dir(tmp)
+        _place(tmp, out)
+        _fsync_dir(out.parent)
+    except OSError as e:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        need = f" (the run needs ~{_fmt_bytes(len(data) + 4096)})" if e.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+        raise OutputError("--out", f"cannot write {str(out)!r}: {e.strerror or e}{need}; nothing there was changed") from None
+    except BaseException:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
 
 
+def _fmt_bytes(n: float) -> str:
+    """``n`` bytes for a person: ``512 B``, ``3.4 MB``, ``16.0 GB``, ``2.1e+06 PB``."""
+    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
+        if n < 1000 or unit == "PB":
+            if unit == "B":
+                return f"{n:.0f} B"
+            return f"{n:.1f} {unit}" if n < 1000 else f"{n:.1e} {unit}"
+        n /= 1000.0
+    return f"{n:.1e} PB"  # pragma: no cover
+
+
+# -- reading a run folder ---------------------------------------------------------------------
 def is_run_dir(path: str | Path) -> bool:
+    """Whether ``path`` has a run's two files (not whether they are sound: :func:`read_run`)."""
     p = Path(path)
     return (p / "config.json").is_file() and (p / "metrics.npz").is_file()
 
 
-def read_run(path: str | Path) -> tuple[dict, dict]:
-    """Return ``(config_json, metrics)`` of a run directory.
+def _bad(path: Path, what: str) -> ResultsError:
+    return ResultsError(str(path), f"{what}; the run is damaged or incomplete: rerun it")
 
-    ``config_json`` is the whole ``config.json`` object (the resolved config is under
-    ``"config"``); ``metrics`` maps names to numpy arrays.
+
+def read_config_json(path: str | Path) -> dict:
+    """The ``config.json`` object of a run folder, checked to be a run's (raises :class:`ResultsError`)."""
+    p = Path(path)
+    f = p / "config.json"
+    if not p.is_dir():
+        what = "not a folder" if os.path.lexists(p) else "no such folder"
+        raise ResultsError(str(p), f"{what}; accepted: a run folder (config.json + metrics.npz)")
+    if not f.is_file():
+        raise _bad(p, "config.json is missing")
+    try:
+        cj = json.loads(f.read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise _bad(p, f"config.json is unreadable ({type(e).__name__}: {str(e)[:80]})") from None
+    if not isinstance(cj, dict):
+        raise _bad(p, "config.json is not a JSON object")
+    cfg = cj.get("config", cj)
+    _check_config_shape(p, cfg)
+    return cj
+
+
+def _check_config_shape(p: Path, cfg) -> None:
+    """The config keys the analysis relies on are there with sensible types."""
+    if not isinstance(cfg, dict):
+        raise _bad(p, "config.json has no 'config' object")
+    for table, key in (("teacher", "P"), ("student", "m"), ("data", "d")):
+        v = cfg.get(table, {}).get(key) if isinstance(cfg.get(table), dict) else None
+        if not (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
+            raise _bad(p, f"config.json has no valid {table}.{key} (got {v!r})")
+    if not isinstance(cfg.get("train"), dict) or "activation" not in cfg["teacher"]:
+        raise _bad(p, "config.json lacks the train table or teacher.activation")
+
+
+def check_run(path, cj: dict, metrics: dict) -> None:
+    """Shapes and types of ``metrics`` against the config (raises :class:`ResultsError`).
+
+    ``step`` ``(T,)`` increasing from 0; ``loss`` ``(R, T)``; ``alignment``/``skill``
+    ``(R, T, P)``; ``norm2`` ``(R, T, m)`` and ``overlap`` ``(R, T, m, P)`` when present;
+    ``diverged``, ``diverged_step`` and the replicated settings ``(R,)``.
     """
     p = Path(path)
-    if not is_run_dir(p):
-        raise FileNotFoundError(f"{p} is not a results directory (needs config.json and metrics.npz)")
-    with (p / "config.json").open() as f:
-        cfg = json.load(f)
-    with np.load(p / "metrics.npz") as z:
-        metrics = {k: z[k] for k in z.files}
-    return cfg, metrics
+    cfg = cj.get("config", cj)
+    P, m = cfg["teacher"]["P"], cfg["student"]["m"]
+    for k in ("step", "loss", "skill", "alignment"):
+        if k not in metrics:
+            raise _bad(p, f"metrics.npz has no {k!r} array")
+    step = metrics["step"]
+    if step.ndim != 1 or step.size < 1 or step.dtype.kind not in "iu" or step[0] != 0 or np.any(np.diff(step) <= 0):
+        raise _bad(p, "metrics.npz 'step' is not an increasing integer grid from 0")
+    T = step.size
+    loss = metrics["loss"]
+    if loss.ndim != 2 or loss.shape[1] != T or loss.shape[0] < 1:
+        raise _bad(p, f"metrics.npz 'loss' has shape {loss.shape}; expected (R, {T})")
+    R = loss.shape[0]
+    want = {"skill": (R, T, P), "alignment": (R, T, P), "norm2": (R, T, m), "overlap": (R, T, m, P)}
+    for k in ("diverged", "diverged_step", "seed", "lr", "beta", "solver_steps"):
+        want[k] = (R,)
+    want["a"] = (R, P)
+    for k, shape in want.items():
+        if k in metrics and metrics[k].shape != shape:
+            raise _bad(p, f"metrics.npz {k!r} has shape {metrics[k].shape}; expected {shape} (P = {P}, m = {m} in config.json)")
+    for k, v in metrics.items():
+        if v.dtype.kind not in "biuf":
+            raise _bad(p, f"metrics.npz {k!r} is not numeric")
+
+
+def _verify_checksum(p: Path, cj: dict) -> None:
+    """``p/metrics.npz`` has the size and SHA-256 recorded in ``cj`` (no-op for results
+    written before checksums existed)."""
+    if "metrics_sha256" not in cj:
+        return
+    f = p / "metrics.npz"
+    try:
+        size_ok = os.path.getsize(f) == cj.get("metrics_bytes", os.path.getsize(f))
+        ok = size_ok and file_sha256(f) == cj["metrics_sha256"]
+    except OSError as e:
+        raise _bad(p, f"metrics.npz is unreadable ({e.strerror or e})") from None
+    if not ok:
+        raise _bad(p, "metrics.npz does not match the checksum in config.json (truncated, corrupted or from another run)")
+
+
+def read_run(path: str | Path, verify: bool = True) -> tuple[dict, dict]:
+    """Return ``(config_json, metrics)`` of a run folder, checked.
+
+    ``config_json`` is the whole ``config.json`` object (the resolved config is under
+    ``"config"``); ``metrics`` maps names to numpy arrays.  With ``verify``, the SHA-256
+    of ``metrics.npz`` is compared with the one in ``config.json`` (results written
+    before checksums existed are read without it).
+
+    Raises:
+        ResultsError: one line naming the folder and what is wrong with it.
+    """
+    p = Path(path)
+    cj = read_config_json(p)
+    f = p / "metrics.npz"
+    if not f.is_file():
+        raise _bad(p, "metrics.npz is missing")
+    if verify:
+        _verify_checksum(p, cj)
+    try:
+        with np.load(f, allow_pickle=False) as z:
+            metrics = {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as e:
+        raise _bad(p, f"metrics.npz is unreadable ({type(e).__name__}: {str(e)[:80]})") from None
+    check_run(p, cj, metrics)
+    return cj, metrics
+
+
+def run_state(path: str | Path, expect_hash: str | None = None, verify: bool = True) -> tuple[str, str]:
+    """State of a run folder: ``("done", "")``, ``("absent", "")``, ``("partial", why)`` or
+    ``("damaged", why)``.
+
+    ``done`` needs a sound ``config.json`` whose ``hash`` is ``expect_hash`` (when given),
+    not marked ``partial``, and (with ``verify``) a ``metrics.npz`` matching its checksum
+    (results without one are loaded and their shapes checked).  Cheap without ``verify``
+    (only ``config.json`` is read).
+    """
+    p = Path(path)
+    if not os.path.lexists(p) or (p.is_dir() and not (p / "config.json").exists() and not (p / "metrics.npz").exists()):
+        return "absent", ""
+    try:
+        cj = read_config_json(p)
+        if not (p / "metrics.npz").is_file():
+            raise _bad(p, "metrics.npz is missing")
+        if verify and "metrics_sha256" in cj:
+            _verify_checksum(p, cj)  # the bytes written, which were sound: no need to decompress them
+        elif verify:
+            read_run(p, verify=False)  # older results: load and check the shapes
+    except ResultsError as e:
+        return "damaged", str(e).removeprefix(f"{e.key}: ").split(";")[0]
+    if expect_hash is not None and cj.get("hash") != expect_hash:
+        return "damaged", f"config.json is another config's (hash {cj.get('hash')}, expected {expect_hash})"
+    if cj.get("partial"):
+        return "partial", f"interrupted at step {cj.get('last_step', '?')}"
+    return "done", ""

@@ -1,28 +1,58 @@
-"""From a resolved config to a results directory: the host side of a run."""
+"""From a resolved config to metrics (and a results directory): the host side of a run."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import time
 from pathlib import Path
 
 import numpy as np
 
 from . import config as cfgmod
-from .engines import get_engine
-from .engines.common import Progress, Replicas, Static, log_grid, pad_replicas, replica_padding
+from . import preflight
+from .engines import Replicas, Static, engine_from_config
+from .engines.base import log_grid
+from .engines.driver import Interrupted, pad_replicas, replica_padding, simulate
 from .hermite import activation
-from .model import Model
+from .model import Model, power_law_coefficients
+from .progress import NoProgress, Progress
 from .results import environment, write_run
 
-__all__ = ["build", "run", "teacher_coefficients", "enable_dtype"]
+__all__ = ["build", "run", "teacher_coefficients", "precision", "enable_compilation_cache"]
 
 
-def enable_dtype(dtype: str) -> None:
-    """float64 runs need JAX's x64 mode, which is process-wide; float32 needs nothing."""
+def precision(dtype: str):
+    """The context a run of ``dtype`` needs: JAX's x64 mode for ``float64``, scoped to the
+    run (the process-wide flag is left as it was); nothing for ``float32``."""
     if dtype == "float64":
         import jax
 
-        jax.config.update("jax_enable_x64", True)
+        return jax.enable_x64(True)
+    return contextlib.nullcontext()
+
+
+def enable_compilation_cache() -> str | None:
+    """Turn on JAX's persistent compilation cache under the user's cache folder
+    (``$XDG_CACHE_HOME/scaling-sgd/jax``, default ``~/.cache``), unless one is configured
+    already or ``SCALING_SGD_COMPILATION_CACHE=0``.  A second process (the next job of a
+    Slurm array, the same notebook tomorrow) then loads the compiled programs instead of
+    compiling them.  Returns the folder in use, or ``None``."""
+    import jax
+
+    if os.environ.get("SCALING_SGD_COMPILATION_CACHE", "1") == "0":
+        return None
+    if jax.config.jax_compilation_cache_dir:
+        return jax.config.jax_compilation_cache_dir
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    folder = base / "scaling-sgd" / "jax"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None  # no writable cache folder: compile every time
+    jax.config.update("jax_compilation_cache_dir", str(folder))
+    return str(folder)
 
 
 def teacher_coefficients(cfg: dict, betas) -> np.ndarray:
@@ -30,9 +60,7 @@ def teacher_coefficients(cfg: dict, betas) -> np.ndarray:
     P = cfg["teacher"]["P"]
     if cfg["teacher"]["a"] is not None:
         return np.tile(np.asarray(cfg["teacher"]["a"], np.float64), (len(betas), 1))
-    p = np.arange(1, P + 1, dtype=np.float64)
-    a = p[None, :] ** (-np.asarray(betas, np.float64)[:, None])
-    return a / np.sqrt(np.sum(a * a, axis=1, keepdims=True))
+    return power_law_coefficients(np.asarray(betas, np.float64), P)
 
 
 def build(cfg: dict) -> tuple[Static, Replicas, np.ndarray]:
@@ -43,24 +71,15 @@ def build(cfg: dict) -> tuple[Static, Replicas, np.ndarray]:
     student = activation(s["activation"], deg) if s["activation"] is not None else teacher
     model = Model(d=cfg["data"]["d"], P=t["P"], m=s["m"], teacher=teacher, student=student, basis=t["basis"])
     grid = cfgmod.replica_grid(cfg)
-    ov = cfg["log"]["overlap"]
-    if ov == "auto":  # small enough to keep: the (R, T, m, P) array is bounded in memory and on disk
-        mP = s["m"] * t["P"]
-        size = len(grid["seed"]) * (cfg["log"]["points"] + 1) * mP
-        with_overlap = mP <= cfgmod.OVERLAP_AUTO_MAX and size <= cfgmod.OVERLAP_AUTO_MAX_ELEMENTS
-    else:
-        with_overlap = bool(ov)
     static = Static(
         model=model,
         batch_size=tr["batch_size"],
         optimizer=tr["optimizer"],
         optimizer_kwargs=tuple(sorted(tr["optimizer_kwargs"].items())),
         schedule=tr["schedule"],
+        schedule_n0=float(tr["schedule_n0"]),
         dtype=tr["dtype"],
-        with_overlap=with_overlap,
-        flow_rtol=cfg["flow"]["rtol"],
-        flow_atol=cfg["flow"]["atol"],
-        flow_solver=cfg["flow"]["solver"],
+        with_overlap=cfgmod.with_overlap(cfg),
     )
     reps = Replicas(
         seed=np.asarray(grid["seed"], np.int64),
@@ -73,39 +92,76 @@ def build(cfg: dict) -> tuple[Static, Replicas, np.ndarray]:
     return static, reps, log_grid(tr["steps"], cfg["log"]["points"])
 
 
-def run(cfg: dict, out_dir: str | Path | None = None, label: str = "") -> tuple[dict, dict]:
+def run(
+    cfg: dict,
+    out_dir=None,
+    label: str = "",
+    progress: bool | None = None,
+    keep_partial: bool = False,
+    force: bool = False,
+    stop_signals=(signal.SIGINT, signal.SIGTERM),
+):
     """Run a resolved config; write it to ``out_dir`` if given.
 
-    Returns ``(metrics, meta)``: ``metrics`` as in ``metrics.npz`` (SPEC section 4),
-    ``meta`` the extra ``config.json`` fields.
+    Before compiling, :func:`.preflight.check` refuses an output folder that cannot take
+    the results (or holds another config's, unless ``force``) and a run whose memory or
+    disk estimate does not fit.
+
+    Args:
+        cfg: a resolved config (:func:`config.resolve`).
+        out_dir: the run directory to write, or ``None``.
+        label: a prefix for progress lines.  progress: show progress (default: the
+            config's ``train.progress``).
+        keep_partial: on an interrupt (:class:`.engines.driver.Interrupted`), keep the
+            log points done as a result marked ``partial`` (the command line does)
+            instead of raising.
+        force: replace another config's results in ``out_dir``.
+        stop_signals: signals that stop the run between chunks (the driver's
+            :class:`~.engines.driver.Interrupted`); others keep their own handlers.
+    Returns:
+        ``(metrics, meta)``: ``metrics`` as in ``metrics.npz`` (docs/model.md §4),
+        ``meta`` the other ``config.json`` fields.
     """
-    enable_dtype(cfg["train"]["dtype"])
+    preflight.check(cfg, out_dir, force)
     static, reps, steps = build(cfg)
-    simulate = get_engine(cfg["train"]["engine"])
-    progress = Progress(steps, static.batch_size * reps.R, label=label, enabled=cfg["train"]["progress"])
+    engine = engine_from_config(cfg)
+    show = cfg["train"]["progress"] if progress is None else progress
+    meter = Progress(label=label) if show else NoProgress()
+    enable_compilation_cache()
     t0 = time.perf_counter()
-    # Several local devices: pad the replica axis to a multiple of their number so that it
-    # is sharded across all of them, and drop the pads.
-    raw = simulate(static, pad_replicas(reps, replica_padding(reps.R)), steps, progress)
-    raw = {k: np.asarray(v)[: reps.R] for k, v in raw.items()}
+    interrupted = None
+    with precision(cfg["train"]["dtype"]):
+        try:
+            # Several local devices: pad the replica axis to a multiple of their number so
+            # that it is sharded across all of them, and drop the pads.
+            raw = simulate(engine, static, pad_replicas(reps, replica_padding(reps.R)), steps, meter, stop_signals=stop_signals)
+        except Interrupted as e:
+            if not keep_partial:
+                raise
+            raw, interrupted = e.partial, e.signal
     wall = time.perf_counter() - t0
+    R = reps.R
     # Small runs repeat grid points (a static length); keep each step once.
-    step, idx = np.unique(steps, return_index=True)
+    step, idx = np.unique(raw["step"], return_index=True)
     metrics = {"step": step.astype(np.int64)}
     for k, v in raw.items():
-        metrics[k] = v[:, idx] if np.ndim(v) >= 2 else v
+        if k != "step":
+            v = np.asarray(v)[:R]
+            metrics[k] = v[:, idx] if v.ndim >= 2 else v
     metrics.update(seed=reps.seed, lr=reps.lr, beta=reps.beta, a=reps.a)
-    nd = int(np.sum(metrics["diverged"]))
+    done = int(step[-1])
     meta = {
         "hash": cfgmod.config_hash(cfg),
         "engine": cfg["train"]["engine"],
-        "replicas": reps.R,
-        "diverged_replicas": nd,
+        "replicas": R,
+        "diverged_replicas": int(np.sum(metrics["diverged"])),
         "wall_time_s": wall,
-        "samples_per_s": float(steps[-1]) * static.batch_size * reps.R / wall if wall > 0 else None,
+        "samples_per_s": float(done) * static.batch_size * R / wall if wall > 0 else None,
         "environment": environment(),
         "format": 1,
     }
+    if interrupted:
+        meta.update(partial=True, last_step=done, interrupted_by=interrupted)
     if out_dir is not None:
         write_run(out_dir, cfg, metrics, meta)
     return metrics, meta

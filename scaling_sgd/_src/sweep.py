@@ -1,36 +1,49 @@
-"""Sweeps: a grid of configs run point by point into one directory (SPEC section 4).
+"""Sweeps: a grid of configs run point by point into one directory (docs/model.md §4).
 
 A config's ``[sweep]`` table maps config keys (``table.key`` or a short alias such as
-``d``, ``beta``) to lists; their product is the grid.  Values that are *traced* in the
-compiled program (``train.lr``, ``train.seed``, ``teacher.beta``) are not separate grid
-points: their lists are folded into every point as replica lists, so they run as vmapped
-replicas of one program.  The other keys (``d``, ``P``, ``m``, ``batch_size``, ``engine``,
-``steps``, ...) make one point per combination.
+``d``, ``beta``) to lists; their product is the grid.  ``zip`` is one axis whose entries
+set several keys together (``zip = [{d = 64, steps = 2_000_000}, {d = 128, steps =
+8_000_000}]``).  Values that are *traced* in the compiled program (``train.lr``,
+``train.seed``, ``teacher.beta``) are not separate grid points: their lists are folded
+into every point as replica lists, so they run as vmapped replicas of one program (inside
+``zip`` they move with their entry).  The other keys (``d``, ``P``, ``m``, ``batch_size``,
+``engine``, ``steps``, ...) make one point per combination.
+
+This is the one sweep dialect: the command line and the experiments in ``sims/`` use
+:func:`plan` and :func:`run_sweep`.
 
 Layout of a sweep directory ``OUT``::
 
     OUT/sweep.json          the index (format 1): base config, swept keys, every point's
-                            settings, state and directory; rebuilt from disk and rewritten
-                            atomically, under OUT/sweep.lock, after every point
-    OUT/points/<id>/        an ordinary run directory (``runner.run``); <id> is the
-                            16-hex ``config_hash`` of the point's resolved config, and the
-                            point is done iff its ``config.json`` exists (written last)
-    OUT/points/<id>/error.json   why a point failed (removed when it is retried)
+                            settings, state and directory.  A snapshot, rebuilt from the
+                            point folders (under OUT/sweep.lock) when a job starts, when it
+                            ends, and at most every sweep_state.INDEX_MIN_INTERVAL_S in between, so
+                            the cost per point stays O(1) however large the sweep
+    OUT/points/<id>/        an ordinary run folder (``runner.run``), written atomically as a
+                            folder; <id> is the 16-hex ``config_hash`` of the point's resolved
+                            config, and the point is done iff its folder holds a sound run of
+                            that hash
+    OUT/points/<id>/error.json   why a point failed (gone when it is retried)
+    OUT/claims/<id>         the claim of a job computing the point (``O_EXCL``; kept fresh
+                            by a heartbeat, taken over once its job is gone)
 
-Resuming is the default: a point that is done is never recomputed (``--force`` does).
-Because the state lives in the point directories, not in the process, ``kill -9`` at
-any moment loses at most the point being computed, and several ``--shard i/n`` jobs can
-write into one directory concurrently: each rebuilds the whole index from disk under an
-exclusive ``flock`` before writing it.
+Resuming is the default: a point that is done is never recomputed (``--force`` does).  A
+point whose files are unreadable or fail their checksum is reported in one line and
+recomputed.  Because the state lives in the point folders, not in the process, ``kill -9``
+at any moment loses at most the points being computed; several ``--shard i/n`` jobs, or
+identical unsharded jobs, can write into one directory concurrently: each point is
+claimed by one job, the others go on to other points and, at the end, wait for the
+points still claimed elsewhere (taking them over if their job died).  SIGTERM releases
+the job's claims before the process ends.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import dataclasses
 import itertools
-import json
+import os
+import signal
 import sys
 import time
 import traceback
@@ -38,48 +51,27 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from . import config as cfgmod
-from .config import ConfigError
-from .results import _json_default, atomic_write_json, is_run_dir
+from . import preflight
+from .errors import ConfigError, InputError
+from .results import atomic_write_json, check_writable
+from .sweep_state import _ACTIVE_CLAIMS, CLAIM_POLL_S, Claim, Index, Plan, Point, build_index, index_from_points, point_state
 
-__all__ = ["Point", "Plan", "plan", "parse_shard", "shard_points", "run_sweep", "build_index", "main"]
+__all__ = [
+    "Point",
+    "Plan",
+    "Index",
+    "Claim",
+    "plan",
+    "parse_shard",
+    "shard_points",
+    "run_sweep",
+    "build_index",
+    "index_from_points",
+    "point_state",
+    "main",
+]
 
 TRACED = tuple(f"{t}.{k}" for t, k in sorted(cfgmod.REPLICA_KEYS))  # folded into replicas, never points
-
-
-@dataclasses.dataclass(frozen=True)
-class Point:
-    """One grid point.
-
-    Attributes:
-        index: position in grid order (the order of ``sweep.json``; shards split on it).
-        id: ``config_hash(config)``, also the directory name ``points/<id>``.
-        settings: swept key -> resolved value (a replica list for traced keys).
-        config: the point's resolved config (an ordinary run config, empty ``sweep``).
-    """
-
-    index: int
-    id: str
-    settings: dict
-    config: dict
-
-    @property
-    def dir(self) -> str:
-        return f"points/{self.id}"
-
-    @property
-    def replicas(self) -> int:
-        return len(cfgmod.replica_grid(self.config)["seed"])
-
-
-@dataclasses.dataclass(frozen=True)
-class Plan:
-    """A resolved sweep: ``base`` config (no sweep table), ``swept`` keys, ``grid``
-    (swept key -> values), ``points`` in grid order."""
-
-    base: dict
-    swept: list
-    grid: dict
-    points: list
 
 
 def _fmt_value(v) -> str:
@@ -116,11 +108,13 @@ def plan(raw: dict) -> Plan:
     points: list[Point] = []
     seen: set[str] = set()
     for combo in itertools.product(*axes.values()):
-        values = {**dict(zip(axes, combo)), **folded}
+        values = {}
+        for name, v in zip(axes, combo):
+            values.update(v if name == "zip" else {name: v})
+        values.update(folded)
         praw = copy.deepcopy(base_raw)
         for name, v in values.items():
-            table, key = name.split(".")
-            praw.setdefault(table, {})[key] = copy.deepcopy(v)
+            cfgmod.set_key(praw, name, v, where="sweep")
         try:
             pcfg = cfgmod.resolve(praw)
         except ConfigError as e:
@@ -130,11 +124,12 @@ def plan(raw: dict) -> Plan:
         if pid in seen:  # e.g. a value listed twice: one point, computed once
             continue
         seen.add(pid)
-        settings = {name: pcfg[name.split(".")[0]][name.split(".")[1]] for name in grid}
+        settings = {name: pcfg[name.split(".")[0]][name.split(".")[1]] for name in values}
         points.append(Point(len(points), pid, settings, pcfg))
     if base is None:
         base = {t: v for t, v in points[0].config.items() if t != "sweep"}
-    return Plan(base=base, swept=list(grid), grid=grid, points=points)
+    swept = [k for k in grid if k != "zip"] + [k for k in (grid.get("zip") or [{}])[0]]
+    return Plan(base=base, swept=swept, grid=grid, points=points)
 
 
 def parse_shard(text: str | None) -> tuple[int, int]:
@@ -173,88 +168,7 @@ def run_order(points: list[Point]) -> list[Point]:
     return [p for k in keys for p in groups[k]]
 
 
-# -- the index ------------------------------------------------------------------------
-@contextlib.contextmanager
-def _locked(path: Path):
-    """Exclusive advisory lock (``fcntl.flock``) for the read-modify-write of the index."""
-    import fcntl
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        except OSError as e:  # e.g. ENOLCK on an NFS mount without a lock daemon
-            if not _WARNED.get("flock"):
-                print(f"warning: cannot lock {path} ({e}); writing the index unlocked", file=sys.stderr)
-                _WARNED["flock"] = True
-            yield  # the index is rebuilt from disk at every write: a lost race heals at the next one
-            return
-        try:
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
-
-
-_WARNED: dict = {}
-_DONE_CACHE: dict = {}  # (path, mtime_ns) -> (replicas, diverged): done points are read once
-
-
-def _entry(out: Path, p: Point) -> dict:
-    d = out / p.dir
-    e = {"id": p.id, "dir": p.dir, "settings": p.settings, "replicas": p.replicas, "diverged": 0}
-    if is_run_dir(d):
-        cj = d / "config.json"
-        key = (str(cj), cj.stat().st_mtime_ns)
-        if key not in _DONE_CACHE:
-            meta = json.loads(cj.read_text())
-            _DONE_CACHE[key] = (int(meta["replicas"]), int(meta["diverged_replicas"]))
-        e["replicas"], e["diverged"] = _DONE_CACHE[key]
-        e["state"] = "done"
-    elif (d / "error.json").is_file():
-        e["state"] = "failed"
-        try:
-            e["error"] = json.loads((d / "error.json").read_text())["error"]
-        except (ValueError, KeyError):  # pragma: no cover - written atomically, so unlikely
-            e["error"] = "unknown error"
-    else:
-        e["state"] = "pending"
-    return e
-
-
-def build_index(out: Path, pl: Plan) -> dict:
-    """The ``sweep.json`` object, every point's state read from disk."""
-    return {
-        "format": 1,
-        "base_config": pl.base,
-        "swept": pl.swept,
-        "grid": pl.grid,
-        "points": [_entry(out, p) for p in pl.points],
-    }
-
-
-def write_index(out: Path, pl: Plan) -> dict:
-    """Rebuild ``sweep.json`` from the point directories and write it if it changed.
-
-    Under the lock no other job is between reading and writing the index, so concurrent
-    shard jobs never lose each other's entries (each entry comes from disk, not from the
-    process that computed it), and temporary files left by a killed writer are stale.
-    """
-    out = Path(out)
-    path = out / "sweep.json"
-    with _locked(out / "sweep.lock"):
-        for tmp in out.glob(".sweep.json.*.tmp"):
-            tmp.unlink(missing_ok=True)
-        index = json.loads(json.dumps(build_index(out, pl), default=_json_default))
-        try:
-            old = json.loads(path.read_text())
-        except (OSError, ValueError):
-            old = None
-        if old != index:  # an idle rerun touches no file
-            atomic_write_json(path, index)
-    return index
-
-
-# -- running ---------------------------------------------------------------------------
+# -- point states and claims ------------------------------------------------------------
 def _fmt_time(s: float) -> str:
     if s != s or s == float("inf"):
         return "?"
@@ -265,78 +179,205 @@ def _fmt_time(s: float) -> str:
     return f"{s / 3600:.1f}h"
 
 
+def _preflight(todo: list[Point], out: Path) -> None:
+    """Refuse, before anything runs, a sweep whose points do not fit: each point's memory
+    estimate, and the disk space all of this job's results need together."""
+    if not todo or preflight.skipped():
+        return
+    avail = preflight.available_memory()
+    for p in todo:
+        try:
+            preflight.check_memory(p.config, avail)
+        except InputError as e:
+            raise type(e)(e.key, f"{str(e).removeprefix(f'{e.key}: ')} (in sweep point {fmt_settings(p.settings)})") from None
+    preflight.check_disk(out, sum(preflight.result_bytes(p.config) for p in todo))
+
+
+class _Job:
+    """One ``run_sweep`` call: computes points it claims, writes their folders, counts."""
+
+    def __init__(self, pl: Plan, out: Path, index: Index, force: bool, stream, todo: list[Point]):
+        self.pl, self.out, self.index, self.force, self.stream = pl, out, index, force, stream
+        self.n_todo = len(todo)
+        self.k = 0
+        self.t_start = time.perf_counter()
+        self.counts = {"computed": 0, "failed": 0, "diverged_replicas": 0, "by_other_job": 0}
+        # with --force a point counts as done elsewhere only if its folder changed since now
+        self.initial = {p.id: self._signature(p) for p in todo} if force else {}
+
+    def _signature(self, p: Point):
+        try:
+            st = (self.out / p.dir / "config.json").stat()
+        except OSError:
+            return None
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+    def done_elsewhere(self, p: Point) -> bool:
+        """Done by another job while this one ran (with ``--force``: rewritten since this
+        job started)."""
+        if self.force and self._signature(p) == self.initial.get(p.id):
+            return False
+        return point_state(self.out, p, verify=True)[0] == "done"
+
+    def compute(self, p: Point) -> None:
+        """Run one claimed point into its folder (atomically), or record why it failed."""
+        from .runner import run
+
+        self.k += 1
+        tag = f"[point {self.k}/{self.n_todo}]"
+        d = self.out / p.dir
+        print(f"{tag} {fmt_settings(p.settings)} -> {p.dir}", file=self.stream, flush=True)
+        if os.path.lexists(d) and not d.is_dir():  # a damaged point that is not even a folder
+            d.unlink()
+        t0 = time.perf_counter()
+        try:
+            # force: the sweep owns points/<id>; a damaged or failed point folder is replaced whole
+            # SIGTERM stays with the sweep's own handler (claims released, exit 143)
+            _, meta = run(p.config, d, label=f"{tag} ", force=True, stop_signals=(signal.SIGINT,))
+        except Exception as e:  # a failed point is a result: record it, go on
+            self.counts["failed"] += 1
+            try:
+                d.mkdir(parents=True, exist_ok=True)
+                atomic_write_json(d / "error.json", {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()})
+            except OSError:
+                pass
+            status = f"FAILED ({type(e).__name__}: {e})"
+        else:
+            self.counts["computed"] += 1
+            self.counts["diverged_replicas"] += meta["diverged_replicas"]
+            status = f"done, {meta['diverged_replicas']}/{meta['replicas']} replicas diverged"
+        el = time.perf_counter() - self.t_start
+        eta = el / self.k * max(self.n_todo - self.k, 0)
+        print(
+            f"{tag} {status} in {_fmt_time(time.perf_counter() - t0)}; sweep elapsed {_fmt_time(el)}, ETA {_fmt_time(eta)}",
+            file=self.stream,
+            flush=True,
+        )
+
+    def claim_and_compute(self, p: Point) -> bool:
+        """Compute ``p`` if this job can claim it; ``False`` if another live job holds it."""
+        claim = Claim.acquire(self.out / "claims" / p.id, self.index.locked)
+        if claim is None:
+            return False
+        with claim:
+            if self.done_elsewhere(p):  # finished by another job between our scan and our claim
+                self.counts["by_other_job"] += 1
+            else:
+                self.compute(p)
+        self.index.maybe_write()
+        return True
+
+
 def run_sweep(pl: Plan, out, shard: tuple[int, int] = (1, 1), force: bool = False, stream=None) -> dict:
     """Compute this shard's points that are not done (all of them with ``force``).
 
-    Each point is written to ``out/points/<id>`` as soon as it finishes and the index is
-    rewritten: nothing accumulates in memory.  A point that raises is recorded as failed
-    (``error.json``) and the sweep goes on.  Returns counts ``{"points", "shard_points",
-    "already_done", "computed", "failed", "diverged_replicas"}``.
-    """
-    from .runner import run
+    Each point is claimed (:class:`Claim`), computed, and written to ``out/points/<id>``
+    as one atomic folder as soon as it finishes: nothing accumulates in memory, and the
+    per-point bookkeeping is O(1) (the index is rebuilt at the start, at the end, and at
+    most every :data:`.sweep_state.INDEX_MIN_INTERVAL_S`).  A point that raises is recorded as failed
+    (``error.json``) and the sweep goes on; a point whose files are damaged is reported in
+    one line and recomputed.  Points claimed by another live job are left to it; at the
+    end this job waits for them (and takes over any whose job died), so that when it
+    returns every point of the shard is done or failed.
 
+    Returns counts ``{"points", "shard_points", "already_done", "computed", "failed",
+    "damaged", "by_other_job", "diverged_replicas"}``.
+    Raises:
+        OutputError, ResourceError: before any compute (unwritable ``out``, a point too
+            big for memory, results too big for the disk).
+    """
     stream = stream or sys.stderr
     out = Path(out)
+    check_writable(out)
     (out / "points").mkdir(parents=True, exist_ok=True)
     mine = shard_points(pl.points, *shard)
-    todo = [p for p in mine if force or not is_run_dir(out / p.dir)]
+    states = {p.id: point_state(out, p, verify=True) for p in mine}
+    damaged = [p for p in mine if states[p.id][0] in ("damaged", "partial")]
+    todo = [p for p in mine if force or states[p.id][0] != "done"]
+    _preflight(todo, out)  # before anything is printed: a refusal is one line
+    for p in damaged:
+        print(f"point {p.dir} ({fmt_settings(p.settings)}): {states[p.id][1]}; recomputing it", file=stream, flush=True)
     shard_txt = f", shard {shard[0]}/{shard[1]}: {len(mine)}" if shard[1] > 1 else ""
+    bad_txt = f", {len(damaged)} damaged" if damaged else ""
     print(
         f"sweep {out}: {len(pl.points)} points over {', '.join(pl.swept) or 'nothing'}{shard_txt}; "
-        f"{len(mine) - len(todo)} done, {len(todo)} to run",
+        f"{len(mine) - len(todo)} done{bad_txt}, {len(todo)} to run",
         file=stream,
         flush=True,
     )
-    write_index(out, pl)
-    counts = {"points": len(pl.points), "shard_points": len(mine), "already_done": len(mine) - len(todo)}
-    counts.update(computed=0, failed=0, diverged_replicas=0)
-    t_start = time.perf_counter()
-    todo = run_order(todo)
-    for k, p in enumerate(todo, start=1):
-        tag = f"[point {k}/{len(todo)}]"
-        d = out / p.dir
-        print(f"{tag} {fmt_settings(p.settings)} -> {p.dir}", file=stream, flush=True)
-        (d / "config.json").unlink(missing_ok=True)  # --force: not complete until rewritten
-        (d / "error.json").unlink(missing_ok=True)
-        for tmp in d.glob(".*.tmp"):  # left by a killed writer; never read as complete
-            tmp.unlink()
-        t0 = time.perf_counter()
-        try:
-            _, meta = run(p.config, d, label=f"{tag} ")
-        except Exception as e:  # a failed point is a result: record it, go on
-            counts["failed"] += 1
-            atomic_write_json(d / "error.json", {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()})
-            status = f"FAILED ({type(e).__name__}: {e})"
-        else:
-            counts["computed"] += 1
-            counts["diverged_replicas"] += meta["diverged_replicas"]
-            status = f"done, {meta['diverged_replicas']}/{meta['replicas']} replicas diverged"
-        write_index(out, pl)
-        el = time.perf_counter() - t_start
-        eta = el / k * (len(todo) - k)
-        print(
-            f"{tag} {status} in {_fmt_time(time.perf_counter() - t0)}; sweep elapsed {_fmt_time(el)}, ETA {_fmt_time(eta)}",
-            file=stream,
-            flush=True,
-        )
+    index = Index(out, pl, stream)
+    Claim.clear_stale(out / "claims", index.locked)
+    index.write()
+    job = _Job(pl, out, index, force, stream, todo)
+    waiting = [p for p in run_order(todo) if not job.claim_and_compute(p)]
+    told = False
+    while waiting:  # points another job holds: wait for them, take over those whose job died
+        if not told:
+            print(f"waiting for {len(waiting)} point(s) claimed by another job (see {out / 'claims'})", file=stream, flush=True)
+            told = True
+        time.sleep(CLAIM_POLL_S)
+        still = []
+        for p in waiting:
+            if job.done_elsewhere(p):
+                job.counts["by_other_job"] += 1
+            elif not job.claim_and_compute(p):
+                still.append(p)
+        waiting = still
+    Claim.clear_stale(out / "claims", index.locked)
+    index.write()
+    counts = {"points": len(pl.points), "shard_points": len(mine), "already_done": len(mine) - len(todo), "damaged": len(damaged)}
+    counts.update(job.counts)
     return counts
+
+
+@contextlib.contextmanager
+def _sigterm_releases_claims():
+    """While the sweep runs, SIGTERM (a Slurm pre-emption, ``kill``) releases this job's
+    claims and ends the process at once with status 143, so that a requeued job can take
+    its points straight away instead of waiting for the claims to go stale.
+
+    ``os._exit`` rather than an exception: unwinding through JAX in the middle of a
+    compilation can crash the interpreter at exit.  Nothing else needs cleaning: a point
+    being written is either a complete folder or a temporary one (removed by the next
+    writer, its process being gone).
+    """
+
+    def handler(signum, frame):
+        for c in list(_ACTIVE_CLAIMS):
+            c.release()
+        os.write(2, b"scaling-sgd: terminated (SIGTERM): claims released; rerun the same command to resume\n")
+        os._exit(128 + signum)
+
+    try:
+        old = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 def main(args) -> int:
     """``scaling-sgd sweep CONFIG.toml [--set ...] [--out DIR] [--shard I/N] [--force]``.
 
     Exit status 0 when every point of this shard is done, 1 when some failed, 2 on bad
-    input (raised as :class:`ConfigError` before any compute).
+    input (raised as an :class:`..errors.InputError` before any compute).
     """
     raw = cfgmod.apply_set(cfgmod.load(args.config), getattr(args, "set", None) or [])
     shard = parse_shard(getattr(args, "shard", None))
     pl = plan(raw)
     out = Path(args.out) if getattr(args, "out", None) else Path("results") / Path(args.config).stem
-    c = run_sweep(pl, out, shard=shard, force=bool(getattr(args, "force", False)))
+    with _sigterm_releases_claims():
+        c = run_sweep(pl, out, shard=shard, force=bool(getattr(args, "force", False)))
+    other = f", {c['by_other_job']} computed by another job" if c["by_other_job"] else ""
     print(
-        f"sweep {out}: computed {c['computed']}, failed {c['failed']}, already done {c['already_done']} "
+        f"sweep {out}: computed {c['computed']}, failed {c['failed']}, already done {c['already_done']}{other} "
         f"(of {c['shard_points']} in this shard, {c['points']} in all); index {out / 'sweep.json'}"
     )
+    if c["damaged"]:
+        print(f"repaired {c['damaged']} damaged point(s): recomputed")
     if c["diverged_replicas"]:
         print(f"warning: {c['diverged_replicas']} replica(s) diverged (see 'diverged' in sweep.json and each metrics.npz)")
     return 1 if c["failed"] else 0

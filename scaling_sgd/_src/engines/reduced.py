@@ -1,4 +1,4 @@
-"""Engine ``reduced``: online SGD on the Gram-matrix Markov chain (SPEC section 2.2).
+"""Engine ``reduced``: online SGD on the Gram-matrix Markov chain (docs/model.md §2).
 
 Exact in distribution for every ``d >= P + m + B``, at a cost independent of ``d``.
 
@@ -42,7 +42,7 @@ Divergence: same semantics as ``sgd`` (a bad step is not applied, the replica fr
 
 from __future__ import annotations
 
-import functools
+import dataclasses
 from typing import NamedTuple
 
 import jax
@@ -51,13 +51,16 @@ import numpy as np
 from jax import lax
 
 from .. import model as mdl
-from ..optim import schedule_factor
-from .common import TRACE_COUNT, Progress, Replicas, Static, call_compiled, check_int32_steps, progress_hook
-from .common import check_loss as _check_loss
-from .common import dtype_of as _dtype
-from .sgd import split_keys
+from ..errors import ConfigError
+from ..optim import require_plain_sgd
+from ..rng import split_keys
+from ..schedules import factor as schedule_factor
+from .base import Engine, Grid, Replicas, Static, Target
+from .base import dtype_of as _dtype
 
 __all__ = [
+    "Reduced",
+    "ReducedRun",
     "ReducedState",
     "buffer_steps",
     "chisquare",
@@ -67,8 +70,6 @@ __all__ = [
     "step",
     "recompress",
     "observe",
-    "simulate",
-    "run_compiled",
 ]
 
 
@@ -224,13 +225,11 @@ def recompress(static: Static, C):
     return jnp.concatenate([C[:, :P], r.T, jnp.zeros((m, res.shape[1] - m), C.dtype)], axis=1)
 
 
-def step(static: Static, state: ReducedState, t, lr, a, steps, bound, remainder=1.0) -> ReducedState:
+def step(static: Static, state: ReducedState, t, lr, a, steps, bound) -> ReducedState:
     """One online-SGD step ``t`` (0-based, unbatched) of one replica on the Gram chain.
 
     Uses slot ``j = t mod K`` of the block's random numbers (``state.u``, ``state.L``,
-    set by :func:`new_block` when ``j == 0``).  ``remainder`` multiplies the part of ``x``
-    outside the frame: ``1`` is the exact chain; ``0`` (traced, so no recompilation) is a
-    deliberately wrong chain, used only by the tests to show that they detect an error.
+    set by :func:`new_block` when ``j == 0``).
     """
     m = static.model
     dt = _dtype(static)
@@ -247,11 +246,11 @@ def step(static: Static, state: ReducedState, t, lr, a, steps, bound, remainder=
     alpha, gamma, e = mdl.per_sample_grad_coeffs(m, None, r2, xW, y)
     e2 = e * e
     ok = jnp.all(jnp.isfinite(e2) & (e2 <= bound)) & ~state.diverged
-    lr_t = lr * schedule_factor(static.schedule, t, steps).astype(dt)
+    lr_t = lr * schedule_factor(static.schedule, t, steps, static.schedule_n0).astype(dt)
     ca = lr_t * jnp.sum(alpha, axis=0) / B  # (m,)
     cg = (lr_t / B) * gamma  # (B, m)
     # x = u on the frame + L on the B new columns (the remainder outside the frame)
-    C_new = (1.0 - ca)[:, None] * C - cg.T @ (u + remainder * L)
+    C_new = (1.0 - ca)[:, None] * C - cg.T @ (u + L)
     C = jnp.where(ok, C_new, C)
     newly = ~ok & ~state.diverged
     return state._replace(
@@ -261,12 +260,14 @@ def step(static: Static, state: ReducedState, t, lr, a, steps, bound, remainder=
     )
 
 
-def new_block(static: Static, states: ReducedState, t) -> ReducedState:
+def new_block(static: Static, states: ReducedState, t, noise=None) -> ReducedState:
     """Start block ``t // K`` for all replicas (batched states, outside ``vmap``):
-    re-compress the residual block and draw the block's random numbers."""
+    re-compress the residual block and draw the block's random numbers with ``noise``
+    (default :func:`block_noise`)."""
     K = buffer_steps(static)
     blk = jnp.asarray(t, jnp.int32) // K
-    u, L = jax.vmap(lambda k: block_noise(static, k, blk))(states.key_data)
+    noise = noise or block_noise
+    u, L = jax.vmap(lambda k: noise(static, k, blk))(states.key_data)
     C = jax.vmap(lambda c: recompress(static, c))(states.C)
     # frozen replicas stay bit-identical: no re-compression either
     C = jnp.where(states.diverged[:, None, None], states.C, C)
@@ -293,71 +294,70 @@ def with_coordinates(static: Static, state: ReducedState, C) -> ReducedState:
 
 
 def observe(static: Static, state: ReducedState, a):
-    """Observables of one replica: :func:`model.gram_observables` of ``C C^T``, ``C[:, :P]``."""
+    """Observables of one replica: :func:`model.observables` of its coordinates ``C`` (the
+    loss free of cancellation error in float32 too)."""
     C = state.C
-    return mdl.gram_observables(static.model, C @ C.T, C[:, : static.model.P], a, static.with_overlap)
+    return mdl.observables(static.model, C, a, None, static.with_overlap)
 
 
-@functools.partial(jax.jit, static_argnums=(0,))
-def run_compiled(static: Static, seed, lr, a, init_scale, bound, log_steps, remainder=1.0):
-    """The whole run of all replicas in one compiled program.
+class ReducedRun(NamedTuple):
+    """State of all replicas between chunks: the replicas' :class:`ReducedState`
+    (batched) and the step ``t`` they are at (a scalar shared by all replicas)."""
 
-    Args: as :func:`sgd.run_compiled`; ``remainder`` see :func:`step`.  The step loop is outside the replica ``vmap`` so the
-    block branch (``t mod K == 0``) is a real branch, not a select.
-    Returns: observables ``(T, R, ...)``, ``diverged``, ``diverged_step`` ``(R,)``.
-    """
-    TRACE_COUNT["n"] += 1
-    dt = _dtype(static)
-    lr = lr.astype(dt)
-    a = a.astype(dt)
-    remainder = jnp.asarray(remainder, dt)
-    steps = log_steps[-1]
-    K = buffer_steps(static)
-    states = jax.vmap(lambda s: init(static, s, init_scale))(seed)
-    v_observe = jax.vmap(lambda st, aa: observe(static, st, aa))
-    v_step = jax.vmap(lambda st, t, l, aa: step(static, st, t, l, aa, steps, bound, remainder), in_axes=(0, None, 0, 0))
-    obs0 = v_observe(states, a)
-    states = jax.vmap(lambda st, o: _check_loss(st, o, bound, 0))(states, obs0)
+    states: ReducedState
+    t: jax.Array
 
-    def segment(states, k):
-        t0, t1 = log_steps[k], log_steps[k + 1]
+
+@dataclasses.dataclass(frozen=True)
+class Reduced(Engine):
+    """Online SGD on the Gram-matrix Markov chain (see the module docstring)."""
+
+    name = "reduced"
+
+    def check(self, cfg: dict) -> None:
+        t, s, tr = cfg["teacher"], cfg["student"], cfg["train"]
+        need = t["P"] + s["m"] + tr["batch_size"]
+        d = cfg["data"]["d"]
+        if d < need:
+            raise ConfigError("data.d", f"= {d} is too small for engine 'reduced'; accepted: d >= P + m + batch_size = {need}")
+        require_plain_sgd(cfg, "reduced")
+
+    def block_noise(self, static: Static, key_data, block):
+        """The random numbers of one block (:func:`block_noise`; a test may override it
+        to build a deliberately wrong chain)."""
+        return block_noise(static, key_data, block)
+
+    def init(self, static: Static, reps: Replicas, grid: Grid) -> ReducedRun:
+        states = jax.vmap(lambda s: init(static, s, reps.init_scale))(reps.seed)
+        return ReducedRun(states, jnp.asarray(0, jnp.int32))
+
+    def advance(self, static: Static, run: ReducedRun, reps: Replicas, target: Target, grid: Grid) -> ReducedRun:
+        """Steps ``t .. t1 - 1``, ``t1 = min(target.step, t + target.budget)``; a block
+        starts (re-compression and fresh random numbers) when ``t mod K == 0``.  The step
+        loop is outside the replica ``vmap`` so that this is a real branch, not a select."""
+        dt = _dtype(static)
+        lr = reps.lr.astype(dt)
+        a = reps.a.astype(dt)
+        steps = grid.step[-1]
+        K = buffer_steps(static)
+        t1 = jnp.where(target.step - run.t > target.budget, run.t + target.budget, target.step)
+        v_step = jax.vmap(lambda st, t, l, aa: step(static, st, t, l, aa, steps, reps.diverge_bound), in_axes=(0, None, 0, 0))
 
         def one(t, s):
-            s = lax.cond(t % K == 0, lambda s: new_block(static, s, t), lambda s: s, s)
+            s = lax.cond(t % K == 0, lambda s: new_block(static, s, t, self.block_noise), lambda s: s, s)
             return v_step(s, t, lr, a)
 
-        states = lax.fori_loop(t0, t1, one, states)
-        obs = v_observe(states, a)
-        states = jax.vmap(lambda st, o: _check_loss(st, o, bound, t1))(states, obs)
-        progress_hook(k)
-        return states, obs
+        return ReducedRun(lax.fori_loop(run.t, t1, one, run.states), t1)
 
-    states, obs = lax.scan(segment, states, jnp.arange(log_steps.shape[0] - 1))
-    obs = jax.tree.map(lambda x0, xs: jnp.concatenate([x0[None], xs], axis=0), obs0, obs)
-    return obs, states.diverged, states.diverged_step
+    def position(self, static: Static, run: ReducedRun, grid: Grid):
+        return run.t
 
+    def observe(self, static: Static, run: ReducedRun, reps: Replicas, grid: Grid, index) -> dict:
+        a = reps.a.astype(_dtype(static))
+        return jax.vmap(lambda st, aa: observe(static, st, aa))(run.states, a)
 
-def simulate(
-    static: Static, reps: Replicas, log_steps: np.ndarray, progress: Progress | None = None, *, remainder: bool = True
-) -> dict:
-    """Run all replicas; return numpy metrics ``(R, T, ...)`` (SPEC section 4 names)."""
-    m = static.model
-    if m.d < m.P + m.m + static.batch_size:
-        raise ValueError(
-            f"data.d: = {m.d} is too small for engine 'reduced'; accepted: d >= P + m + batch_size = "
-            f"{m.P + m.m + static.batch_size}"
-        )
-    if static.optimizer != "sgd" or static.optimizer_kwargs:
-        raise ValueError("train.optimizer: engine 'reduced' is exact only for plain 'sgd'")
-    log_steps = check_int32_steps(log_steps, "reduced")
-    out, div, div_step = call_compiled(
-        run_compiled,
-        static,
-        reps,
-        jnp.asarray(log_steps, jnp.int32),
-        jnp.asarray(1.0 if remainder else 0.0),
-        progress=progress,
-    )
-    out["diverged"] = np.asarray(div, bool)
-    out["diverged_step"] = np.asarray(div_step, np.int64)
-    return out
+    def flags(self, run: ReducedRun):
+        return run.states.diverged, run.states.diverged_step
+
+    def with_flags(self, run: ReducedRun, diverged, diverged_step) -> ReducedRun:
+        return run._replace(states=run.states._replace(diverged=diverged, diverged_step=diverged_step))

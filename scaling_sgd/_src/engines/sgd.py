@@ -1,4 +1,4 @@
-"""Engine ``sgd``: online SGD in full dimension ``d`` (SPEC section 2.1).
+"""Engine ``sgd``: online SGD in full dimension ``d`` (docs/model.md §2).
 
 One compiled program per :class:`Static`: ``jit(scan over log segments of while(blocks of
 vmap(block))))``.  The inputs are drawn ``U`` steps at a time (:func:`draw_block`): block
@@ -7,7 +7,7 @@ numbers depend only on (seed, absolute step), never on how the run is chunked.  
 SGD a block is advanced in low-rank form (:class:`Block`): the ``O(d)`` work becomes
 matrix products and the per-step work is independent of ``d``, so the cost per sample is
 the ``d`` Gaussian draws plus ``4 d m + 2 d U`` flops of small matrix products; the next
-block is drawn while the current one is advanced (benchmarks/NOTES.md).  The SPEC gradient
+block is drawn while the current one is advanced (benchmarks/NOTES.md).  The gradient
 ``grad_{w_i} = alpha_i w_i + gamma_i x`` is formed by hand (tested against ``jax.grad``);
 :func:`step` is the direct per-step reference the blocked run is tested against.
 Observables are reduced on the device at the log points; only they come back to the host.
@@ -19,7 +19,7 @@ The other replicas go on.
 
 from __future__ import annotations
 
-import functools
+import dataclasses
 from typing import NamedTuple
 
 import jax
@@ -28,19 +28,20 @@ import numpy as np
 from jax import lax
 
 from .. import model as mdl
-from ..optim import make_optimizer, schedule_factor
-from .common import TRACE_COUNT, Progress, Replicas, Static, call_compiled, check_int32_steps, progress_hook
-from .common import check_loss as _check_loss
-from .common import dtype_of as _dtype
+from ..optim import make_optimizer
+from ..rng import split_keys
+from ..schedules import factor as schedule_factor
+from .base import Engine, Grid, Replicas, Static, Target
+from .base import dtype_of as _dtype
 
 __all__ = [
+    "SGD",
     "SGDState",
+    "SGDRun",
     "Block",
     "init",
     "step",
     "observe",
-    "simulate",
-    "run_compiled",
     "draw_batch",
     "draw_block",
     "block_size",
@@ -51,6 +52,9 @@ __all__ = [
 
 # Samples per replica drawn (and folded into matrix products) per block: see block_size.
 SAMPLES_PER_BLOCK = 32
+# Input-block bytes of a group of replicas advanced together (SGD.group_size): about the
+# share of the last-level cache a group may use (benchmarks/NOTES.md, the d = 16384 case).
+GROUP_BYTES = 16 * 2**20
 # How the inputs are drawn (recorded with every result): see draw_block.
 INPUT_STREAM = "jax.random.normal, threefry2x32, threefry_partitionable=False, block key fold_in(k_data, t // U)"
 
@@ -71,18 +75,8 @@ class SGDState(NamedTuple):
     diverged_step: jax.Array
 
 
-def _plain(static: Static) -> bool:
-    return static.optimizer == "sgd" and not static.optimizer_kwargs
-
-
 def _optimizer(static: Static, lr, steps):
-    return make_optimizer(static.optimizer, dict(static.optimizer_kwargs), lr, static.schedule, steps)
-
-
-def split_keys(seed):
-    """Role-separated keys from one seed: ``(teacher, init, data)``."""
-    k_teacher, k_init, k_data = jax.random.split(jax.random.PRNGKey(seed), 3)
-    return k_teacher, k_init, k_data
+    return make_optimizer(static.optimizer, dict(static.optimizer_kwargs), lr, static.schedule, steps, static.schedule_n0)
 
 
 def init(static: Static, seed, init_scale, lr=1.0, steps=1) -> SGDState:
@@ -92,12 +86,12 @@ def init(static: Static, seed, init_scale, lr=1.0, steps=1) -> SGDState:
     k_teacher, k_init, k_data = split_keys(seed)
     W = mdl.init_student(k_init, m.m, m.d, init_scale, dt)
     theta = mdl.teacher_basis(k_teacher, m.P, m.d, dt) if m.basis == "random" else None
-    opt_state = () if _plain(static) else _optimizer(static, lr, steps).init(W)
+    opt_state = () if static.plain_sgd else _optimizer(static, lr, steps).init(W)
     return SGDState(W, theta, opt_state, k_data, jnp.asarray(False), jnp.asarray(-1, jnp.int32))
 
 
 def batch_grad(static: Static, W, theta, a, x):
-    """Batch-mean SPEC gradient of ``(1/2) e^2`` and the per-sample errors.
+    """Batch-mean gradient of ``(1/2) e^2`` and the per-sample errors.
 
     Args: W ``(m, d)``, theta ``(P, d)`` or None, a ``(P,)``, x ``(B, d)``.
     Returns: ``grad`` ``(m, d)`` ``= mean_b [alpha_bi w_i + gamma_bi x_b]``, ``e`` ``(B,)``.
@@ -155,8 +149,8 @@ def _step_x(static: Static, state: SGDState, x, t, lr, a, steps, bound) -> SGDSt
     good = jnp.all(jnp.isfinite(e2) & (e2 <= bound))
     ok = good & ~state.diverged
     B = static.batch_size
-    if _plain(static):
-        lr_t = lr * schedule_factor(static.schedule, t, steps).astype(dt)
+    if static.plain_sgd:
+        lr_t = lr * schedule_factor(static.schedule, t, steps, static.schedule_n0).astype(dt)
         # Scalars zeroed on a bad or frozen step leave W unchanged at O(m) cost.
         ca = jnp.where(ok, lr_t * jnp.sum(alpha, axis=0) / B, 0.0)
         cg = jnp.where(ok, lr_t / B, 0.0) * gamma
@@ -180,7 +174,7 @@ def _step_x(static: Static, state: SGDState, x, t, lr, a, steps, bound) -> SGDSt
 def step(static: Static, state: SGDState, t, lr, a, steps, bound) -> SGDState:
     """One online-SGD step ``t`` (0-based) of one replica: the per-step reference.
 
-    Applies the SPEC update directly to ``W``; :func:`run_compiled` advances by blocks
+    Applies the update directly to ``W``; :meth:`SGD.advance` advances by blocks
     (:class:`Block`) and is tested equal to a Python loop of this function.
     """
     return _step_x(static, state, draw_batch(static, state.key_data, t), t, lr, a, steps, bound)
@@ -229,7 +223,7 @@ def form_block(static: Static, state: SGDState, X, a) -> Block:
     X = X.reshape(U * B, m.d)
     y = mdl.teacher_output(m, state.theta, a, X).reshape(U, B)
     W0 = state.W
-    if _plain(static):
+    if static.plain_sgd:
         XW = (X @ W0.T).reshape(U, B, m.m)
         XX = (X @ X.T).reshape(U, B, U * B)
     else:
@@ -240,7 +234,7 @@ def form_block(static: Static, state: SGDState, X, a) -> Block:
 
 def current_weights(static: Static, state: SGDState, blk: Block):
     """``W`` at the current step: ``c * W0 - G^T X`` (exactly ``W0`` before any step)."""
-    if not _plain(static):
+    if not static.plain_sgd:
         return state.W
     return blk.c[:, None] * state.W - blk.G.T @ blk.X
 
@@ -256,7 +250,7 @@ def run_steps(static: Static, state: SGDState, blk: Block, b, s0, s1, lr, a, ste
     B = static.batch_size
     U = block_size(B)
     t0 = b * U
-    if not _plain(static):
+    if not static.plain_sgd:
         X = blk.X.reshape(U, B, m.d)
 
         def one_optax(s, st):
@@ -280,7 +274,7 @@ def run_steps(static: Static, state: SGDState, blk: Block, b, s0, s1, lr, a, ste
         good = jnp.all(jnp.isfinite(e2) & (e2 <= bound))
         ok = good & ~diverged
         t = t0 + s
-        lr_t = lr * schedule_factor(static.schedule, t, steps).astype(dt)
+        lr_t = lr * schedule_factor(static.schedule, t, steps, static.schedule_n0).astype(dt)
         ca = jnp.where(ok, lr_t * jnp.sum(alpha, axis=0) / B, 0.0)  # (m,)
         cg = jnp.where(ok, lr_t / B, 0.0) * gamma  # (B, m)
         keep = 1.0 - ca
@@ -303,92 +297,137 @@ def run_steps(static: Static, state: SGDState, blk: Block, b, s0, s1, lr, a, ste
 
 
 def observe(static: Static, state: SGDState, a):
-    """Observables of one replica from its Gram blocks (see :func:`model.gram_observables`)."""
-    m = static.model
-    W = state.W
-    WT = W[:, : m.P] if state.theta is None else W @ state.theta.T
-    return mdl.gram_observables(m, W @ W.T, WT, a, static.with_overlap)
+    """Observables of one replica (:func:`model.observables`: the loss free of cancellation
+    error in float32 too)."""
+    return mdl.observables(static.model, state.W, a, state.theta, static.with_overlap)
 
 
-@functools.partial(jax.jit, static_argnums=(0,))
-def run_compiled(static: Static, seed, lr, a, init_scale, bound, log_steps):
-    """The whole run of all replicas in one compiled program.
+class SGDRun(NamedTuple):
+    """State of all replicas between chunks (batched over replicas, except ``b, s``).
 
-    The carry is ``(states, blocks, X_next, b, s)``: every replica is ``s`` steps into
-    block ``b`` (:class:`Block`), and ``X_next`` holds the inputs of block ``b + 1``,
+    Every replica is ``s`` steps into block ``b`` (:class:`Block`; ``0 <= s < U``), i.e.
+    at step ``b U + s``.  ``X_next`` ``(R, U, B, d)`` holds the inputs of block ``b + 1``,
     drawn one block ahead so that the draw (which depends only on the key) can run on a
-    free core while the block in progress is advanced (software pipelining; 1.1x on this
-    2-core CPU, benchmarks/NOTES.md).  A log segment runs whole blocks while the log
-    point is past the block end (forming ``W``, the next block's Gram blocks, and drawing
-    the block after it), then the remaining steps inside the block; the observables at a
-    log point inside a block are taken from ``c * W0 - G^T X``.  Every step is the same
-    code, so the trajectory does not depend on the log grid (tested bitwise).
-
-    Args:
-        seed ``(R,)``, lr ``(R,)``, a ``(R, P)``; init_scale, bound scalars;
-        log_steps ``(T,)`` int32 non-decreasing, ``log_steps[0] = 0``,
-        ``log_steps[-1] = steps``.
-    Returns:
-        dict of observables stacked ``(T, R, ...)`` plus final ``diverged``,
-        ``diverged_step`` ``(R,)``.
+    free core while the block in progress is advanced (software pipelining; 1.1x on a
+    2-core CPU, benchmarks/NOTES.md).
     """
-    TRACE_COUNT["n"] += 1
-    dt = _dtype(static)
-    lr = lr.astype(dt)
-    a = a.astype(dt)
-    steps = log_steps[-1]
-    U = block_size(static.batch_size)
-    states = jax.vmap(lambda s, l: init(static, s, init_scale, l, steps))(seed, lr)
-    v_observe = jax.vmap(lambda st, aa: observe(static, st, aa))
-    v_check = jax.vmap(lambda st, o, t: _check_loss(st, o, bound, t), in_axes=(0, 0, None))
-    v_draw = jax.vmap(lambda st, b: draw_block(static, st.key_data, b), in_axes=(0, None))
-    v_form = jax.vmap(lambda st, X, aa: form_block(static, st, X, aa))
-    v_current = jax.vmap(lambda st, bk: current_weights(static, st, bk))
-    v_run = jax.vmap(
-        lambda st, bk, b, s0, s1, l, aa: run_steps(static, st, bk, b, s0, s1, l, aa, steps, bound),
-        in_axes=(0, 0, None, None, None, 0, 0),
-    )
 
-    obs0 = v_observe(states, a)
-    states = v_check(states, obs0, 0)
-    zero = jnp.asarray(0, jnp.int32)
-    blocks = v_form(states, v_draw(states, zero), a)
+    states: SGDState
+    blocks: Block
+    X_next: jax.Array
+    b: jax.Array
+    s: jax.Array
 
-    def full_block(c):
-        """Steps ``s .. U-1`` of block ``b``, then form ``W`` and block ``b + 1``; draw ``b + 2``."""
-        states, blocks, X_next, b, s = c
-        # Unconditional draw (no lax.cond): XLA:CPU draws ~1.5x slower inside a conditional.
-        X_after = v_draw(states, b + 2)
-        states, blocks = v_run(states, blocks, b, s, U, lr, a)
-        states = states._replace(W=v_current(states, blocks))
-        return states, v_form(states, X_next, a), X_after, b + 1, jnp.zeros_like(s)
 
-    def segment(carry, k):
-        t1 = log_steps[k + 1]
+@dataclasses.dataclass(frozen=True)
+class SGD(Engine):
+    """Online SGD in full dimension ``d`` (see the module docstring)."""
+
+    name = "sgd"
+
+    def init(self, static: Static, reps: Replicas, grid: Grid) -> SGDRun:
+        dt = _dtype(static)
+        steps = grid.step[-1]
+        lr = reps.lr.astype(dt)
+        a = reps.a.astype(dt)
+        states = jax.vmap(lambda s, l: init(static, s, reps.init_scale, l, steps))(reps.seed, lr)
+        zero = jnp.asarray(0, jnp.int32)
+        blocks = self._form(static, states, self._draw(static, states, zero), a)
+        return SGDRun(states, blocks, self._draw(static, states, zero + 1), zero, zero)
+
+    @staticmethod
+    def _draw(static, states, b):
+        return jax.vmap(lambda st: draw_block(static, st.key_data, b))(states)
+
+    @staticmethod
+    def _form(static, states, X, a):
+        return jax.vmap(lambda st, x, aa: form_block(static, st, x, aa))(states, X, a)
+
+    @staticmethod
+    def _current(static, states, blocks):
+        return jax.vmap(lambda st, bk: current_weights(static, st, bk))(states, blocks)
+
+    def advance(self, static: Static, run: SGDRun, reps: Replicas, target: Target, grid: Grid) -> SGDRun:
+        """Advance to ``min(target.step, position + target.budget)``.
+
+        Whole blocks while the stop is past the block end (forming ``W``, the next
+        block's Gram blocks, and drawing the block after it), then the remaining steps
+        inside the block.  Every step is the same code wherever a chunk or a log point
+        ends, so the trajectory does not depend on either (tested bitwise).
+        """
+        dt = _dtype(static)
+        lr = reps.lr.astype(dt)
+        a = reps.a.astype(dt)
+        U = block_size(static.batch_size)
+        pos = run.b * U + run.s
         # (written so that nothing overflows int32 when steps is close to 2^31)
-        carry = lax.while_loop(lambda c: t1 - c[3] * U >= U, full_block, carry)
-        states, blocks, X_next, b, s = carry
+        t1 = jnp.where(target.step - pos > target.budget, pos + target.budget, target.step)
+        R = lr.shape[0]
+        g = self.group_size(static, R)
+        if g == R:
+            states, blocks, X_next, b, s = self._advance_group(static, run, lr, a, t1, reps.diverge_bound, grid.step[-1])
+            return SGDRun(states, blocks, X_next, b, s)
+
+        # Replica groups one after another: each group's input blocks stay in the cache
+        # while it is advanced (replicas are independent, so the numbers are the same).
+        def split(x):
+            return x.reshape((R // g, g) + x.shape[1:])
+
+        per = (run.states, run.blocks, run.X_next, lr, a)
+        groups = jax.tree.map(split, per)
+
+        def one(grp):
+            states, blocks, X_next, l, aa = grp
+            sub = SGDRun(states, blocks, X_next, run.b, run.s)
+            return self._advance_group(static, sub, l, aa, t1, reps.diverge_bound, grid.step[-1])
+
+        states, blocks, X_next, b, s = lax.map(one, groups)
+        states, blocks, X_next = jax.tree.map(lambda x: x.reshape((R,) + x.shape[2:]), (states, blocks, X_next))
+        return SGDRun(states, blocks, X_next, b[0], s[0])
+
+    def group_size(self, static: Static, R: int) -> int:
+        """Replicas advanced together: the largest divisor of ``R`` whose input blocks (the
+        block in progress and the one drawn ahead, ``2 U B d`` numbers per replica) fit in
+        :data:`GROUP_BYTES`.  At ``d = 1024`` every replica fits (one group); at
+        ``d = 16384`` the ``(R, U, B, d)`` block of 32 replicas is 64 MB and falls out of
+        the cache, so the replicas are advanced a few at a time."""
+        per = 2 * block_size(static.batch_size) * static.batch_size * static.model.d * np.dtype(static.dtype).itemsize
+        fit = max(1, GROUP_BYTES // per)
+        return max(k for k in range(1, R + 1) if R % k == 0 and k <= fit)
+
+    def _advance_group(self, static: Static, run: SGDRun, lr, a, t1, bound, steps):
+        """:meth:`advance` of one group of replicas (all replicas at the same step)."""
+        U = block_size(static.batch_size)
+        v_run = jax.vmap(
+            lambda st, bk, b, s0, s1, l, aa: run_steps(static, st, bk, b, s0, s1, l, aa, steps, bound),
+            in_axes=(0, 0, None, None, None, 0, 0),
+        )
+
+        def full_block(c: SGDRun) -> SGDRun:
+            """Steps ``s .. U-1`` of block ``b``, then form ``W`` and block ``b + 1``; draw ``b + 2``."""
+            # Unconditional draw (no lax.cond): XLA:CPU draws ~1.5x slower inside a conditional.
+            X_after = self._draw(static, c.states, c.b + 2)
+            states, blocks = v_run(c.states, c.blocks, c.b, c.s, U, lr, a)
+            states = states._replace(W=self._current(static, states, blocks))
+            return SGDRun(states, self._form(static, states, c.X_next, a), X_after, c.b + 1, jnp.zeros_like(c.s))
+
+        run = lax.while_loop(lambda c: t1 - c.b * U >= U, full_block, run)
         # The rest of the way to t1 inside block b (the same steps as a full block runs).
-        s1 = t1 - b * U
-        states, blocks = v_run(states, blocks, b, s, s1, lr, a)
-        now = states._replace(W=v_current(states, blocks))
-        obs = v_observe(now, a)
-        now = v_check(now, obs, t1)
-        # A replica flagged here is frozen from t1 on: its remaining steps are no-ops.
-        states = states._replace(diverged=now.diverged, diverged_step=now.diverged_step)
-        progress_hook(k)
-        return (states, blocks, X_next, b, s1), (obs, now.diverged, now.diverged_step)
+        s1 = t1 - run.b * U
+        states, blocks = v_run(run.states, run.blocks, run.b, run.s, s1, lr, a)
+        return states, blocks, run.X_next, run.b, s1
 
-    carry = (states, blocks, v_draw(states, zero + 1), zero, zero)
-    _, (obs, div, div_step) = lax.scan(segment, carry, jnp.arange(log_steps.shape[0] - 1))
-    obs = jax.tree.map(lambda x0, xs: jnp.concatenate([x0[None], xs], axis=0), obs0, obs)
-    return obs, div[-1], div_step[-1]
+    def position(self, static: Static, run: SGDRun, grid: Grid):
+        return run.b * block_size(static.batch_size) + run.s
 
+    def observe(self, static: Static, run: SGDRun, reps: Replicas, grid: Grid, index) -> dict:
+        """Observables at the current step, from ``W = c W0 - G^T X`` inside a block."""
+        a = reps.a.astype(_dtype(static))
+        now = run.states._replace(W=self._current(static, run.states, run.blocks))
+        return jax.vmap(lambda st, aa: observe(static, st, aa))(now, a)
 
-def simulate(static: Static, reps: Replicas, log_steps: np.ndarray, progress: Progress | None = None) -> dict:
-    """Run all replicas; return numpy metrics ``(R, T, ...)`` (SPEC section 4 names)."""
-    log_steps = check_int32_steps(log_steps, "sgd")
-    out, div, div_step = call_compiled(run_compiled, static, reps, jnp.asarray(log_steps, jnp.int32), progress=progress)
-    out["diverged"] = np.asarray(div, bool)
-    out["diverged_step"] = np.asarray(div_step, np.int64)
-    return out
+    def flags(self, run: SGDRun):
+        return run.states.diverged, run.states.diverged_step
+
+    def with_flags(self, run: SGDRun, diverged, diverged_step) -> SGDRun:
+        return run._replace(states=run.states._replace(diverged=diverged, diverged_step=diverged_step))

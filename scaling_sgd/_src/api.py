@@ -1,0 +1,291 @@
+"""The Python API: :func:`run` a config, :func:`load_run` a result, :func:`load_sweep` a sweep.
+
+Both :func:`run` and :func:`load_run` return a :class:`Result`: the resolved config, the
+metrics (``metrics.npz`` names, replica-major ``(R, T, ...)``), the run's metadata, and
+named accessors — the per-replica settings (``seed``, ``lr``, ``beta``), the replica
+axis unstacked into named dimensions, emergence times, and an optional ``xarray`` view.
+The fits, theory and figures sit one layer up, in :mod:`scaling_sgd.analysis`, and take a
+:class:`Result`.
+
+    import scaling_sgd as ss
+    import scaling_sgd.analysis as ana
+    res = ss.run({"teacher": {"P": 8}, "train": {"steps": 200_000, "seed": [0, 1, 2]}})
+    res.loss.shape                     # (3, T)
+    res.emergence_times()[0].shape     # (3, 8)
+    ana.analyze(res).plot_staircase()
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from . import config as cfgmod
+from .emergence import emergence_times
+from .results import read_run
+
+__all__ = ["Result", "Labeled", "run", "load_run", "load_sweep", "REPLICA_AXES"]
+
+# The replica axis is the product beta x lr x seed (seed fastest): config.replica_grid.
+REPLICA_AXES = ("beta", "lr", "seed")
+# Trailing dimensions of each metric after (replica, step).
+_DIMS = {
+    "loss": (),
+    "skill": ("direction",),
+    "alignment": ("direction",),
+    "norm2": ("neuron",),
+    "overlap": ("neuron", "direction"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Labeled:
+    """Arrays with named dimensions and coordinates (a small stand-in for ``xarray``).
+
+    Attributes:
+        data: name -> array; every array's leading dimensions are ``dims[:ndim]``-style
+            named in ``array_dims[name]``.
+        array_dims: name -> tuple of dimension names.
+        coords: dimension (or coordinate) name -> values.
+    """
+
+    data: dict
+    array_dims: dict
+    coords: dict
+
+    def __getitem__(self, name):
+        return self.data[name]
+
+    def dims(self, name) -> tuple:
+        return self.array_dims[name]
+
+    def to_xarray(self):
+        """An ``xarray.Dataset`` (needs the ``xarray`` extra: ``pip install "scaling-sgd[xarray]"``)."""
+        try:
+            import xarray as xr
+        except ImportError:
+            raise ImportError('to_xarray needs xarray: pip install "scaling-sgd[xarray]"') from None
+        coords = {}
+        for k, v in self.coords.items():
+            if isinstance(v, tuple) and len(v) == 2 and isinstance(v[0], tuple):
+                coords[k] = (v[0], np.asarray(v[1]))  # a coordinate on several dimensions
+            else:
+                coords[k] = np.asarray(v)
+        return xr.Dataset({k: (self.array_dims[k], np.asarray(v)) for k, v in self.data.items()}, coords=coords)
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+    """A finished (or, with ``partial``, an interrupted) run.
+
+    Attributes:
+        config: the resolved config.
+        metrics: ``metrics.npz``: ``step`` ``(T,)``, ``loss`` ``(R, T)``, ``skill`` and
+            ``alignment`` ``(R, T, P)``, ``norm2`` ``(R, T, m)``, ``overlap`` ``(R, T, m, P)``
+            (when logged), ``diverged``, ``diverged_step``, ``seed``, ``lr``, ``beta`` ``(R,)``,
+            ``a`` ``(R, P)``.
+        meta: the other ``config.json`` fields (hash, engine, wall time, environment,
+            ``partial`` and ``last_step`` for an interrupted run).
+        path: the run directory, if it was written or read.
+    """
+
+    config: dict
+    metrics: dict
+    meta: dict
+    path: Path | None = None
+
+    # -- named accessors --------------------------------------------------------------
+    def __getattr__(self, name):
+        # metrics by name: res.loss, res.skill, res.step, ...
+        metrics = object.__getattribute__(self, "metrics")
+        if name in metrics:
+            return metrics[name]
+        raise AttributeError(f"{type(self).__name__} has no attribute or metric {name!r}; metrics: {', '.join(metrics)}")
+
+    @property
+    def R(self) -> int:
+        """Number of replicas."""
+        return int(np.shape(self.metrics["loss"])[0])
+
+    @property
+    def partial(self) -> bool:
+        """True for a run that was interrupted (its metrics stop at ``meta['last_step']``)."""
+        return bool(self.meta.get("partial", False))
+
+    @property
+    def replicas(self) -> dict:
+        """Per-replica settings ``{"beta": (R,), "lr": (R,), "seed": (R,)}``."""
+        m = self.metrics
+        return {k: np.asarray(m[k]) for k in REPLICA_AXES if k in m}
+
+    def sel(self, **settings) -> Result:
+        """The replicas whose ``beta``/``lr``/``seed`` equal the given values (a scalar or a list)."""
+        keep = np.ones(self.R, bool)
+        for k, v in settings.items():
+            if k not in REPLICA_AXES:
+                raise ValueError(f"sel: {k!r} is not a replicated setting; accepted: {', '.join(REPLICA_AXES)}")
+            keep &= np.isin(self.metrics[k], np.atleast_1d(v))
+        R = self.R
+        metrics = {
+            k: (np.asarray(v)[keep] if k != "step" and np.ndim(v) >= 1 and np.shape(v)[0] == R else v)
+            for k, v in self.metrics.items()
+        }
+        return dataclasses.replace(self, metrics=metrics)
+
+    def unstack(self) -> Labeled:
+        """The metrics with the replica axis unstacked into ``(beta, lr, seed)``:
+        ``loss`` ``(beta, lr, seed, step)``, ``skill`` ``(beta, lr, seed, step, direction)``, ..."""
+        grid = {k: list(dict.fromkeys(np.asarray(self.metrics[k]).tolist())) for k in REPLICA_AXES}
+        shape = tuple(len(grid[k]) for k in REPLICA_AXES)
+        if int(np.prod(shape)) != self.R:
+            raise ValueError("the replicas are not a full beta x lr x seed grid (a subset from sel?); use .metrics")
+        data, dims = {}, {}
+        for name, trailing in _DIMS.items():
+            if name in self.metrics:
+                v = np.asarray(self.metrics[name])
+                data[name] = v.reshape(shape + v.shape[1:])
+                dims[name] = (*REPLICA_AXES, "step", *trailing)
+        for name in ("diverged", "diverged_step"):
+            data[name] = np.asarray(self.metrics[name]).reshape(shape)
+            dims[name] = REPLICA_AXES
+        coords = {**grid, "step": np.asarray(self.metrics["step"])}
+        return Labeled(data, dims, coords)
+
+    def to_xarray(self):
+        """An ``xarray.Dataset`` with dims ``replica``, ``step``, ``direction``, ``neuron``
+        and ``beta``/``lr``/``seed`` as coordinates on ``replica`` (needs ``xarray``)."""
+        data, dims = {}, {}
+        for name, trailing in _DIMS.items():
+            if name in self.metrics:
+                data[name] = self.metrics[name]
+                dims[name] = ("replica", "step", *trailing)
+        for name in ("diverged", "diverged_step"):
+            data[name], dims[name] = self.metrics[name], ("replica",)
+        data["a"], dims["a"] = self.metrics["a"], ("replica", "direction")
+        coords = {"step": self.metrics["step"], **{k: (("replica",), v) for k, v in self.replicas.items()}}
+        ds = Labeled(data, dims, coords).to_xarray()
+        ds.attrs.update(
+            {"engine": self.config["train"]["engine"], "config": json.dumps(self.config), "partial": int(self.partial)}
+        )
+        return ds
+
+    # -- emergence (docs/model.md §1) ---------------------------------------------------
+    def criterion(self, observable: str | None = None, threshold: float | None = None) -> tuple[str, float]:
+        """The emergence criterion: the given one, else the config's ``[analysis]``."""
+        an = self.config.get("analysis", {})
+        return observable or an.get("observable", "skill"), float(
+            threshold if threshold is not None else an.get("threshold", 0.5)
+        )
+
+    def emergence_times(self, observable: str | None = None, threshold: float | None = None):
+        """``(times (R, P), censored (R, P))``: the first step each direction's observable
+        reaches the threshold (the config's ``[analysis]`` unless given); diverged
+        replicas give ``nan``, never a time.  The fits, theory and figures are in
+        :mod:`scaling_sgd.analysis` (``analysis.analyze(result)``)."""
+        observable, threshold = self.criterion(observable, threshold)
+        t, cens = emergence_times(self.metrics["step"], self.metrics[observable], threshold)
+        div = np.asarray(self.metrics["diverged"], bool)
+        return np.where(div[:, None], np.nan, t), cens & ~div[:, None]
+
+    def __repr__(self) -> str:
+        c = self.config
+        state = " partial" if self.partial else ""
+        return (
+            f"<Result{state} engine={c['train']['engine']} d={c['data']['d']} P={c['teacher']['P']} m={c['student']['m']} "
+            f"replicas={self.R} steps={int(self.metrics['step'][-1]):,} diverged={int(np.sum(self.metrics['diverged']))}"
+            + (f" path={str(self.path)!r}" if self.path else "")
+            + ">"
+        )
+
+
+def _as_config(config) -> dict:
+    """A resolved config from a mapping (resolved or not) or a TOML path."""
+    if isinstance(config, (str, Path)):
+        config = cfgmod.load(config)
+    if not isinstance(config, Mapping):
+        raise cfgmod.ConfigError("config", "must be a table of tables (a dict) or a TOML file path")
+    return cfgmod.resolve(config)
+
+
+def run(config, out=None, *, progress: bool | None = None, label: str = "") -> Result:
+    """Run a config (a dict, resolved or not, or a TOML path) and return its :class:`Result`.
+
+    Args:
+        config: the config; every missing key takes its default (docs/model.md §4).
+        out: a directory to write the run into (``config.json`` + ``metrics.npz``), or ``None``.
+        progress: show progress (default: the config's ``train.progress``).
+        label: a prefix for progress lines.
+    Raises:
+        ConfigError: on bad input, before any compute.
+        KeyboardInterrupt: on Ctrl-C (``scaling_sgd.engines.Interrupted``, whose
+            ``partial`` holds the log points done); nothing is written.
+    """
+    from . import runner
+
+    cfg = _as_config(config)
+    metrics, meta = runner.run(cfg, out, label=label, progress=progress)
+    return Result(cfg, metrics, meta, Path(out) if out is not None else None)
+
+
+def load_run(path) -> Result:
+    """The :class:`Result` of a run directory."""
+    cj, metrics = read_run(path)
+    cfg = cj.get("config", cj)
+    meta = {k: v for k, v in cj.items() if k != "config"}
+    return Result(cfg, metrics, meta, Path(path))
+
+
+def _order(text: str):
+    """Sort key of a JSON-encoded setting: numbers by value, anything else by its text."""
+    v = json.loads(text)
+    return (0, float(v), "") if isinstance(v, (int, float)) and not isinstance(v, bool) else (1, 0.0, text)
+
+
+def load_sweep(path, metric: str = "loss") -> Labeled:
+    """One metric of every finished point of a sweep, as one array with named dimensions.
+
+    The dimensions are the swept keys that make points (``d``, ``m``, ``P``, ...), then
+    ``beta``, ``lr``, ``seed`` (the replicas), then ``step`` (the log-point index; the
+    steps themselves are the coordinate ``step_value`` on the point dimensions and
+    ``step``, since a swept ``steps`` moves them) and the metric's own dimensions.  Points
+    not finished are ``nan``.
+
+    Returns a :class:`Labeled` (``.to_xarray()`` for an ``xarray.Dataset``).
+    """
+    path = Path(path)
+    index = json.loads((path / "sweep.json").read_text())
+    points = [p for p in index["points"] if p.get("state") == "done"]
+    if not points:
+        raise ValueError(f"{path}: no finished point in the sweep")
+    results = [load_run(path / p["dir"]) for p in points]
+    traced = {f"{t}.{k}" for t, k in cfgmod.REPLICA_KEYS}
+    axes = [k for k in index["swept"] if k not in traced]
+    values = {k: sorted({json.dumps(p["settings"][k], sort_keys=True) for p in points}, key=_order) for k in axes}
+    rep = [r.unstack() for r in results]
+    grid = {k: sorted({x for u in rep for x in u.coords[k]}) for k in REPLICA_AXES}
+    first = rep[0]
+    T = max(u[metric].shape[3] for u in rep)
+    trailing = first[metric].shape[4:]
+    shape = tuple(len(values[k]) for k in axes) + tuple(len(grid[k]) for k in REPLICA_AXES) + (T,) + trailing
+    data = np.full(shape, np.nan)
+    steps = np.full(tuple(len(values[k]) for k in axes) + (T,), np.nan)
+    for p, u in zip(points, rep):
+        pi = tuple(values[k].index(json.dumps(p["settings"][k], sort_keys=True)) for k in axes)
+        for ri in itertools.product(*(range(len(u.coords[k])) for k in REPLICA_AXES)):
+            gi = tuple(grid[k].index(u.coords[k][i]) for k, i in zip(REPLICA_AXES, ri))
+            v = u[metric][ri]
+            data[pi + gi + (slice(0, v.shape[0]),)] = v
+        st = u.coords["step"]
+        steps[pi + (slice(0, st.size),)] = st
+    names = [k.split(".", 1)[1] for k in axes]
+    coords = {n: [json.loads(v) for v in values[k]] for n, k in zip(names, axes)}
+    coords.update(grid)
+    coords["step"] = np.arange(T)
+    coords["step_value"] = ((*names, "step"), steps)
+    dims = (*names, *REPLICA_AXES, "step", *_DIMS[metric])
+    return Labeled({metric: data}, {metric: dims}, coords)

@@ -1,0 +1,207 @@
+"""The engine contract: what an engine provides and what the driver owns.
+
+An engine is a small immutable object (hashable, so it is a compile-time constant)
+that knows how to advance one kind of dynamics.  It provides
+
+* ``check(cfg)``: its config rules (raise :class:`ConfigError`);
+* ``init(static, reps, grid) -> state``: the state of all replicas at step 0;
+* ``advance(static, state, reps, target, grid) -> state``: move every live replica
+  toward the log point ``target.index`` (at step ``target.step``), doing at most
+  ``target.budget`` units of work (steps, or solver steps), and never past the log point;
+* ``position(static, state, grid)``: steps done, the minimum over live replicas;
+* ``observe(static, state, reps, grid, index) -> dict``: the observables of every
+  replica at log point ``index``, where the state now is (:func:`model.gram_observables`
+  names, ``(R, ...)``).
+
+``init``, ``advance`` and ``observe`` see the whole replica batch: each engine vmaps its
+per-replica step itself, because the loop over steps is shared by all replicas (its
+counter stays a scalar and its branches stay branches, not selects over replicas).
+
+The driver (:mod:`.driver`) owns everything else: the jit of these three functions, the
+loop over log points and work chunks, the divergence rule (:func:`divergence_check`),
+placing replicas on devices, and progress.  Every engine state carries per-replica
+``diverged`` (bool) and ``diverged_step`` (int32, ``-1`` while alive) that the engine
+reads and may set (a step whose error leaves the bound), and the driver sets at log
+points (a loss that is non-finite or above the bound).  A diverged replica is frozen:
+``advance`` leaves its numbers unchanged from then on.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..model import Model
+
+__all__ = [
+    "Engine",
+    "Static",
+    "Replicas",
+    "Grid",
+    "Target",
+    "divergence_check",
+    "dtype_of",
+    "log_grid",
+    "MAX_STEPS_INT32",
+]
+
+# The step counter is int32 on the device.
+MAX_STEPS_INT32 = 2**31 - 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Static:
+    """Everything that fixes shapes or code paths (a compile-time constant).
+
+    Attributes:
+        model: dimensions and activations.
+        batch_size: ``B``.
+        optimizer, optimizer_kwargs, schedule, schedule_n0: see :mod:`..optim`,
+            :mod:`..schedules` (``schedule_n0 = 0``: the schedule's default scale).
+        dtype: ``"float32"`` or ``"float64"``.
+        with_overlap: log the full cosine matrix ``M`` ``(m, P)``.
+    """
+
+    model: Model
+    batch_size: int = 1
+    optimizer: str = "sgd"
+    optimizer_kwargs: tuple = ()
+    schedule: str = "constant"
+    schedule_n0: float = 0.0
+    dtype: str = "float32"
+    with_overlap: bool = False
+
+    @property
+    def plain_sgd(self) -> bool:
+        """Plain SGD (``w <- w - lr_t g``), applied directly rather than through optax."""
+        return self.optimizer == "sgd" and not self.optimizer_kwargs
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Replicas:
+    """Per-replica numbers (traced: changing them never recompiles).
+
+    Attributes:
+        seed: ``(R,)`` uint32.  lr: ``(R,)`` float.  a: ``(R, P)`` teacher coefficients.
+        beta: ``(R,)`` float (informational; ``a`` is what the dynamics use).
+        init_scale: scalar ``s``.  diverge_bound: scalar.
+    """
+
+    seed: Any
+    lr: Any
+    a: Any
+    beta: Any
+    init_scale: Any = 0.1
+    diverge_bound: Any = 1e8
+
+    @property
+    def R(self) -> int:
+        return int(np.shape(self.seed)[0])
+
+
+class Grid(NamedTuple):
+    """The log points: ``step`` ``(T,)`` int32 (``0`` first, non-decreasing) and ``tau``
+    ``(T,)`` float, the SGD time ``tau / lr`` they stand for (the integral of the
+    learning-rate schedule, :func:`..schedules.tau_over_lr`; the ``flow`` engine's clock)."""
+
+    step: Any
+    tau: Any
+
+
+class Target(NamedTuple):
+    """Where :meth:`Engine.advance` should go: log point ``index`` at step ``step``,
+    with at most ``budget`` units of work in this call (traced int32 scalars)."""
+
+    index: Any
+    step: Any
+    budget: Any
+
+
+def dtype_of(static: Static):
+    """The JAX float type of a run (``Static.dtype``)."""
+    return jnp.float64 if static.dtype == "float64" else jnp.float32
+
+
+def divergence_check(diverged, diverged_step, loss, bound, step):
+    """The divergence rule at a log point: a live replica whose exact loss is non-finite
+    or above ``bound`` is flagged at ``step`` (and frozen from then on by the engine).
+
+    Args: ``diverged`` ``(R,)`` bool, ``diverged_step`` ``(R,)`` int32, ``loss`` ``(R,)``.
+    Returns: the new ``(diverged, diverged_step)``.
+    """
+    bad = ~(jnp.isfinite(loss) & (loss <= bound)) & ~diverged
+    return diverged | bad, jnp.where(bad, jnp.asarray(step, jnp.int32), diverged_step)
+
+
+def log_grid(steps: int, points: int) -> np.ndarray:
+    """``points + 1`` log steps: ``0`` then a geometric grid from ``1`` to ``steps``.
+
+    Rounded to integers and made non-decreasing; duplicates are kept so the length (a
+    static shape) depends only on ``points``.  Returns int64 ``(points + 1,)``.
+    """
+    g = np.rint(np.geomspace(1.0, float(steps), points)).astype(np.int64)
+    g = np.maximum.accumulate(np.clip(g, 1, steps))
+    g[-1] = steps
+    return np.concatenate([[0], g]).astype(np.int64)
+
+
+class Engine(abc.ABC):
+    """An engine (see the module docstring for the contract).  Subclasses are frozen
+    dataclasses: their fields are engine settings and part of the compiled program."""
+
+    name: str = ""
+    #: what ``Target.budget`` counts, for progress messages
+    unit: str = "steps"
+    #: the cost is spread evenly in log step (an adaptive ODE solver), not in steps: the
+    #: time left is estimated from the log points done
+    cost_in_log_steps: bool = False
+
+    def check(self, cfg: dict) -> None:  # noqa: B027 - engines without rules keep the default
+        """Raise :class:`ConfigError` if the resolved config ``cfg`` is invalid for this engine."""
+
+    @abc.abstractmethod
+    def init(self, static: Static, reps: Replicas, grid: Grid) -> Any:
+        """State of all replicas at step 0."""
+
+    @abc.abstractmethod
+    def advance(self, static: Static, state, reps: Replicas, target: Target, grid: Grid) -> Any:
+        """Advance every live replica toward ``target`` (see :class:`Target`)."""
+
+    @abc.abstractmethod
+    def position(self, static: Static, state, grid: Grid):
+        """Steps done (int scalar): the minimum over live replicas."""
+
+    @abc.abstractmethod
+    def observe(self, static: Static, state, reps: Replicas, grid: Grid, index) -> dict:
+        """Observables of every replica at log point ``index``, ``(R, ...)`` arrays.
+
+        May add ``"failed"`` ``(R,)`` bool: replicas that can no longer advance (an ODE
+        solver that gave up), which the driver flags as diverged."""
+
+    def flags(self, state):
+        """``(diverged, diverged_step)`` ``(R,)`` of a state."""
+        return state.diverged, state.diverged_step
+
+    def with_flags(self, state, diverged, diverged_step):
+        """``state`` with new divergence flags."""
+        return state._replace(diverged=diverged, diverged_step=diverged_step)
+
+    def work(self, static: Static, state):
+        """Work done so far (a scalar that grows with every unit ``Target.budget`` counts):
+        the step for the SGD engines."""
+        return self.position(static, state, None)
+
+    def final(self, static: Static, state) -> dict:
+        """Extra per-replica results of the finished run (``(R,)`` arrays), e.g. solver
+        statistics; none by default."""
+        return {}
+
+    def work_units(self, static: Static, reps: Replicas) -> float:
+        """Samples per unit of work (steps x batch x replicas), for progress rates."""
+        return float(static.batch_size * reps.R)

@@ -1,0 +1,294 @@
+"""The one driver: every engine's run goes through :func:`simulate`.
+
+It owns what the engines share (see :mod:`.base` for the contract):
+
+* two compiled programs per (engine, static description) — ``start`` (the initial state
+  and its observables) and ``run`` (a chunk: advance through as many log points as a work
+  budget allows, observing at each one on the device into ``(T, R, ...)`` buffers) —
+  compiled once per shape: ``lr``, ``beta``, ``seed``, ``steps`` and the log grid are
+  traced arguments;
+* the loop over chunks, on the host.  The budget is adapted so that a chunk takes about
+  ``chunk_seconds``: progress is reported and Ctrl-C is seen within seconds even inside a
+  long log segment, while a run with many short segments does not pay a host round trip
+  per log point.  Engines give the same numbers whatever the chunks are (each step is the
+  same code wherever a chunk ends; tested bitwise);
+* the divergence rule at log points (:func:`.base.divergence_check`);
+* placing the replica axis on the local devices (sharded when there are several);
+* progress (:mod:`..progress`): "compiling...", then steps, rate and time left;
+* interrupts: SIGINT (Ctrl-C, a notebook's "interrupt") and SIGTERM (a batch system's
+  preemption) stop the run at the end of the current chunk, within seconds, and raise
+  :class:`Interrupted` (a ``KeyboardInterrupt``) carrying the log points already done.
+
+Only the observables at log points come back to the host, once, at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import signal
+import threading
+import time
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from ..progress import NoProgress
+from ..schedules import tau_over_lr
+from .base import MAX_STEPS_INT32, Engine, Grid, Replicas, Static, Target, divergence_check
+
+__all__ = ["simulate", "Chunk", "Interrupted", "place_replicas", "replica_padding", "pad_replicas", "compiled_programs"]
+
+
+class Interrupted(KeyboardInterrupt):
+    """A run stopped by a signal between chunks.
+
+    Attributes:
+        partial: the metrics of the log points done (``(R, T_done, ...)``, as
+            :func:`simulate` returns them, with ``diverged``/``diverged_step`` as of the
+            last of them).
+        signal: the signal's name (``"SIGINT"``, ``"SIGTERM"``).
+    """
+
+    def __init__(self, partial: dict, signal_name: str):
+        super().__init__(f"run interrupted by {signal_name} after step {int(partial['step'][-1]) if 'step' in partial else 0}")
+        self.partial = partial
+        self.signal = signal_name
+
+
+@contextlib.contextmanager
+def _stop_on(signals):
+    """Turn the first of ``signals`` into a flag the loop checks between chunks (a second
+    one acts as usual, e.g. a second Ctrl-C raises at once).  Outside the main thread
+    signals cannot be caught: the run then stops only by ``KeyboardInterrupt``."""
+    flag = {"signal": None}
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+    old = {}
+
+    def handler(signum, frame):
+        flag["signal"] = signal.Signals(signum).name
+        for s, h in old.items():  # the next one is not caught
+            signal.signal(s, h)
+
+    for s in signals:
+        old[s] = signal.getsignal(s)
+        signal.signal(s, handler)
+    try:
+        yield flag
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def _observe_checked(engine: Engine, static: Static, state, reps: Replicas, grid: Grid, index):
+    step = grid.step[index]
+    obs = dict(engine.observe(static, state, reps, grid, index))
+    failed = obs.pop("failed", None)
+    diverged, diverged_step = engine.flags(state)
+    loss = obs["loss"] if failed is None else jnp.where(failed, jnp.nan, obs["loss"])
+    diverged, diverged_step = divergence_check(diverged, diverged_step, loss, reps.diverge_bound, step)
+    return engine.with_flags(state, diverged, diverged_step), obs
+
+
+class Chunk(NamedTuple):
+    """The driver's carry between compiled chunks: the engine ``state``, the next log
+    point to reach ``j`` (int32), and the observables of the log points before it in
+    ``(T, R, ...)`` buffers (``obs``)."""
+
+    state: Any
+    j: jax.Array
+    obs: dict
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _start(engine: Engine, static: Static, reps: Replicas, grid: Grid) -> Chunk:
+    """The initial state, its observables (log point 0, checked) and empty buffers."""
+    state = engine.init(static, reps, grid)
+    state, obs0 = _observe_checked(engine, static, state, reps, grid, 0)
+    T = grid.step.shape[0]
+    obs = jax.tree.map(lambda x: jnp.zeros((T,) + x.shape, x.dtype).at[0].set(x), obs0)
+    return Chunk(state, jnp.asarray(1, jnp.int32), obs)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1), donate_argnums=(2,))
+def _run(engine: Engine, static: Static, chunk: Chunk, reps: Replicas, grid: Grid, budget):
+    """Advance through the log points from ``chunk.j`` on, observing at each one reached,
+    until the last one or until ``budget`` units of work are spent.  Returns the chunk and
+    the position (steps)."""
+    T = grid.step.shape[0]
+    w0 = engine.work(static, chunk.state)
+
+    def cond(c: Chunk):
+        return (c.j < T) & (engine.work(static, c.state) - w0 < budget)
+
+    def body(c: Chunk) -> Chunk:
+        left = budget - (engine.work(static, c.state) - w0)
+        state = engine.advance(static, c.state, reps, Target(c.j, grid.step[c.j], left), grid)
+
+        def observe(state):
+            state, o = _observe_checked(engine, static, state, reps, grid, c.j)
+            obs = jax.tree.map(lambda buf, x: jax.lax.dynamic_update_index_in_dim(buf, x, c.j, 0), c.obs, o)
+            return Chunk(state, c.j + 1, obs)
+
+        reached = engine.position(static, state, grid) >= grid.step[c.j]
+        return jax.lax.cond(reached, observe, lambda state: Chunk(state, c.j, c.obs), state)
+
+    chunk = jax.lax.while_loop(cond, body, chunk)
+    return chunk, engine.position(static, chunk.state, grid)
+
+
+# start and run: what one shape (engine, static description, replica count) compiles
+PROGRAMS_PER_SHAPE = 2
+
+
+def compiled_programs() -> int:
+    """How many programs the driver has compiled in this process (for tests: changing
+    traced numbers must not add any; a new shape adds :data:`PROGRAMS_PER_SHAPE`)."""
+    return _start._cache_size() + _run._cache_size()
+
+
+# -- replicas on devices ----------------------------------------------------------------
+def place_replicas(x, dtype=None):
+    """Put a replica-major array on the devices.
+
+    With several local devices and ``R`` divisible by their number, the replica axis is
+    sharded across them (``NamedSharding`` over a 1-D mesh ``"replica"``); ``jit`` then
+    partitions the whole run along replicas.  Otherwise the array goes to the default
+    device.
+    """
+    x = jnp.asarray(x, dtype)
+    devs = jax.local_devices()
+    if len(devs) > 1 and x.ndim >= 1 and x.shape[0] % len(devs) == 0:
+        mesh = Mesh(np.asarray(devs), ("replica",))
+        return jax.device_put(x, NamedSharding(mesh, PartitionSpec("replica")))
+    return x
+
+
+def replica_padding(R: int) -> int:
+    """How many replicas to add so that ``R`` splits evenly over the local devices.
+
+    :func:`place_replicas` shards the replica axis only when the device count divides
+    ``R``; padding (and dropping the pads afterwards) keeps every device busy for any ``R``.
+    ``0`` on a single device.
+    """
+    n = jax.local_device_count()
+    return (-R) % n if n > 1 else 0
+
+
+def pad_replicas(reps: Replicas, n_pad: int) -> Replicas:
+    """``reps`` with its last replica repeated ``n_pad`` times (replicas are independent,
+    so the pads change no other replica's numbers; drop rows ``R:`` afterwards)."""
+    if n_pad <= 0:
+        return reps
+
+    def pad(x):
+        x = np.asarray(x)
+        return np.concatenate([x, np.repeat(x[-1:], n_pad, axis=0)], axis=0)
+
+    return Replicas(
+        seed=pad(reps.seed),
+        lr=pad(reps.lr),
+        a=pad(reps.a),
+        beta=pad(reps.beta),
+        init_scale=reps.init_scale,
+        diverge_bound=reps.diverge_bound,
+    )
+
+
+def _on_devices(reps: Replicas) -> Replicas:
+    return Replicas(
+        seed=place_replicas(reps.seed, jnp.uint32),
+        lr=place_replicas(reps.lr),
+        a=place_replicas(reps.a),
+        beta=place_replicas(reps.beta),
+        init_scale=jnp.asarray(reps.init_scale),
+        diverge_bound=jnp.asarray(reps.diverge_bound),
+    )
+
+
+# -- the loop ------------------------------------------------------------------------------
+def _check_steps(log_steps) -> np.ndarray:
+    log_steps = np.asarray(log_steps, np.int64)
+    if log_steps[-1] > MAX_STEPS_INT32:
+        raise ValueError(f"train.steps must be < 2^31 (got {int(log_steps[-1])})")
+    if log_steps[0] != 0 or np.any(np.diff(log_steps) < 0):
+        raise ValueError("log steps must start at 0 and be non-decreasing")
+    return log_steps
+
+
+def simulate(
+    engine: Engine,
+    static: Static,
+    reps: Replicas,
+    log_steps,
+    progress=None,
+    chunk_seconds: float = 1.0,
+    first_budget: int = 64,
+    stop_signals=(signal.SIGINT, signal.SIGTERM),
+) -> dict:
+    """Run all replicas of ``engine`` and return numpy metrics ``(R, T, ...)``.
+
+    Args:
+        engine: an :class:`.base.Engine`.  static: shapes and code paths.
+        reps: per-replica numbers (``R`` replicas).
+        log_steps: ``(T,)`` int log points, ``0`` first, non-decreasing, ``< 2^31``.
+        progress: a :class:`..progress.Progress` (or ``None``).
+        chunk_seconds: wall time aimed at per compiled call (progress and Ctrl-C
+            granularity); it never changes the numbers.
+        first_budget: work units of the first call (then adapted).
+        stop_signals: signals that stop the run between chunks (:class:`Interrupted`).
+    Returns:
+        dict of ``(R, T, ...)`` observables (``loss``, ``alignment``, ``skill``,
+        ``norm2``, optionally ``overlap``) and ``diverged`` ``(R,)`` bool,
+        ``diverged_step`` ``(R,)`` int64 (``-1`` when alive).
+    """
+    progress = progress or NoProgress()
+    log_steps = _check_steps(log_steps)
+    grid = Grid(
+        step=jnp.asarray(log_steps, jnp.int32),
+        tau=jnp.asarray(tau_over_lr(static.schedule, log_steps, log_steps[-1], static.schedule_n0)),
+    )
+    dreps = _on_devices(reps)
+    T = log_steps.size
+
+    progress.compiling()
+    chunk_shape = jax.eval_shape(lambda r, g: _start(engine, static, r, g), dreps, grid)
+    _start.lower(engine, static, dreps, grid).compile()
+    _run.lower(engine, static, chunk_shape, dreps, grid, jnp.asarray(0, jnp.int32)).compile()
+
+    chunk = _start(engine, static, dreps, grid)
+    progress.start(int(log_steps[-1]), engine.work_units(static, reps))
+    budget, j = int(first_budget), 1
+    with _stop_on(stop_signals) as stop:
+        try:
+            while j < T:
+                if stop["signal"]:
+                    raise Interrupted(_collect(engine, static, chunk, j, log_steps), stop["signal"])
+                t0 = time.perf_counter()
+                chunk, pos = _run(engine, static, chunk, dreps, grid, jnp.asarray(budget, jnp.int32))
+                j, pos = (int(v) for v in jax.device_get((chunk.j, pos)))  # waits for the chunk
+                el = time.perf_counter() - t0
+                budget = int(np.clip(budget * chunk_seconds / max(el, 1e-4), budget // 4 + 1, min(budget * 4, 2**30)))
+                frac = (j - 1) / max(T - 1, 1) if engine.cost_in_log_steps else None
+                progress.update(min(pos, int(log_steps[-1])), frac)
+        finally:
+            progress.close()
+    return _collect(engine, static, chunk, T, log_steps)
+
+
+def _collect(engine: Engine, static: Static, chunk: Chunk, j: int, log_steps) -> dict:
+    """The metrics of the first ``j`` log points, fetched to the host at once."""
+    diverged, diverged_step = engine.flags(chunk.state)
+    extra = engine.final(static, chunk.state) if j == len(log_steps) else {}
+    obs, extra, diverged, diverged_step = jax.device_get((chunk.obs, extra, diverged, diverged_step))
+    out = {k: np.swapaxes(np.asarray(v)[:j], 0, 1) for k, v in obs.items()}
+    out.update({k: np.asarray(v) for k, v in extra.items()})
+    out["diverged"] = np.asarray(diverged, bool)
+    out["diverged_step"] = np.asarray(diverged_step, np.int64)
+    out["step"] = np.asarray(log_steps[:j], np.int64)
+    return out

@@ -1,0 +1,379 @@
+"""A sweep directory's state on disk: each point's state, the claims that keep identical
+concurrent sweeps from computing a point twice, and the index ``sweep.json``.
+
+Split from :mod:`.sweep` (which plans and runs a sweep): everything here reads and writes
+the directory only, and holds no compute.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+
+from . import config as cfgmod
+from .errors import ResultsError
+from .results import _json_default, atomic_write_json, read_config_json, run_state
+
+__all__ = ["Point", "Plan", "Claim", "Index", "build_index", "index_from_points", "point_state"]
+
+# The index is rewritten at most this often between the start and the end of a job (and
+# never more often than 20 times the cost of one rewrite), so its O(points) rebuild costs
+# O(1) per point.
+INDEX_MIN_INTERVAL_S = 30.0
+# A claim's heartbeat, the age after which a claim whose job is silent is taken over, and
+# how often a job that waits for points claimed elsewhere looks again.
+CLAIM_HEARTBEAT_S = 30.0
+CLAIM_STALE_S = 300.0
+CLAIM_POLL_S = 2.0
+_HOST = socket.gethostname()
+_ACTIVE_CLAIMS: set = set()  # claims this process holds (released on SIGTERM)
+
+
+@dataclasses.dataclass(frozen=True)
+class Point:
+    """One grid point.
+
+    Attributes:
+        index: position in grid order (the order of ``sweep.json``; shards split on it).
+        id: ``config_hash(config)``, also the directory name ``points/<id>``.
+        settings: swept key -> resolved value (a replica list for traced keys).
+        config: the point's resolved config (an ordinary run config, empty ``sweep``).
+    """
+
+    index: int
+    id: str
+    settings: dict
+    config: dict
+
+    @property
+    def dir(self) -> str:
+        return f"points/{self.id}"
+
+    @property
+    def replicas(self) -> int:
+        return len(cfgmod.replica_grid(self.config)["seed"])
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """A resolved sweep: ``base`` config (no sweep table), ``swept`` keys, ``grid``
+    (swept key -> values), ``points`` in grid order."""
+
+    base: dict
+    swept: list
+    grid: dict
+    points: list
+
+
+def point_state(out, p: Point, verify: bool = True) -> tuple[str, str]:
+    """``(state, why)`` of a point on disk: ``done``, ``pending``, ``failed`` (its
+    ``error.json``), ``damaged`` (unreadable files, a failed checksum with ``verify``,
+    another config's files, not a folder) or ``partial`` (an interrupted run)."""
+    d = Path(out) / p.dir
+    if os.path.lexists(d) and not d.is_dir():
+        return "damaged", "not a folder"
+    state, why = run_state(d, expect_hash=p.id, verify=verify)
+    if state == "absent":
+        return ("failed", "") if (d / "error.json").is_file() else ("pending", "")
+    return state, why
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+class Claim:
+    """A job's claim on a point: the file ``OUT/claims/<id>``, created with ``O_EXCL`` (so
+    one job wins, also on NFS), holding its host and pid, and touched every
+    :data:`CLAIM_HEARTBEAT_S` by a background thread while the point is computed.
+
+    A claim is *stale* when its process is gone (same host) or it has not been touched for
+    :data:`CLAIM_STALE_S` (a job on another host that died); a stale claim is taken over
+    under the sweep lock, so only one job takes it.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        _ACTIVE_CLAIMS.add(self)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, daemon=True, name=f"claim-{path.name}")
+        self._thread.start()
+
+    def _beat(self):
+        while not self._stop.wait(CLAIM_HEARTBEAT_S):
+            try:
+                os.utime(self.path)
+            except OSError:  # released or taken over meanwhile
+                return
+
+    def release(self) -> None:
+        _ACTIVE_CLAIMS.discard(self)
+        self._stop.set()
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+
+    @staticmethod
+    def _create(path: Path):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+        except FileExistsError:
+            return None
+        with os.fdopen(fd, "w") as f:
+            json.dump({"host": _HOST, "pid": os.getpid(), "time": time.time()}, f)
+        return Claim(path)
+
+    @staticmethod
+    def stale(path: Path) -> bool:
+        """Whether the claim at ``path`` belongs to a job that is gone (``False`` if none)."""
+        try:
+            age = time.time() - path.stat().st_mtime
+            info = json.loads(path.read_text() or "{}")
+        except FileNotFoundError:
+            return False
+        except (OSError, ValueError):
+            info = {}
+            age = CLAIM_STALE_S + 1 if not path.exists() else time.time() - path.stat().st_mtime
+        if info.get("host") == _HOST and isinstance(info.get("pid"), int) and info["pid"] != os.getpid():
+            if not _pid_alive(info["pid"]):
+                return True
+        return age > CLAIM_STALE_S
+
+    @classmethod
+    def acquire(cls, path: Path, lock) -> Claim | None:
+        """Claim ``path`` (taking over a stale claim under ``lock``), or ``None`` if another
+        live job holds it."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        c = cls._create(path)
+        if c is not None or not cls.stale(path):
+            return c
+        with lock():
+            if cls.stale(path):  # still stale under the lock: this job takes it over
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    pass
+        return cls._create(path)
+
+    @classmethod
+    def clear_stale(cls, folder: Path, lock) -> None:
+        """Remove the stale claims in ``folder`` (left by jobs killed after their point
+        was written, or while computing it)."""
+        try:
+            paths = [p for p in folder.iterdir() if not p.name.startswith(".")]
+        except OSError:
+            return
+        stale = [p for p in paths if cls.stale(p)]
+        if not stale:
+            return
+        with lock():
+            for p in stale:
+                if cls.stale(p):
+                    try:
+                        os.unlink(p)
+                    except FileNotFoundError:
+                        pass
+
+
+# -- the index ------------------------------------------------------------------------
+class Index:
+    """The ``sweep.json`` of one sweep directory, rebuilt from the point folders.
+
+    It remembers what it read of finished points (keyed by their ``config.json``'s mtime
+    and size), so a rebuild reads only what changed; :meth:`maybe_write` throttles rebuilds
+    so that their cost per point stays O(1).
+    """
+
+    def __init__(self, out, pl: Plan, stream=None):
+        self.out = Path(out)
+        self.pl = pl
+        self.stream = stream or sys.stderr
+        self._done: dict = {}  # (path, mtime_ns, size) -> (state, why, replicas, diverged)
+        self._warned_lock = False
+        self._last_write = -float("inf")
+        self._last_cost = 0.0
+
+    @contextlib.contextmanager
+    def locked(self):
+        """Exclusive advisory lock (``fcntl.flock``) on ``OUT/sweep.lock``."""
+        import fcntl
+
+        path = self.out / "sweep.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as f:
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+            except OSError as e:  # e.g. ENOLCK on an NFS mount without a lock daemon
+                if not self._warned_lock:
+                    print(f"warning: cannot lock {path} ({e}); writing the index unlocked", file=self.stream)
+                    self._warned_lock = True
+                yield  # the index is rebuilt from disk at every write: a lost race heals at the next one
+                return
+            try:
+                yield
+            finally:
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+    _locked = locked  # the name used before claims shared the lock
+
+    def _finished(self, p: Point, d: Path, cj: Path, st) -> tuple:
+        key = (str(cj), st.st_mtime_ns, st.st_size)
+        if key not in self._done:
+            try:
+                doc = read_config_json(d)
+            except ResultsError as e:
+                info = ("damaged", str(e).removeprefix(f"{e.key}: ").split(";")[0], p.replicas, 0)
+            else:
+                state, why = "done", ""
+                if doc.get("hash") != p.id:
+                    state, why = "damaged", f"config.json is another config's (hash {doc.get('hash')})"
+                elif doc.get("partial"):
+                    state, why = "partial", "interrupted"
+                elif not (d / "metrics.npz").is_file():
+                    state, why = "damaged", "metrics.npz is missing"
+                info = (state, why, int(doc.get("replicas", p.replicas)), int(doc.get("diverged_replicas", 0)))
+            self._done[key] = info
+        return self._done[key]
+
+    def entry(self, p: Point) -> dict:
+        d = self.out / p.dir
+        e = {"id": p.id, "dir": p.dir, "settings": p.settings, "replicas": p.replicas, "diverged": 0}
+        cj = d / "config.json"
+        try:
+            st = cj.stat()
+        except OSError:
+            st = None
+        if st is not None:
+            state, why, e["replicas"], e["diverged"] = self._finished(p, d, cj, st)
+            e["state"] = state
+            if why:
+                e["problem"] = why
+        elif os.path.lexists(d) and not d.is_dir():
+            e["state"], e["problem"] = "damaged", "not a folder"
+        elif (d / "error.json").is_file():
+            e["state"] = "failed"
+            try:
+                e["error"] = json.loads((d / "error.json").read_text())["error"]
+            except (OSError, ValueError, KeyError, TypeError):
+                e["error"] = "unknown error"
+        elif (self.out / "claims" / p.id).exists() and not Claim.stale(self.out / "claims" / p.id):
+            e["state"] = "running"
+        else:
+            e["state"] = "pending"
+        return e
+
+    def build(self) -> dict:
+        """The ``sweep.json`` object, every point's state read from disk."""
+        pl = self.pl
+        return {
+            "format": 1,
+            "base_config": pl.base,
+            "swept": pl.swept,
+            "grid": pl.grid,
+            "points": [self.entry(p) for p in pl.points],
+        }
+
+    def write(self) -> dict:
+        """Rebuild ``sweep.json`` from the point folders and write it if it changed.
+
+        Under the lock no other job is between reading and writing the index, so concurrent
+        jobs never lose each other's entries (each entry comes from disk, not from the
+        process that computed it), and temporary files left by a killed writer are stale.
+        """
+        t0 = time.perf_counter()
+        path = self.out / "sweep.json"
+        with self._locked():
+            for tmp in self.out.glob(".sweep.json.*.tmp"):
+                tmp.unlink(missing_ok=True)
+            index = json.loads(json.dumps(self.build(), default=_json_default))
+            try:
+                old = json.loads(path.read_bytes().decode("utf-8"))
+            except FileNotFoundError:
+                old = None
+            except (OSError, ValueError):
+                old = None
+                print(f"sweep.json in {self.out} was unreadable: rebuilt from the point folders", file=self.stream)
+            if old != index:  # an idle rerun touches no file
+                atomic_write_json(path, index)
+        self._last_cost = time.perf_counter() - t0
+        self._last_write = time.monotonic()
+        return index
+
+    def maybe_write(self) -> dict | None:
+        """:meth:`write` if the last write is old enough (see :data:`INDEX_MIN_INTERVAL_S`):
+        the per-point bookkeeping of a sweep, O(1) amortised."""
+        if time.monotonic() - self._last_write >= max(INDEX_MIN_INTERVAL_S, 20.0 * self._last_cost):
+            return self.write()
+        return None
+
+
+def build_index(out, pl: Plan) -> dict:
+    """The ``sweep.json`` object of ``out`` (see :class:`Index`)."""
+    return Index(out, pl).build()
+
+
+def _flat(cfg: dict) -> dict:
+    return {f"{t}.{k}": v for t, body in cfg.items() if isinstance(body, dict) and t != "sweep" for k, v in body.items()}
+
+
+def index_from_points(out) -> dict:
+    """A ``sweep.json`` object rebuilt from ``OUT/points/*`` alone (when ``sweep.json`` is
+    lost or unreadable): every point folder with a readable ``config.json``, its state,
+    and as ``swept`` the config keys whose values differ between points."""
+    out = Path(out)
+    found = []
+    root = out / "points"
+    for d in sorted(root.iterdir()) if root.is_dir() else []:
+        if d.name.startswith("."):
+            continue
+        try:
+            doc = read_config_json(d)
+            cfg = doc.get("config", doc)
+        except ResultsError as e:
+            found.append((d, None, str(e).removeprefix(f"{e.key}: ").split(";")[0]))
+            continue
+        found.append((d, cfg, doc))
+    flats = {d.name: _flat(cfg) for d, cfg, _ in found if cfg is not None}
+    keys = sorted({k for f in flats.values() for k in f})
+    swept = [
+        k
+        for k in keys
+        if not k.startswith(("analysis.", "train.progress"))
+        and len({json.dumps(f.get(k), sort_keys=True) for f in flats.values()}) > 1
+    ]
+    points = []
+    for d, cfg, info in found:
+        e = {"id": d.name, "dir": f"points/{d.name}", "settings": {k: flats[d.name].get(k) for k in swept} if cfg else {}}
+        if cfg is None:
+            e.update(state="damaged", problem=info)
+        elif info.get("partial"):
+            e.update(state="partial")
+        elif not (d / "metrics.npz").is_file():
+            e.update(state="damaged", problem="metrics.npz is missing")
+        else:
+            e.update(state="done", replicas=info.get("replicas"), diverged=info.get("diverged_replicas", 0))
+        points.append(e)
+    return {"format": 1, "base_config": {}, "swept": swept, "grid": {}, "points": points, "rebuilt_from_points": True}
+
+
+# -- running ---------------------------------------------------------------------------
