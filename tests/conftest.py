@@ -1,6 +1,21 @@
 """Strict numerics for every test: float64 available, no silent rank promotion."""
 
 import jax
+import pytest
+from robustness_common import make_base_toml, make_runs
 
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_rank_promotion", "raise")
+
+
+# -- fixtures shared by test_robustness.py and test_robustness_io.py (one set of runs per module)
+@pytest.fixture(scope="module")
+def base_toml(tmp_path_factory):
+    """The robustness tests' base config file (``robustness_common.BASE``)."""
+    return make_base_toml(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def runs(base_toml, tmp_path_factory):
+    """Finished runs of the base config: A, B (another lr), H (half diverge), D (all diverge)."""
+    return make_runs(base_toml, tmp_path_factory)

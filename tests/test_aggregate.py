@@ -1,13 +1,14 @@
 """Sweep aggregation recovers known exponents from synthetic sweep results."""
 
 import json
+import sys
 
 import numpy as np
 
-from analysis.aggregate import analyze_sweep
-from analysis.theory import power_law_coefficients
+from scaling_sgd import power_law_coefficients
 from scaling_sgd._src.cli import main
 from scaling_sgd._src.results import write_run
+from scaling_sgd.analysis.aggregate import analyze_sweep
 
 from helpers import small_config
 
@@ -70,7 +71,11 @@ def test_aggregation_recovers_known_exponents(tmp_path, capsys):
     assert len(rows) == 8
     for r in rows:
         assert abs(r["slope"] - r["params"]["beta"]) < 0.2 and r["theory"] == r["params"]["beta"], r
-    assert (tmp_path / "emergence_time_vs_d_0.png").is_file() and (tmp_path / "emergence_time_vs_p_vs_beta.pdf").is_file()
+    # figures named by their series' values, not by position
+    assert sorted(p.name for p in tmp_path.glob("emergence_time_vs_d_*.png")) == [
+        f"emergence_time_vs_d_P=6_batch_size=1_beta={b}_engine=sgd_lr=0.001_m=8.png" for b in (1.0, 2.0)
+    ]
+    assert (tmp_path / "emergence_time_vs_p_vs_beta.pdf").is_file()
     assert json.loads((tmp_path / "summary.json").read_text())["groups_analysed"] == 8
     assert main(["analyze", str(tmp_path)]) == 0
     assert "emergence_time_vs_d" in capsys.readouterr().out
@@ -93,3 +98,46 @@ def test_plateau_vs_width_and_compute_frontier(tmp_path):
     truth = np.polyfit(np.log(x), np.log([a2[int(w) :].sum() + 1e-6 for w in x]), 1)[0]
     assert abs(f["slope"] - truth) < 1e-3 and f["theory"] == 1 - 2 * beta
     assert "compute_frontier" in s["fits"] and s["fits"]["compute_frontier"][0]["slope"] < 0
+
+
+def test_beta_at_most_one_half_has_no_power_law_theory_value(tmp_path, capsys):
+    """beta = 0.25 is a valid run, only not a power law: the run's summary and the sweep's
+    carry null and the reason for the loss, plateau and frontier exponents, and nothing
+    prints -(2 beta - 1)/beta = 2 or 1 - 2 beta = 0.5 as theory."""
+    from scaling_sgd.analysis import theory
+    from scaling_sgd.analysis.report import analyze_run
+
+    rng = np.random.default_rng(2)
+    _synthetic_run(tmp_path / "run", 64, 6, 8, [0.25], range(4), 1e-3, 1.0, rng)
+    s = analyze_run(tmp_path / "run", stream=sys.stdout, n_boot=100)
+    printed = capsys.readouterr().out
+    f = s["fits"]["loss_vs_step"]
+    assert f["theory"] is None and f["theory_in_interval"] is None and f["theory_reason"] == theory.NO_POWER_LAW
+    for name in ("loss_vs_step", "plateau_vs_m", "compute_frontier"):
+        assert s["theory_exponents"][name] is None and s["theory_reasons"][name] == theory.NO_POWER_LAW
+    assert s["fits"]["emergence_time_vs_p"]["theory"] == 0.25  # T_p ~ p^beta holds at any beta
+    assert "theory 2.000" not in printed and "no power law for beta <= 1/2" in printed
+    assert (tmp_path / "run" / "loss_vs_step.png").is_file()
+
+    points = []
+    for m in (2, 4):
+        pid = f"{m:016x}"
+        _synthetic_run(tmp_path / "sweep" / "points" / pid, 64, 6, m, [0.25, 1.0], range(4), 1e-3, 1.0, rng)
+        points.append({"id": pid, "dir": f"points/{pid}", "settings": {"student.m": m}, "state": "done"})
+    (tmp_path / "sweep" / "sweep.json").write_text(
+        json.dumps({"format": 1, "base_config": {}, "swept": ["student.m"], "points": points})
+    )
+    s = analyze_sweep(tmp_path / "sweep", stream=sys.stdout, n_boot=100)
+    printed = capsys.readouterr().out
+    by_beta = {f["series"]: f for f in s["fits"]["plateau_vs_m"]}
+    low, high = (next(f for lab, f in by_beta.items() if f"beta={b}" in lab) for b in (0.25, 1.0))
+    assert low["theory"] is None and low["theory_reason"] == theory.NO_POWER_LAW and low["theory_in_interval"] is None
+    assert high["theory"] == -1.0 and "theory_reason" not in high
+    rows = {r["params"]["beta"]: r for r in s["fits"]["loss_vs_step_vs_beta"][0]["rows"]}
+    assert rows[0.25]["theory"] is None and rows[0.25]["theory_reason"] == theory.NO_POWER_LAW
+    assert rows[1.0]["theory"] == -1.0
+    group = next(g for g in s["groups"] if g["params"]["beta"] == 0.25)
+    assert (
+        group["fits"]["loss_vs_step"]["theory"] is None and group["fits"]["loss_vs_step"]["theory_reason"] == theory.NO_POWER_LAW
+    )
+    assert "  0.500  " not in printed and "2.000" not in printed and "(theory: no power law for beta <= 1/2" in printed

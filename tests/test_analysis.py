@@ -7,8 +7,17 @@ import sys
 import numpy as np
 import pytest
 
-from analysis.emergence import emergence_score, emergence_times, log_median, sharpness, spread
-from analysis.fit import fit_power_law
+from scaling_sgd.analysis.core import replica_groups, select_replicas
+from scaling_sgd.analysis.emergence import (
+    emergence_score,
+    emergence_times,
+    learning_window,
+    log_median,
+    log_scatter,
+    sharpness,
+    spread,
+)
+from scaling_sgd.analysis.fit import fit_power_law
 
 STEP = np.concatenate([[0], np.unique(np.geomspace(1, 1e6, 300).astype(np.int64))])
 
@@ -88,6 +97,51 @@ def test_emergence_score_closed_forms():
     assert emergence_score(loss) < 0
 
 
+def test_learning_window_is_second_to_next_to_last_finite_time():
+    assert learning_window(np.array([16.0, 1.0, np.inf, 9.0, 4.0])) == (4.0, 9.0)  # sorted, censored ignored
+    assert learning_window(np.array([1.0, 4.0, 9.0, 16.0]), lo_index=0, hi_index=-1) == (1.0, 16.0)
+    assert all(math.isnan(v) for v in learning_window(np.array([1.0, 2.0, np.inf])))  # fewer than three
+
+
+def test_log_scatter_recovers_sigma_and_ignores_censored():
+    rng = np.random.default_rng(5)
+    T = np.exp(np.log([10.0, 100.0, 1000.0])[None, :] + 0.3 * rng.standard_normal((3000, 3)))
+    assert log_scatter(T) == pytest.approx(0.3, rel=0.03)
+    # the offsets between directions do not count, only the spread around each direction's median
+    assert log_scatter(T * np.array([1.0, 1e3, 1e-2])) == pytest.approx(log_scatter(T), rel=1e-12)
+    T[::2, 1] = np.inf  # half of a direction censored
+    T[:, 2] = np.inf  # a direction no replica learned
+    assert np.isfinite(log_scatter(T)) and log_scatter(T) == pytest.approx(0.3, rel=0.1)
+
+
+def test_replica_groups_split_a_point_by_beta_and_lr():
+    """A sweep point folds beta x lr x seed into replicas (seed fastest): one group per
+    (beta, lr) with its seeds, and the per-replica arrays follow."""
+    from scaling_sgd._src.config import replica_grid, resolve
+
+    cfg = resolve({"teacher": {"beta": [1.5, 0.75]}, "train": {"lr": [1e-5, 2e-5], "seed": [0, 1, 2]}})
+    grid = replica_grid(cfg)
+    R, T = len(grid["seed"]), 3
+    metrics = {
+        "step": np.arange(R),  # as long as the replica axis on purpose: step is never split
+        "loss": np.arange(R * T, dtype=float).reshape(R, T),
+        "seed": np.asarray(grid["seed"]),
+        "beta": np.asarray(grid["beta"]),
+        "lr": np.asarray(grid["lr"]),
+    }
+    groups = replica_groups(cfg, metrics)
+    assert [k for k, _ in groups] == [(0.75, 1e-5), (0.75, 2e-5), (1.5, 1e-5), (1.5, 2e-5)]
+    for (b, lr), idx in groups:
+        sub = select_replicas(metrics, idx)
+        assert sub["seed"].tolist() == [0, 1, 2]
+        assert np.all(sub["beta"] == b) and np.all(sub["lr"] == lr)
+        np.testing.assert_array_equal(sub["loss"], metrics["loss"][idx])
+        assert sub["step"] is metrics["step"]
+    # results written before beta/lr were stored: the values come from the config's replica grid
+    old = {k: v for k, v in metrics.items() if k not in ("beta", "lr")}
+    assert [k for k, _ in replica_groups(cfg, old)] == [k for k, _ in groups]
+
+
 def test_power_law_fit_recovers_exponent_and_window():
     rng = np.random.default_rng(1)
     x = np.geomspace(1, 1e4, 40)
@@ -115,9 +169,9 @@ def test_bootstrap_interval_covers_truth_at_nominal_rate():
 
 
 def test_end_to_end_sgd_run_analysed(tmp_path, capsys):
-    from analysis.report import analyze_run
     from scaling_sgd._src.cli import main
     from scaling_sgd._src.runner import run
+    from scaling_sgd.analysis.report import analyze_run
 
     from helpers import small_config
 
@@ -160,3 +214,107 @@ def test_analyze_rejects_non_results_dir(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not a results directory" in err[0] and "accepted" in err[0]
     assert main(["analyze", str(tmp_path / "missing")]) == 2
+
+
+def _per_point_bootstrap(y_reps, n_boot, seed):
+    """The wrong scheme, for the power check: replicas drawn independently at every point."""
+    R, N = y_reps.shape
+    idx = np.random.default_rng(seed).integers(0, R, size=(n_boot, R, N))
+    return log_median(np.take_along_axis(y_reps[None], idx, axis=1), axis=1)
+
+
+def test_bootstrap_resamples_whole_seed_curves():
+    """Replicas correlated within a seed: each seed is an exact power law ``C_r x^(s_r)`` with
+    its own prefactor (log-normal, sd 0.5).
+
+    With one common slope the seeds' log-curves are parallel lines, so the median curve and
+    the median of every resample of whole seeds are exact power laws of that slope: the
+    interval has zero width.  With a slightly jittered slope (sd 0.01) the median curve's
+    slope varies from experiment to experiment through the jitter only, and the bootstrap
+    must reproduce that spread: its 95% half-width matches ``1.96 x`` the sd of the slope
+    over 200 independent experiments.  Resampling seeds independently at each point turns
+    the prefactor scatter into point-to-point noise: the interval becomes wide in the first
+    case and about 2.6 times too wide in the second.  That scheme must fail both checks."""
+    from analysis.fit import bootstrap_curves, fit_from_draws
+
+    rng = np.random.default_rng(4)
+    x = np.geomspace(1.0, 1e3, 20)
+    R, n_boot, s_true = 16, 300, -0.8
+
+    def seeds(slope_sd):
+        logC = 0.5 * rng.standard_normal(R)
+        s = s_true + slope_sd * rng.standard_normal(R)
+        return np.exp(logC[:, None] + s[:, None] * np.log(x)[None, :])
+
+    y = seeds(0.0)
+    central, draws = bootstrap_curves(y, "median", n_boot, seed=0)
+    assert draws.shape == (n_boot, x.size)
+    f = fit_from_draws(x, central, draws)
+    assert abs(f.slope - s_true) < 1e-12 and f.ci[1] - f.ci[0] < 1e-12, f
+    g = fit_from_draws(x, central, _per_point_bootstrap(y, n_boot, 0))
+    assert g.ci[1] - g.ci[0] > 0.01  # the wrong scheme is not exact here
+
+    slopes, half, half_wrong = [], [], []
+    for e in range(200):
+        y = seeds(0.01)
+        central, draws = bootstrap_curves(y, "median", n_boot, seed=e)
+        f = fit_from_draws(x, central, draws)
+        slopes.append(f.slope)
+        half.append((f.ci[1] - f.ci[0]) / 2)
+        g = fit_from_draws(x, central, _per_point_bootstrap(y, n_boot, e))
+        half_wrong.append((g.ci[1] - g.ci[0]) / 2)
+    target = 1.96 * np.std(slopes, ddof=1)  # the real 95% half-width (MC relative error ~5%)
+    ratio, ratio_wrong = np.mean(half) / target, np.mean(half_wrong) / target
+    print("half-width / true: whole curves", ratio, "per point", ratio_wrong)
+    # a bootstrap of a median of 16 is a little wide or narrow; a factor 2.6 is not that
+    assert 0.75 < ratio < 1.3, ratio
+    assert not 0.75 < ratio_wrong < 1.3, ratio_wrong
+
+
+def test_bootstrap_curves_central_curve_and_degenerate_cases():
+    """The central curve is the statistic over replicas, each draw is the statistic of a
+    resample of whole rows (so a draw of identical rows is that row), and fewer than two
+    replicas give no draws."""
+    from analysis.fit import bootstrap_curves
+
+    rng = np.random.default_rng(0)
+    y = np.exp(rng.standard_normal((7, 5)))
+    c, draws = bootstrap_curves(y, "median", 50, seed=1)
+    np.testing.assert_allclose(c, log_median(y, axis=0), rtol=1e-14)
+    c2, draws2 = bootstrap_curves(y, "mean", 50, seed=1)
+    np.testing.assert_allclose(c2, y.mean(0), rtol=1e-14)
+    # each draw of the mean is a mean of rows of y: with the row index drawn it is exact
+    idx = np.random.default_rng(1).integers(0, 7, size=(50, 7))
+    np.testing.assert_allclose(draws2, y[idx].mean(axis=1), rtol=1e-14)
+    np.testing.assert_allclose(draws, log_median(y[idx], axis=1), rtol=1e-14)
+    same = np.tile(y[:1], (4, 1))
+    np.testing.assert_allclose(bootstrap_curves(same, "median", 20)[1], np.tile(y[:1], (20, 1)), rtol=1e-14)
+    assert bootstrap_curves(y[:1], "median", 20)[1].shape == (0, 5)
+
+
+def test_fit_statistics_are_the_ordinary_least_squares_ones():
+    """Slope, intercept, their OLS standard error, R^2 and the RMS residual in decades of
+    a single-curve fit agree with ``scipy.stats.linregress`` in log-log, and the t-interval
+    is ``slope +- t_(n-2) se``."""
+    from scipy import stats
+
+    from analysis.fit import fit_from_draws
+
+    rng = np.random.default_rng(9)
+    x = np.geomspace(2.0, 5e3, 17)
+    y = 0.3 * x**-1.2 * np.exp(0.2 * rng.standard_normal(x.size))
+    f = fit_from_draws(x, y, level=0.9)
+    ref = stats.linregress(np.log(x), np.log(y))
+    assert f.slope == pytest.approx(ref.slope, rel=1e-12) and f.intercept == pytest.approx(ref.intercept, rel=1e-12)
+    assert f.slope_se == pytest.approx(ref.stderr, rel=1e-12) and f.r2 == pytest.approx(ref.rvalue**2, rel=1e-12)
+    resid = np.log(y) - ref.intercept - ref.slope * np.log(x)
+    assert f.rms_log10 == pytest.approx(np.sqrt(np.mean(resid**2)) / np.log(10), rel=1e-12)
+    tq = stats.t.ppf(0.95, x.size - 2)
+    assert f.ci == pytest.approx((ref.slope - tq * ref.stderr, ref.slope + tq * ref.stderr), rel=1e-12)
+    assert f.method == "ols-t" and f.n_points == x.size and f.window == (x[0], x[-1])
+    # a window keeps the points inside it and reports the range actually fitted
+    inside = (x >= 5.0) & (x <= 1000.0)
+    g = fit_from_draws(x, y, window=(5.0, 1000.0))
+    ref_w = stats.linregress(np.log(x[inside]), np.log(y[inside]))
+    assert g.n_points == inside.sum() and g.window == (x[inside].min(), x[inside].max())
+    assert g.slope == pytest.approx(ref_w.slope, rel=1e-12) and g.slope_se == pytest.approx(ref_w.stderr, rel=1e-12)

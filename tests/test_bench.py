@@ -11,9 +11,10 @@ import numpy as np
 import scaling_sgd as ss
 from scaling_sgd._src import bench
 from scaling_sgd._src.engines import sgd
+from scaling_sgd._src.rng import split_keys
 from scaling_sgd._src.runner import build
 
-from helpers import assert_close, small_config
+from helpers import assert_close, sgd_reference, small_config
 
 TINY = {
     "repeats": 1,
@@ -83,32 +84,6 @@ def test_numpy_baseline_is_the_same_math():
         assert_close(W_np[r], new.W, dtype=np.float32, rtol=1e-4, atol=1e-6)
 
 
-def _reference(static, reps, log_steps, bound):
-    """Per replica, a Python loop of the per-step reference ``sgd.step`` with the loss
-    check at log points: observables ``(R, T)`` and divergence flags."""
-    step = jax.jit(sgd.step, static_argnums=0)
-    losses, norms, div, div_step = [], [], [], []
-    for r in range(reps.R):
-        st = sgd.init(static, jnp.uint32(reps.seed[r]), reps.init_scale)
-        a = jnp.asarray(reps.a[r])
-        lr = jnp.asarray(reps.lr[r])
-        t, ls, ns = 0, [], []
-        for k, t1 in enumerate(log_steps):
-            while t < t1:
-                st = step(static, st, t, lr, a, int(log_steps[-1]), bound)
-                t += 1
-            o = sgd.observe(static, st, a)
-            st = sgd._check_loss(st, o, bound, int(t1))
-            ls.append(float(o["loss"]))
-            ns.append(np.asarray(o["norm2"]))
-            del k
-        losses.append(ls)
-        norms.append(ns)
-        div.append(bool(st.diverged))
-        div_step.append(int(st.diverged_step))
-    return np.asarray(losses), np.asarray(norms), np.asarray(div), np.asarray(div_step)
-
-
 def test_blocked_run_equals_per_step_loop_across_blocks_and_divergence():
     """float64, B = 3 (U = 10 steps per block), log points inside blocks, a replica that
     diverges inside a block and one that diverges at once: the blocked engine equals
@@ -129,8 +104,9 @@ def test_blocked_run_equals_per_step_loop_across_blocks_and_divergence():
     )
     static, reps, log_steps = build(cfg)
     assert np.any(log_steps % 10 != 0)  # some log points fall inside blocks
-    m, _ = ss.run(cfg)
-    loss, norm2, div, div_step = _reference(static, reps, log_steps, 1e3)
+    m = ss.run(cfg).metrics
+    ref = sgd_reference(static, reps, log_steps, 1e3)
+    loss, norm2, div, div_step = ref["loss"], ref["norm2"], ref["diverged"], ref["diverged_step"]
     step, idx = np.unique(log_steps, return_index=True)
     assert_close(m["loss"], loss[:, idx], rtol=1e-11)
     assert_close(m["norm2"], norm2[:, idx], rtol=1e-11)
@@ -142,8 +118,8 @@ def test_blocked_run_equals_per_step_loop_across_blocks_and_divergence():
 def test_log_grid_does_not_change_the_trajectory_bitwise():
     """float32: blocks are keyed by absolute step and always advanced by one call site."""
     base = {"train.steps": 200, "train.seed": [0, 1], "train.batch_size": 2}
-    a, _ = ss.run(small_config(**base, **{"log.points": 3}))
-    b, _ = ss.run(small_config(**base, **{"log.points": 40}))
+    a = ss.run(small_config(**base, **{"log.points": 3})).metrics
+    b = ss.run(small_config(**base, **{"log.points": 40})).metrics
     np.testing.assert_array_equal(a["loss"][:, -1], b["loss"][:, -1])
     np.testing.assert_array_equal(a["norm2"][:, -1], b["norm2"][:, -1])
     shared = np.intersect1d(a["step"], b["step"])
@@ -155,7 +131,7 @@ def test_batches_are_fresh_standard_gaussians_across_block_boundaries():
     cfg = small_config(**{"train.batch_size": 4, "data.d": 64, "train.dtype": "float64"})
     static, _, _ = build(cfg)
     U = sgd.block_size(4)
-    key = sgd.split_keys(5)[2]
+    key = split_keys(5).data
     xs = np.stack([np.asarray(sgd.draw_batch(static, key, t)) for t in range(3 * U)])  # (3U, B, d)
     assert xs.shape == (3 * U, 4, 64)
     np.testing.assert_array_equal(xs[U + 1], np.asarray(sgd.draw_block(static, key, 1))[1])
@@ -191,7 +167,7 @@ def test_gaussian_bound_transforms_every_number():
 def test_input_stream_does_not_depend_on_the_global_partitionable_flag():
     """A seed gives the same inputs whatever the process-wide threefry layout is."""
     static, _, _ = build(small_config(**{"train.batch_size": 2, "data.d": 64}))
-    key = sgd.split_keys(3)[2]
+    key = split_keys(3).data
     draws = []
     for part in (True, False):
         with jax.threefry_partitionable(part):

@@ -1,19 +1,18 @@
 """The ``flow`` engine: closed-form gradient, solver accuracy, theory and the SGD limit."""
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import scaling_sgd as ss
-from analysis.emergence import emergence_times
-from analysis.theory import escape_time_small_m0, single_direction_flow
 from scaling_sgd._src.config import ConfigError
-from scaling_sgd._src.engines import common, flow, sgd
-from scaling_sgd._src.optim import schedule_factor
+from scaling_sgd._src.engines import driver, flow, flow_solvers, sgd
 from scaling_sgd._src.runner import build
+from scaling_sgd._src.schedules import factor as schedule_factor
+from scaling_sgd._src.schedules import tau_over_lr
+from scaling_sgd.analysis.emergence import emergence_times
+from scaling_sgd.analysis.theory import escape_time_small_m0, single_direction_flow
 
 from helpers import assert_close, small_config
 
@@ -45,13 +44,13 @@ def test_ros2_agrees_with_kvaerno5_and_converges():
     a = jnp.asarray(reps.a[0])
     C0 = flow.init(static, 3, 0.3)
     ts = jnp.asarray(np.concatenate([[0.0], np.geomspace(0.1, 2000.0, 30)]))
-    ref, ok_ref, _ = jax.jit(
-        lambda c: flow.solve(dataclasses.replace(static, flow_solver="kvaerno5", flow_rtol=1e-10, flow_atol=1e-13), c, a, ts)
-    )(C0)
+    f = lambda c: -flow.gradient(static.model, c, a)  # noqa: E731
+    jac = lambda c: flow.block_jacobian(static.model, c, a)  # noqa: E731
+    ref, failed_ref, _ = jax.jit(lambda c: flow_solvers.solve(flow_solvers.Diffrax("kvaerno5", 1e-10, 1e-13), f, jac, c, ts))(C0)
     errs = []
     for rtol in (1e-4, 1e-6):
-        y, ok, n = jax.jit(lambda c, rtol=rtol: flow.ros2_solve(static, c, a, ts, rtol, rtol * 1e-3))(C0)
-        assert bool(ok) and bool(ok_ref)
+        y, failed, n = jax.jit(lambda c, rtol=rtol: flow_solvers.solve(flow_solvers.ROS2(rtol, rtol * 1e-3), f, jac, c, ts))(C0)
+        assert not bool(failed) and not bool(failed_ref)
         errs.append(float(jnp.max(jnp.abs(y - ref))))
     loss = jax.vmap(lambda c: 2 * flow.loss(static.model, c, a))(ref)
     assert loss[-1] < 0.5 * loss[0]  # the run does learn (it is not a trivial plateau)
@@ -83,7 +82,7 @@ def test_single_direction_escape_time_matches_theory():
             "flow.atol": 1e-12,
         }
     )
-    m, _ = ss.run(cfg)
+    m = ss.run(cfg).metrics
     m0 = np.abs(m["overlap"][:, 0, 0, 0])
     t, cens = emergence_times(m["step"], m["skill"], 0.5)
     assert not cens.any()
@@ -114,9 +113,9 @@ def test_flow_is_the_small_lr_limit_of_sgd():
         "train.dtype": "float64",
         "student.init_scale": 0.3,
     }
-    s, _ = ss.run(small_config(**over))
+    s = ss.run(small_config(**over)).metrics
     static, reps, grid = build(small_config(**{**over, "train.engine": "flow"}))
-    f = flow.simulate(static, reps, grid, match_sgd=True)
+    f = driver.simulate(flow.Flow(match_sgd=True), static, reps, grid)
     _, idx = np.unique(grid, return_index=True)
     assert_close(f["loss"][:, 0], s["loss"][:, 0], rtol=1e-12)  # same W(0)
     ts, cs = emergence_times(s["step"], s["skill"][..., :1])
@@ -129,22 +128,44 @@ def test_flow_is_the_small_lr_limit_of_sgd():
 
 def test_results_format_no_retrace_and_schedule_time():
     base = {"train.engine": "flow", "train.lr": [1e-3, 2e-3], "train.steps": 1000, "log.points": 8}
-    m, meta = ss.run(small_config(**base))
-    sg, _ = ss.run(small_config(**{**base, "train.engine": "sgd"}))
+    m = ss.run(small_config(**base)).metrics
+    sg = ss.run(small_config(**{**base, "train.engine": "sgd"})).metrics
     for k in ("step", "loss", "alignment", "skill", "norm2", "overlap", "diverged", "diverged_step", "seed", "lr"):
         assert m[k].shape == sg[k].shape and m[k].dtype == sg[k].dtype, k
     assert not m["diverged"].any() and np.all(m["diverged_step"] == -1)
-    n0 = common.TRACE_COUNT["n"]
+    n0 = driver.compiled_programs()
     ss.run(small_config(**{**base, "train.lr": [5e-4, 1e-3], "train.seed": 4, "train.steps": 5000, "teacher.beta": 2.0}))
-    assert common.TRACE_COUNT["n"] == n0
+    assert driver.compiled_programs() == n0
     # tau(step)/lr is the integral of the schedule factor: equals the sum to O(1)
     T = 10_000
-    for sched in ("cosine", "linear", "inverse_time"):
-        f = np.asarray(schedule_factor(sched, jnp.arange(T), T), np.float64)
+    for sched, n0 in (("cosine", 0), ("linear", 0), ("inverse_time", 0), ("inverse_sqrt", 0), ("inverse_sqrt", 37.0)):
+        f = np.asarray(schedule_factor(sched, jnp.arange(T), T, n0), np.float64)
         steps = np.array([1, 100, 5000, T])
-        assert np.max(np.abs(flow.tau_of_step(sched, steps, T) - np.cumsum(f)[steps - 1])) < 1.0, sched
+        tau = tau_over_lr(sched, steps, T, n0)
+        assert np.max(np.abs(tau - np.cumsum(f)[steps - 1])) < 1.0, sched
+        assert tau[-1] < 0.9 * T, sched  # the schedule does decay (the comparison is not with the constant one)
+    # inverse_sqrt: the closed form 2 c (sqrt(1 + t/c) - 1), and the factor at t = 3 c is 1/2
+    assert abs(float(schedule_factor("inverse_sqrt", 111.0, T, 37.0)) - 0.5) < 1e-6
 
 
 def test_bad_solver_is_one_clear_error():
     with pytest.raises(ConfigError, match="flow.solver"):
         small_config(**{"train.engine": "flow", "flow.solver": "euler"})
+
+
+def test_ros2_counts_its_steps_and_stops_at_the_budget():
+    """``nst`` counts attempted steps; a budget too small to reach the last output time
+    makes the solver fail after exactly that many steps, with NaN at the outputs not reached
+    (the engine then flags the replica as diverged)."""
+    static, reps, _ = build(small_config(**{"data.d": 30, "teacher.P": 3, "student.m": 4, "train.dtype": "float64"}))
+    a = jnp.asarray(reps.a[0])
+    C0 = flow.init(static, 3, 0.3)
+    ts = jnp.asarray(np.concatenate([[0.0], np.geomspace(0.1, 2000.0, 30)]))
+    f = lambda c: -flow.gradient(static.model, c, a)  # noqa: E731
+    jac = lambda c: flow.block_jacobian(static.model, c, a)  # noqa: E731
+    solve = jax.jit(lambda c, n: flow_solvers.solve(flow_solvers.ROS2(1e-6, 1e-9, max_steps=n), f, jac, c, ts), static_argnums=1)
+    y, failed, n_full = solve(C0, 200_000)
+    assert not bool(failed) and 30 <= int(n_full) < 200_000 and np.all(np.isfinite(y))
+    y5, failed5, n5 = solve(C0, 5)
+    assert bool(failed5) and int(n5) == 5
+    assert np.isnan(np.asarray(y5[-1])).all() and np.isfinite(np.asarray(y5[0])).all()

@@ -85,3 +85,50 @@ def test_relu_expansion_converges():
 def test_bad_activation_rejected(bad):
     with pytest.raises(ValueError, match="accepted|need"):
         ss.activation(bad)
+
+
+# (activation, other): self kernels and cross kernels, with a constant term, odd and even
+# parts, other of higher and of lower degree than self, and a constant activation.
+KDERIV_CASES = [
+    ("h4", None),
+    ({0: 0.3, 1: 0.5, 3: 0.2, 6: 0.4}, None),
+    ("relu", "h4"),
+    ({1: 0.2, 3: 0.6, 4: 0.9}, {0: 0.7, 2: 0.5, 3: 0.4, 4: 0.7, 7: 0.3}),
+    ("gelu", "sigmoid"),
+    ({0: 1.0}, {0: 0.5, 2: 1.0}),
+]
+
+
+@pytest.mark.parametrize("spec,other", KDERIV_CASES)
+def test_kernel_derivative_is_the_derivative_of_the_kernel(spec, other):
+    """``K'(rho) = sum_j j c_j c'_j rho^(j-1)`` against ``np.polynomial``'s derivative of the
+    coefficient products, against central finite differences of ``kernel`` and against
+    autodiff of ``kernel``, on ``[-1, 1]``; and the cross kernel is symmetric."""
+    act = ss.activation(spec, degree=8)
+    oth = None if other is None else ss.activation(other, degree=8)
+    o = act if oth is None else oth
+    rho = np.linspace(-1.0, 1.0, 41)
+    n = max(len(act.coeffs), len(o.coeffs))
+    prod = [act.c(j) * o.c(j) for j in range(n)]
+    ref = np.polynomial.polynomial.polyval(rho, np.polynomial.polynomial.polyder(prod))
+    got = np.asarray(act.kernel_derivative(jnp.asarray(rho), oth))
+    assert_close(got, ref, rtol=1e-12, atol=1e-12)
+    h = 1e-5
+    fd = (np.asarray(act.kernel(jnp.asarray(rho + h), oth)) - np.asarray(act.kernel(jnp.asarray(rho - h), oth))) / (2 * h)
+    assert_close(got, fd, rtol=1e-6, atol=1e-8)  # O(h^2 K''') truncation, O(eps/h) rounding
+    auto = jax.vmap(jax.grad(lambda r: act.kernel(r, oth)))(jnp.asarray(rho))
+    assert_close(got, auto, rtol=1e-12, atol=1e-12)
+    if oth is not None:
+        assert_close(got, oth.kernel_derivative(jnp.asarray(rho), act), rtol=1e-14, atol=1e-14)
+    # the derivative keeps the input's shape (scalar and matrix arguments)
+    assert np.shape(act.kernel_derivative(jnp.asarray(0.3), oth)) == ()
+    assert act.kernel_derivative(jnp.ones((2, 3)), oth).shape == (2, 3)
+
+
+def test_hn_names_accepted_exactly_up_to_h30():
+    """The accepted range of ``'h<n>'`` is the one the error message states: h0..h30."""
+    for n in (0, 1, 29, 30):
+        act = ss.activation(f"h{n}")
+        assert act.info_exponent == (n or None) and act.degree == n and act.coeffs[-1] == 1.0
+    with pytest.raises(ValueError, match="'h1'..'h30'"):
+        ss.activation("h31")

@@ -90,7 +90,7 @@ def _run(name: str) -> dict:
     import scaling_sgd as ss
 
     cfg = ss.resolve_config(_config(CASES[name]))
-    metrics, _ = ss.run(cfg)
+    metrics = ss.run(cfg).metrics
     return {k: np.asarray(metrics[k]) for k in ARRAYS if k in metrics}
 
 

@@ -20,7 +20,7 @@ import scaling_sgd as ss
 from scaling_sgd._src import config as cfgmod
 from scaling_sgd._src import sweep
 from scaling_sgd._src.cli import main
-from scaling_sgd._src.engines import common
+from scaling_sgd._src.engines import driver
 from scaling_sgd._src.results import read_run
 from scaling_sgd._src.runner import build
 
@@ -160,7 +160,7 @@ def test_sweep_writes_index_and_ordinary_runs(whole, grid_toml):
         raw = json.loads(json.dumps(index["base_config"]))
         raw["data"]["d"] = p["settings"]["data.d"]
         raw["teacher"]["beta"], raw["train"]["lr"], raw["train"]["seed"] = [1.0, 1.5], [1e-3, 2e-3], [0, 1, 2]
-        alone, _ = ss.run(ss.resolve_config(raw))
+        alone = ss.run(ss.resolve_config(raw)).metrics
         for k in ("loss", "skill", "overlap", "norm2", "diverged"):
             np.testing.assert_array_equal(alone[k], m[k])
 
@@ -228,7 +228,7 @@ def test_sharded_over_4_devices_equals_unsharded(whole, grid_toml, tmp_path):
     script = textwrap.dedent(f"""
         import jax
         from scaling_sgd._src.cli import main
-        from scaling_sgd._src.engines.common import replica_padding
+        from scaling_sgd._src.engines.driver import replica_padding
         assert jax.local_device_count() == 4 and replica_padding(6) == 2 and replica_padding(12) == 0
         assert main(["sweep", {str(grid_toml)!r}, "--out", {str(four)!r}, *{only_d8!r}]) == 0
         assert main(["sweep", {str(grid_toml)!r}, "--out", {str(six4)!r}, *{only_d8 + r6!r}]) == 0
@@ -270,10 +270,10 @@ def test_failed_point_is_recorded_divergence_counted_and_shapes_compile_once(tmp
         return real_run(c, *a, **k)
 
     monkeypatch.setattr(runner, "run", flaky)
-    n0 = common.TRACE_COUNT["n"]
+    n0 = driver.compiled_programs()
     assert main(["sweep", str(cfg), "--out", str(out)]) == 1  # a failed point: exit 1, the others done
     cap = capsys.readouterr()
-    assert common.TRACE_COUNT["n"] == n0 + 2  # 2 shapes (d), 3 points computed: one compilation each
+    assert driver.compiled_programs() == n0 + 2 * driver.PROGRAMS_PER_SHAPE  # 2 shapes (d), 3 points computed
     order = [line.split("data.d=")[1].split()[0] for line in cap.err.splitlines() if "-> points/" in line]
     assert order == ["9", "9", "11", "11"]  # grouped by shape
     index = json.loads((out / "sweep.json").read_text())
@@ -289,6 +289,6 @@ def test_failed_point_is_recorded_divergence_counted_and_shapes_compile_once(tmp
     monkeypatch.setattr(runner, "run", real_run)
     assert main(["sweep", str(cfg), "--out", str(out)]) == 0  # the failed point is retried
     assert "computed 1, failed 0, already done 3" in capsys.readouterr().out
-    assert common.TRACE_COUNT["n"] == n0 + 2  # steps is traced: no new compilation
+    assert driver.compiled_programs() == n0 + 2 * driver.PROGRAMS_PER_SHAPE  # steps is traced: no new compilation
     index = json.loads((out / "sweep.json").read_text())
     assert [p["state"] for p in index["points"]] == ["done"] * 4 and not list(out.glob("points/*/error.json"))
