@@ -3,7 +3,7 @@
 
     python benchmarks/candidates.py [--rounds 5]
 
-Config: d=1024, m=P=32, B=1, 32 replicas, float32, h4 (SPEC section 5).  The per-step
+Config: d=1024, m=P=32, B=1, 32 replicas, float32, h4 (docs/model.md §5).  The per-step
 variants are a compact re-implementation of the engine before blocking (one draw of
 ``(B, d)`` per step from ``fold_in(key, t)``, update of ``W`` every step).
 """

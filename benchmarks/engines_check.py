@@ -63,7 +63,7 @@ def speed(R=32, steps_sgd=2000, steps_red=200_000, repeats=3):
 def flow_staircase(solver="auto", dtype="float64", steps=3_000_000, rtol=1e-6, atol=1e-9, seeds=1):
     """``flow``, P = m = 32, beta = 1, d = 10^6 (lr = 1: steps = tau): wall time (compile
     included, as a user sees it) and the staircase it produced."""
-    from analysis.emergence import emergence_times
+    from scaling_sgd.analysis.emergence import emergence_times
 
     cfg = _cfg(
         **{
@@ -82,7 +82,7 @@ def flow_staircase(solver="auto", dtype="float64", steps=3_000_000, rtol=1e-6, a
         }
     )
     t0 = time.perf_counter()
-    m, meta = ss.run(cfg)
+    m = ss.run(cfg).metrics
     wall = time.perf_counter() - t0
     t, cens = emergence_times(m["step"], m["skill"], 0.5)
     print(
@@ -128,8 +128,8 @@ def drift(steps=10_000_000, R=4, m=3):
         "log.overlap": True,
     }
     t0 = time.perf_counter()
-    m32, _ = ss.run(_cfg(**over))
-    m64, _ = ss.run(_cfg(**{**over, "train.dtype": "float64"}))
+    m32 = ss.run(_cfg(**over)).metrics
+    m64 = ss.run(_cfg(**{**over, "train.dtype": "float64"})).metrics
     wall = time.perf_counter() - t0
     jax.random.normal = normal
     ok = ~(m32["diverged"] | m64["diverged"])
