@@ -1,9 +1,11 @@
 """Experiments that reproduce the predictions of Ren, Nichani, Wu & Lee (2025).
 
-Each experiment is a config ``sims/NN_name.toml`` (ordinary scaling-sgd tables plus an
-``[experiment]`` table with the fit settings, a ``[sweep]`` grid, and ``[gpu]`` /
-``[quick]`` override tables) and a function in :mod:`sims.experiments` that runs it,
-fits the predicted quantities and draws its figure.
+Each experiment is a config ``sims/NN_name.toml`` (ordinary scaling-sgd tables with a
+``[sweep]`` in the package's sweep dialect, plus an ``[experiment]`` table with the fit
+settings and ``[gpu]`` / ``[quick]`` override tables) and a module
+``sims/experiments/NN_name.py`` that runs its sweep, fits the predicted quantities,
+checks them against theory, draws its figure and writes notes from its numbers.  The
+plumbing they share is :mod:`sims.common`.
 
     python -m sims.reproduce NAME|all [--gpu | --quick] [--force]
     python -m sims.make_validation          # sims/results/*.json -> sims/VALIDATION.md

@@ -1,34 +1,43 @@
-"""The plumbing shared by the experiments: experiment configs, cached runs, fits, checks.
+"""The plumbing shared by the experiments: experiment files, their sweeps, checks, results.
 
-An experiment file ``sims/NN_name.toml`` holds ordinary scaling-sgd tables (the base
-config, validated by :func:`scaling_sgd.resolve_config`) and four tables of its own:
+An experiment is a config ``sims/NN_name.toml`` and a module
+``sims/experiments/NN_name.py``.  The config holds ordinary scaling-sgd tables, its
+``[sweep]`` table included (the package's one sweep dialect, docs/sweeps.md: aliases,
+``zip`` axes, and ``lr``/``seed``/``beta`` lists folded into vmapped replicas of one
+point), and three tables of its own:
 
-* ``[experiment]``: title and analysis settings (fit windows, ...), free-form;
-* ``[sweep]``: a grid, ``key = [values]`` with ``key`` a sweep name (``d``, ``m``, ``P``,
-  ``lr``, ``engine``, ``activation``, ...) or ``table.key``; one run per grid point;
+* ``[experiment]``: title, prediction and analysis settings (fit windows, ...), free-form;
 * ``[gpu]`` and ``[quick]``: ``"table.key" = value`` overrides for a larger (GPU) and a
-  tiny (smoke-test) setting; ``"sweep.x"`` and ``"experiment.x"`` override those tables.
+  tiny (smoke-test) setting, applied with :func:`scaling_sgd._src.config.set_key` before
+  the sweep is planned (``"sweep.zip"`` replaces an axis, ``"experiment.x"`` a setting).
 
-Runs land in ``results/sims/<name>[-gpu|-quick]/<point>/`` in the SPEC results format and
-are reused when a directory with the same config hash is already complete, so an
-interrupted ``reproduce all`` resumes where it stopped.
+The runs of an experiment are a sweep directory ``results/sims/<name>[-gpu|-quick]/``
+(:func:`scaling_sgd._src.sweep.plan` and :func:`~scaling_sgd._src.sweep.run_sweep`): a point
+whose config hash is already complete there is reused, so an interrupted
+``reproduce all`` resumes where it stopped.  Because a point folds ``beta`` and ``lr``
+into its replicas, :meth:`Run.groups` splits it into groups of one setting
+(:func:`scaling_sgd.analysis.core.replica_groups`, as the sweep analysis does).
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import itertools
 import json
 import math
+import sys
 import time
+import tomllib
 from pathlib import Path
 
 import numpy as np
-import tomllib
 
 from scaling_sgd._src import config as cfgmod
+from scaling_sgd._src import sweep
+from scaling_sgd._src.errors import ConfigError
 from scaling_sgd._src.results import atomic_write_json, is_run_dir, read_run
+from scaling_sgd.analysis.core import replica_groups, select_replicas
+from scaling_sgd.analysis.emergence import emergence_score, emergence_times
+from scaling_sgd.analysis.fit import MIN_SEEDS  # noqa: F401 - a row needs this many seeds to discriminate
 
 REPO = Path(__file__).resolve().parents[1]
 SIMS = REPO / "sims"
@@ -36,47 +45,16 @@ FIG_DIR = SIMS / "figures"
 RESULT_DIR = SIMS / "results"
 RUN_ROOT = REPO / "results" / "sims"
 MODES = ("cpu", "gpu", "quick")
-
-# Sweep names -> config keys (the names the sweep runner uses; ``table.key`` also works).
-SWEEP_KEYS = {
-    "d": "data.d",
-    "P": "teacher.P",
-    "m": "student.m",
-    "beta": "teacher.beta",
-    "a": "teacher.a",
-    "activation": "teacher.activation",
-    "lr": "train.lr",
-    "seed": "train.seed",
-    "steps": "train.steps",
-    "batch_size": "train.batch_size",
-    "engine": "train.engine",
-    "init_scale": "student.init_scale",
-    "dtype": "train.dtype",
-}
-_OWN_TABLES = ("experiment", "sweep", "gpu", "quick")
+_OWN_TABLES = ("experiment", "gpu", "quick")
 
 
 class ExperimentError(ValueError):
-    """A bad experiment file: one line naming the key and what is accepted."""
+    """A bad experiment name or file: one line naming the key and what is accepted."""
 
 
 def experiment_files() -> dict[str, Path]:
     """``{name: path}`` of every experiment config ``sims/NN_*.toml`` (sorted)."""
     return {p.stem: p for p in sorted(SIMS.glob("[0-9][0-9]_*.toml"))}
-
-
-def _set(raw: dict, dotted: str, value) -> None:
-    parts = dotted.split(".")
-    if len(parts) != 2 or not all(parts):
-        raise ExperimentError(f"{dotted}: override keys must be 'table.key'")
-    raw.setdefault(parts[0], {})[parts[1]] = copy.deepcopy(value)
-
-
-def _sweep_key(name: str) -> str:
-    key = SWEEP_KEYS.get(name, name)
-    if "." not in key:
-        raise ExperimentError(f"sweep.{name}: unknown sweep key; accepted: {', '.join(SWEEP_KEYS)} or table.key")
-    return key
 
 
 @dataclasses.dataclass
@@ -85,14 +63,13 @@ class Experiment:
 
     Attributes:
         name: file stem, e.g. ``"02_emergence_vs_p"``.  mode: ``"cpu"``, ``"gpu"`` or
-        ``"quick"``.  base: the scaling-sgd tables.  grid: ``{config key: [values]}``.
-        params: the ``[experiment]`` table.
+        ``"quick"``.  raw: the scaling-sgd tables (``[sweep]`` included) with the mode's
+        overrides applied.  params: the ``[experiment]`` table.
     """
 
     name: str
     mode: str
-    base: dict
-    grid: dict
+    raw: dict
     params: dict
 
     @property
@@ -103,42 +80,21 @@ class Experiment:
     def run_root(self) -> Path:
         return RUN_ROOT / self.tag
 
-    def points(self) -> list[tuple[str, dict, dict]]:
-        """Grid points as ``(label, raw config, {key: value})``.
+    @property
+    def grid(self) -> dict:
+        return self.plan().grid
 
-        The grid is the product of the ``[sweep]`` lists; the special key ``zip`` is a
-        list of tables whose keys move together (e.g. ``{d = 64, steps = 2_000_000}``).
-        """
-        keys = list(self.grid)
-        out = []
-        for values in itertools.product(*(self.grid[k] for k in keys)):
-            raw = copy.deepcopy(self.base)
-            parts, point = [], {}
-            for k, v in zip(keys, values):
-                items = [(_sweep_key(kk), vv) for kk, vv in v.items()] if k == "zip" else [(k, v)]
-                for kk, vv in items:
-                    _set(raw, kk, vv)
-                    point[kk] = vv
-                    parts.append(f"{kk.split('.')[1]}={_label(vv)}")
-            out.append(("_".join(parts) or "run", raw, point))
-        return out
+    def plan(self, raw: dict | None = None) -> sweep.Plan:
+        """The sweep plan of ``raw`` (default: the experiment's own tables)."""
+        return sweep.plan(self.raw if raw is None else raw)
 
     def get(self, key: str, default=None):
         return self.params.get(key, default)
 
 
-def _label(v) -> str:
-    if isinstance(v, list):  # a replica list: first-last and count, e.g. seed=0-15n16
-        return f"{_label(v[0])}-{_label(v[-1])}n{len(v)}" if v else "none"
-    if isinstance(v, float):
-        return f"{v:g}"
-    if isinstance(v, dict):
-        return "+".join(f"h{k}x{c:g}" for k, c in v.items())
-    return str(v)
-
-
 def load_experiment(name: str, mode: str = "cpu") -> Experiment:
-    """Read ``sims/<name>.toml`` and apply the ``[gpu]`` or ``[quick]`` overrides."""
+    """Read ``sims/<name>.toml``, apply the ``[gpu]`` or ``[quick]`` overrides and resolve
+    every sweep point (bad input is an :class:`ExperimentError` before any compute)."""
     files = experiment_files()
     if name not in files:
         raise ExperimentError(f"experiment: unknown name {name!r}; accepted: {', '.join(files)}, all")
@@ -146,83 +102,106 @@ def load_experiment(name: str, mode: str = "cpu") -> Experiment:
         raise ExperimentError(f"mode: got {mode!r}; accepted: {', '.join(MODES)}")
     with files[name].open("rb") as f:
         raw = tomllib.load(f)
-    params = dict(raw.get("experiment", {}))
-    grid = {(k if k == "zip" else _sweep_key(k)): (v if isinstance(v, list) else [v]) for k, v in raw.get("sweep", {}).items()}
-    base = {k: v for k, v in raw.items() if k not in _OWN_TABLES}
-    if mode != "cpu":
-        for dotted, value in raw.get(mode, {}).items():
-            table, _, key = dotted.partition(".")
-            if table == "experiment":
-                params[key] = value
-            elif table == "sweep":
-                grid[key if key == "zip" else _sweep_key(key)] = value if isinstance(value, list) else [value]
-            else:
-                _set(base, dotted, value)
-    exp = Experiment(name=name, mode=mode, base=base, grid=grid, params=params)
-    for label, point, _ in exp.points():  # validate every point before any compute
-        try:
-            cfgmod.resolve(point)
-        except cfgmod.ConfigError as e:
-            raise ExperimentError(f"{name} [{label}] {e}") from None
+    where = f"sims/{name}.toml" + ("" if mode == "cpu" else f" [{mode}]")
+    try:
+        if mode != "cpu":
+            for dotted, value in raw.get(mode, {}).items():
+                cfgmod.set_key(raw, dotted, value, where=where)
+        params = dict(raw.get("experiment", {}))
+        exp = Experiment(name, mode, {k: v for k, v in raw.items() if k not in _OWN_TABLES}, params)
+        exp.plan()
+    except ConfigError as e:
+        raise ExperimentError(f"{e} (in {where})") from None
     return exp
 
 
-def run_point(exp: Experiment, label: str, raw: dict, force: bool = False) -> tuple[dict, dict, dict]:
-    """Run one grid point (or reuse a complete run with the same config hash).
+# -- runs ---------------------------------------------------------------------------------
+@dataclasses.dataclass
+class Run:
+    """The results of one sweep point, or of one group of its replicas.
 
-    Returns ``(metrics, config_json, resolved config)``.
+    Attributes:
+        settings: swept key (``table.key``) -> value; in a group, ``teacher.beta`` and
+            ``train.lr`` are the group's own scalars.
+        cfg: the point's resolved config.  meta: its ``config.json``.
+        metrics: the ``metrics.npz`` arrays (a group: its replicas only).
     """
-    from scaling_sgd._src.runner import run
 
-    cfg = cfgmod.resolve(raw)
-    out = exp.run_root / label
-    if not force and is_run_dir(out):
-        meta, metrics = read_run(out)
-        if meta.get("hash") == cfgmod.config_hash(cfg):
-            print(f"  [{exp.tag}/{label}] reusing {out} ({meta['wall_time_s']:.1f} s when run)", flush=True)
-            return metrics, meta, cfg
+    settings: dict
+    cfg: dict
+    meta: dict
+    metrics: dict
+
+    def groups(self) -> list[Run]:
+        """One :class:`Run` per ``(beta, lr)`` of the replicas, seeds as replicas."""
+        out = []
+        for (b, lr), idx in replica_groups(self.cfg, self.metrics):
+            settings = {**self.settings, "teacher.beta": b, "train.lr": lr}
+            out.append(Run(settings, self.cfg, self.meta, select_replicas(self.metrics, idx)))
+        return out
+
+    def single(self) -> Run:
+        """This run, checked to hold one ``(beta, lr)`` group (its replicas differ only in
+        ``seed``): for the experiments whose statistics pool every replica of a point."""
+        n = len(replica_groups(self.cfg, self.metrics))
+        if n != 1:
+            raise ValueError(f"a point of {self.settings} holds {n} (beta, lr) groups; this experiment needs one per point")
+        return self
+
+    def common(self, name: str) -> float:
+        """The value of the replicated setting ``name`` (``beta``, ``lr``) shared by every
+        replica; ``ValueError`` if they differ (split with :meth:`groups` first)."""
+        v = np.asarray(self.metrics[name], np.float64)
+        if not np.all(v == v[0]):
+            raise ValueError(f"the replicas have several values of {name}: split them with Run.groups()")
+        return float(v[0])
+
+    @property
+    def ok(self) -> np.ndarray:
+        """``(R,)`` bool: the replicas that did not diverge."""
+        return ~np.asarray(self.metrics["diverged"], bool)
+
+    @property
+    def times(self) -> np.ndarray:
+        """``(R, P)`` emergence steps with the config's observable and threshold."""
+        an = self.cfg["analysis"]
+        return emergence_times(self.metrics["step"], self.metrics[an["observable"]], an["threshold"])[0]
+
+    @property
+    def step(self) -> np.ndarray:
+        return np.asarray(self.metrics["step"], np.float64)
+
+
+def run_sweep(exp: Experiment, raw: dict | None = None, part: str | None = None, force: bool = False) -> list[Run]:
+    """Compute the points of ``exp``'s sweep that are not done (all with ``force``) and
+    return every point's results in grid order.
+
+    Args:
+        raw: another set of tables to plan (default: the experiment's own).
+        part: a sub-directory of the experiment's run directory for such a second sweep.
+    Raises:
+        RuntimeError: when a point failed (its ``error.json`` says why).
+    """
+    pl = exp.plan(raw)
+    out = exp.run_root if part is None else exp.run_root / part
     t0 = time.perf_counter()
-    metrics, meta = run(cfg, out, label=f"  [{exp.tag}/{label}] ")
+    counts = sweep.run_sweep(pl, out, force=force, stream=sys.stdout)
     print(
-        f"  [{exp.tag}/{label}] {meta['engine']}: {time.perf_counter() - t0:.1f} s"
-        + (f", {meta['samples_per_s']:,.0f} samples/s" if meta.get("samples_per_s") else ""),
+        f"  [{exp.tag}{'/' + part if part else ''}] {counts['computed']} point(s) computed, "
+        f"{counts['already_done']} reused, in {time.perf_counter() - t0:.1f} s",
         flush=True,
     )
-    meta, metrics = read_run(out)
-    return metrics, meta, cfg
+    failed = [p.dir for p in pl.points if not is_run_dir(out / p.dir)]
+    if failed:
+        raise RuntimeError(f"{exp.tag}: {len(failed)} point(s) failed, see {out}/<point>/error.json: {', '.join(failed)}")
+    runs = []
+    for p in pl.points:
+        meta, metrics = read_run(out / p.dir)
+        runs.append(Run(dict(p.settings), p.config, meta, metrics))
+    return runs
 
 
-def run_all(exp: Experiment, force: bool = False) -> list[dict]:
-    """Run every grid point; returns ``[{label, values, metrics, meta, cfg}]``."""
-    out = []
-    for label, raw, point in exp.points():
-        metrics, meta, cfg = run_point(exp, label, raw, force)
-        out.append({"label": label, "values": point, "metrics": metrics, "meta": meta, "cfg": cfg})
-    return out
-
-
-# -- statistics: the fits are the analysis package's; only the generic seed bootstrap
-# for composite statistics (moving windows, envelopes, score ratios) lives here ----------
-def power_law_fit(x, y) -> tuple[float, float]:
-    """Least-squares fit of ``log y = s log x + c`` over finite positive points
-    (:func:`analysis.fit.fit_from_draws`).  Returns ``(s, c)``; ``nan`` when fewer than
-    two usable points."""
-    from analysis.fit import fit_from_draws
-
-    f = fit_from_draws(np.asarray(x, np.float64), np.asarray(y, np.float64))
-    return float(f.slope), float(f.intercept)
-
-
-def fit_over_seeds(x, y_reps, n_boot: int = 400, stat: str = "median", seed: int = 0) -> tuple[float, float, float]:
-    """Slope of ``stat_seeds y`` vs ``x`` with its bootstrap interval over seeds
-    (:func:`analysis.fit.fit_power_law`; the median handles censored ``inf``).
-    Returns ``(slope, lo, hi)``."""
-    from analysis.fit import fit_power_law
-
-    f = fit_power_law(np.asarray(x, np.float64), np.asarray(y_reps, np.float64), stat=stat, n_boot=n_boot, seed=seed)
-    return float(f.slope), float(f.ci[0]), float(f.ci[1])
-
-
+# -- statistics shared by several experiments ---------------------------------------------
 def bootstrap(stat, n_units: int, n_boot: int = 500, seed: int = 0, level: float = 0.95) -> tuple[float, float, float]:
     """Percentile bootstrap over independent units (seeds) of a composite statistic.
 
@@ -231,7 +210,8 @@ def bootstrap(stat, n_units: int, n_boot: int = 500, seed: int = 0, level: float
             repetition); ``stat(arange(n))`` is the point estimate.
         n_units: number of units.
     Returns:
-        ``(estimate, lo, hi)``; resamples whose statistic is not finite are dropped.
+        ``(estimate, lo, hi)``; resamples whose statistic is not finite are dropped, and
+        the interval is ``nan`` when fewer than half of them are left.
     """
     rng = np.random.default_rng(seed)
     est = float(stat(np.arange(n_units)))
@@ -243,28 +223,77 @@ def bootstrap(stat, n_units: int, n_boot: int = 500, seed: int = 0, level: float
     return est, float(np.quantile(vals, q)), float(np.quantile(vals, 1.0 - q))
 
 
-def emergence_score(x, y) -> float:
-    """Emergence score (:func:`analysis.emergence.emergence_score`, Schaeffer et al. eq. 1)
-    of the curve ``y`` ordered by ``x``: large when the change happens in a few jumps,
-    ``~ n`` for a steady ramp over ``n`` points, ``inf`` for a pure step."""
-    from analysis.emergence import emergence_score as score
+def window_slope(x, y, lo: float, hi: float, min_points: int = 4) -> float:
+    """Log-log slope of ``y`` vs ``x`` over ``lo <= x <= hi`` (``x > 0``)
+    (:func:`scaling_sgd.analysis.fit.fit_from_draws`); ``nan`` with fewer than
+    ``min_points`` points in the window."""
+    from scaling_sgd.analysis.fit import fit_from_draws
 
     x = np.asarray(x, np.float64)
-    y = np.asarray(y, np.float64)[np.argsort(x)]
-    return float(score(y)) if y.size >= 3 else math.nan
+    if np.sum((x >= lo) & (x <= hi) & (x > 0)) < min_points:
+        return math.nan
+    return fit_from_draws(x, y, window=(lo, hi)).slope
 
 
-def median_curve_time(step, curves):
-    """Pointwise median over replicas of ``curves`` ``(R, T)``; returns ``(T,)``."""
-    return np.median(np.asarray(curves), axis=0)
+def emergence_scores(step, skill, loss, T, pad: float):
+    """Emergence scores (:func:`scaling_sgd.analysis.emergence.emergence_score`) of one
+    replica on its log-step grid inside the learning window ``[min T / pad, max T * pad]``
+    (the plateau before any learning would make any curve look abrupt).
+
+    Returns ``(per-direction skill scores (P,), loss score)``; the loss is scored as the
+    gain ``-loss``, so that both are positive for learning.  ``nan`` without a window.
+    """
+    fin = T[np.isfinite(T)]
+    sel = (step >= fin.min() / pad) & (step <= fin.max() * pad) if fin.size else np.zeros(step.shape, bool)
+    if sel.sum() < 3:
+        return np.full(skill.shape[-1], math.nan), math.nan
+    return emergence_score(skill[sel], axis=0), float(emergence_score(-loss[sel]))
 
 
-# -- checks and results ------------------------------------------------------------------
-def verdict(predicted: float, lo: float, hi: float, tol: float = 0.0) -> bool | None:
+def score_ratios(run: Run, pad: float):
+    """Per non-diverged replica: the median skill score over its learned directions and
+    its loss score (:func:`emergence_scores`).  Returns ``(skill (R,), loss (R,))``."""
+    T = run.times
+    sk, sl = [], []
+    for i in np.flatnonzero(run.ok):
+        s_skill, s_loss = emergence_scores(run.step, run.metrics["skill"][i], run.metrics["loss"][i], T[i], pad)
+        learned = np.isfinite(T[i])
+        sk.append(np.nanmedian(s_skill[learned]) if learned.any() else math.nan)
+        sl.append(s_loss)
+    return np.array(sk, np.float64), np.array(sl, np.float64)
+
+
+def trend(values) -> str:
+    """How a sequence changes along its order: ``"rises"``, ``"falls"`` (strictly
+    monotone), ``"does not change"`` or ``"is not monotone"`` (non-finite entries ignored)."""
+    v = np.asarray(values, np.float64)
+    v = v[np.isfinite(v)]
+    if v.size < 2:
+        return "is undetermined"
+    dv = np.diff(v)
+    if np.all(dv > 0):
+        return "rises"
+    if np.all(dv < 0):
+        return "falls"
+    if np.all(dv == 0):
+        return "does not change"
+    return "is not monotone"
+
+
+def fmt_steps(x: float) -> str:
+    return "inf" if not math.isfinite(x) else f"{x:,.0f}"
+
+
+# -- checks and results ---------------------------------------------------------------------
+def verdict(predicted: float, lo: float, hi: float, tol: float = 0.0, fitted: float | None = None) -> bool | None:
     """Does the prediction agree with the fit?  ``True`` when ``predicted`` lies in the
-    interval ``[lo, hi]`` widened by ``tol`` on each side, ``None`` when the interval is
-    undefined (too few finite bootstrap resamples)."""
+    interval ``[lo, hi]`` widened by ``tol`` on each side; ``None`` when there is nothing
+    to judge: no prediction, an undefined interval (too few finite bootstrap resamples),
+    or, when ``fitted`` is given, no fitted value (a finite interval around a fit that
+    failed is not a result)."""
     if not (math.isfinite(lo) and math.isfinite(hi)) or not math.isfinite(predicted):
+        return None
+    if fitted is not None and not math.isfinite(fitted):
         return None
     return bool(lo - tol <= predicted <= hi + tol)
 
@@ -279,14 +308,20 @@ def check(
     tol: float = 0.0,
     why: str = "",
     above: bool = False,
+    discriminates: bool = True,
+    scope: str = "",
 ) -> dict:
     """One row of the validation table.
 
     ``why`` is the short reason shown in the table when the row does not agree (the
     notes hold the evidence).  ``above=True`` makes the prediction one-sided
     (``quantity > predicted``: agrees when the whole interval lies above it).
+    ``discriminates=False`` marks a row whose test cannot tell the prediction from its
+    alternatives (too few directions, a two-point fit, too few seeds): it is shown, but
+    not counted as support; ``scope`` says why in a few words (``"finite-P illustration"``,
+    ``"beyond the theorem (k = 3, odd)"``, ...).
     """
-    agrees = verdict(predicted, lo, hi, tol)
+    agrees = verdict(predicted, lo, hi, tol, fitted=fitted)
     if above and agrees is not None:
         agrees = bool(lo > predicted)
     return {
@@ -300,22 +335,100 @@ def check(
         "agrees": agrees,
         "note": note,
         "why": why,
+        "discriminates": bool(discriminates),
+        "scope": scope,
     }
+
+
+# -- what a row can test ---------------------------------------------------------------------
+# The few reasons a row cannot discriminate, as the ``scope`` text of :func:`check`
+# (docs/model.md §3, "Where the formulas hold").
+BEYOND_K3 = "beyond the theorem: k = 3, an odd activation (the theorem assumes an even one with k > 2)"
+BEYOND_K2 = "beyond the theorem: k = 2 (the theorem assumes an even activation with k > 2)"
+
+
+def beyond_theorem(k: int | None) -> str:
+    """The scope text of a row whose activation lies outside the theorem's assumption (an
+    even activation with information exponent ``k > 2``); ``""`` inside it."""
+    if k == 2:
+        return BEYOND_K2
+    if k == 3:
+        return BEYOND_K3
+    if k is None or k < 2:
+        return f"beyond the theorem: k = {k} (the theorem assumes an even activation with k > 2)"
+    if k % 2 == 1:
+        return f"beyond the theorem: k = {k}, an odd activation (the theorem assumes an even one with k > 2)"
+    return ""
+
+
+def finite_p(P: int, what: str = "the loss exponent") -> str:
+    """Scope text of a row measured at ``P`` directions, too few for ``what`` to tell beta
+    apart (``P < LOSS_EXPONENT_MIN_P``, docs/model.md §3); ``""`` at larger P."""
+    from scaling_sgd.analysis.output import LOSS_EXPONENT_MIN_P
+
+    if P >= LOSS_EXPONENT_MIN_P:
+        return ""
+    return f"P = {P}: finite-P illustration ({what} tells beta apart only for P >= {LOSS_EXPONENT_MIN_P})"
+
+
+def few(seeds: int | None = None, points: int | None = None, fit=None) -> list[str]:
+    """Why an interval is too coarse to discriminate: fewer than ``MIN_SEEDS`` seeds, or a
+    fit through two points (:func:`scaling_sgd.analysis.fit.caveats` for a
+    :class:`~scaling_sgd.analysis.fit.PowerLawFit`, else from ``seeds`` and ``points``)."""
+    from scaling_sgd.analysis.fit import caveats
+
+    out = list(caveats(fit, seeds)) if fit is not None else []
+    if fit is None and seeds is not None and seeds < MIN_SEEDS:
+        out.append(f"{seeds} seeds < {MIN_SEEDS}")
+    if points is not None and points <= 2 and "2 points" not in out:
+        out.append(f"{points}-point fit")
+    return out
+
+
+def scope(*reasons) -> dict:
+    """``discriminates`` and ``scope`` for :func:`check` from the reasons a row cannot
+    discriminate (strings or lists of strings; empty ones ignored): ``check(..., **scope(...))``."""
+    flat = []
+    for r in reasons:
+        flat += [x for x in (r if isinstance(r, (list, tuple)) else [r]) if x]
+    return {"discriminates": not flat, "scope": "; ".join(dict.fromkeys(flat))}
+
+
+def theory_value(name: str, beta: float, k: int | None = None) -> tuple[float, str]:
+    """The theory exponent ``name`` (:func:`scaling_sgd.analysis.theory.exponent`) for a
+    row: ``(value, "")``, or ``(nan, reason)`` where the paper predicts no power law
+    (``beta <= 1/2``): such a row is shown with its reason, never judged."""
+    from scaling_sgd.analysis.theory import exponent
+
+    value, why = exponent(name, beta, k)
+    return (math.nan, why) if value is None else (float(value), "")
 
 
 def print_checks(checks: list[dict], stream=None) -> None:
     """Fitted values beside theory, one line each."""
-    import sys
-
     stream = stream or sys.stdout
     w = max([len(c["quantity"]) for c in checks] + [8])
     print(f"  {'quantity':<{w}}  {'theory':>9}  {'fitted':>9}  {'95% interval':>21}  agrees", file=stream)
     for c in checks:
         ag = {True: "yes", False: "NO", None: "n/a"}[c["agrees"]]
+        th = f"{c['predicted']:9.3f}" if math.isfinite(c["predicted"]) else f"{'none':>9}"
         print(
-            f"  {c['quantity']:<{w}}  {c['predicted']:9.3f}  {c['fitted']:9.3f}  [{c['lo']:9.3f}, {c['hi']:9.3f}]  {ag}",
+            f"  {c['quantity']:<{w}}  {th}  {c['fitted']:9.3f}  [{c['lo']:9.3f}, {c['hi']:9.3f}]  {ag}"
+            + ("" if c.get("discriminates", True) else f"  (cannot discriminate: {c.get('scope', '')})"),
             file=stream,
         )
+
+
+@dataclasses.dataclass
+class Outcome:
+    """What an experiment returns: its validation rows, figure, notes derived from its
+    numbers, the runs behind them (one per sweep point) and extra numbers for the record."""
+
+    checks: list
+    figure: Path | None
+    notes: list
+    runs: list
+    extra: dict = dataclasses.field(default_factory=dict)
 
 
 def settings_summary(cfg: dict) -> dict:
@@ -337,30 +450,27 @@ def settings_summary(cfg: dict) -> dict:
     }
 
 
-def write_result(
-    exp: Experiment, checks: list[dict], figure: Path | None, wall_s: float, runs: list[dict], notes: list[str], extra=None
-):
+def write_result(exp: Experiment, out: Outcome, wall_s: float) -> Path:
     """Write ``sims/results/<tag>.json`` (small: what the report needs)."""
     import jax
 
-    engines = sorted({r["cfg"]["train"]["engine"] for r in runs})
     obj = {
         "name": exp.name,
         "mode": exp.mode,
         "title": exp.get("title", exp.name),
         "prediction": exp.get("prediction", ""),
-        "checks": checks,
-        "figure": str(figure.relative_to(SIMS)) if figure is not None else None,
-        "notes": notes,
+        "checks": out.checks,
+        "figure": str(out.figure.relative_to(SIMS)) if out.figure is not None else None,
+        "notes": out.notes,
         "wall_time_s": wall_s,
-        "compute_s": float(sum(r["meta"].get("wall_time_s", 0.0) for r in runs)),
-        "engines": engines,
-        "grid": {k: v for k, v in exp.grid.items()},
-        "settings": settings_summary(runs[0]["cfg"]) if runs else {},
-        "runs": len(runs),
+        "compute_s": float(sum(r.meta.get("wall_time_s", 0.0) for r in out.runs)),
+        "engines": sorted({r.cfg["train"]["engine"] for r in out.runs}),
+        "grid": exp.grid,
+        "settings": settings_summary(out.runs[0].cfg) if out.runs else {},
+        "runs": len(out.runs),
         "backend": jax.default_backend(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        "extra": extra or {},
+        "extra": out.extra,
     }
     RESULT_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULT_DIR / f"{exp.tag}.json"
@@ -373,15 +483,72 @@ def figure_path(exp: Experiment) -> Path:
     return FIG_DIR / f"{exp.tag}.png"
 
 
-def save_figure(fig, path: Path) -> Path:
+def save_figure(fig, exp: Experiment) -> Path:
+    """Write ``fig`` to ``sims/figures/<tag>.png`` and release it."""
     import matplotlib.pyplot as plt
 
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = figure_path(exp)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
 
 
+def draw_skills(ax, step, skill, title: str = "") -> None:
+    """One replica's ``skill`` ``(T, P)`` against the step (log axis), coloured by ``p``."""
+    import matplotlib.pyplot as plt
+
+    P = skill.shape[-1]
+    cmap = plt.get_cmap("viridis")
+    sel = step > 0
+    for p in range(P):
+        ax.plot(step[sel], skill[sel, p], color=cmap(p / max(P - 1, 1)), lw=1.2)
+    ax.set(xscale="log", ylabel="skill$_p$", title=title)
+
+
 def load_json(path: Path) -> dict:
     with Path(path).open() as f:
         return json.load(f)
+
+
+# -- the large-P experiments (09-13) ---------------------------------------------------------
+def rank_window(median_times, lo_rank: int = 2, hi_rank: int | None = None) -> tuple[float, float]:
+    """The fit window between the ``lo_rank``-th and the ``hi_rank``-th smallest finite
+    median emergence step (1-based; ``hi_rank`` defaults to ``P // 10``, the issue's and
+    docs/model.md §3's window for the scaling law).  ``(nan, nan)`` if there are too few."""
+    med = np.sort(np.asarray(median_times, np.float64))
+    med = med[np.isfinite(med)]
+    P = np.asarray(median_times).shape[-1]
+    hi_rank = max(P // 10, lo_rank + 2) if hi_rank is None else hi_rank
+    if med.size < hi_rank:
+        return math.nan, math.nan
+    return float(med[lo_rank - 1]), float(med[hi_rank - 1])
+
+
+def loss_exponent(g: Run, x=None, n_boot: int = 400, seed: int = 0, lo_rank: int = 2, hi_rank: int | None = None):
+    """Log-log slope of the seed-mean loss against ``x`` (default: the step) between the
+    ``lo_rank``-th and ``hi_rank``-th median emergence (:func:`rank_window`), with a
+    bootstrap over the non-diverged seeds that recomputes the window from each resample.
+
+    Returns ``dict(est, lo, hi, wlo, whi, seeds)`` (window in units of ``x``).
+    """
+    idx = np.flatnonzero(g.ok)
+    T = g.times
+    x = g.step if x is None else np.asarray(x, np.float64)
+    step = g.step
+
+    def to_x(s):  # a step on the log grid -> x, interpolated in log-log
+        pos = step > 0
+        return float(np.exp(np.interp(np.log(s), np.log(step[pos]), np.log(x[pos]))))
+
+    def fit(ii):
+        sub = idx[ii]
+        lo, hi = rank_window(np.median(T[sub], axis=0), lo_rank, hi_rank)
+        if not math.isfinite(lo):
+            return math.nan
+        return window_slope(x, np.mean(g.metrics["loss"][sub], axis=0), to_x(lo), to_x(hi))
+
+    est, lo, hi = bootstrap(fit, idx.size, n_boot, seed=seed)
+    wlo, whi = rank_window(np.median(T[idx], axis=0), lo_rank, hi_rank)
+    if math.isfinite(wlo):
+        wlo, whi = to_x(wlo), to_x(whi)
+    return {"est": est, "lo": lo, "hi": hi, "wlo": wlo, "whi": whi, "seeds": int(idx.size)}

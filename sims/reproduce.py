@@ -6,8 +6,10 @@
     python -m sims.reproduce all --quick         # tiny settings: a smoke test of the pipeline
     python -m sims.reproduce all --force         # recompute runs already on disk
 
-Each experiment writes its runs to results/sims/<name>/, its figure to
-sims/figures/<name>.png and a small summary to sims/results/<name>.json, and prints the
+Each experiment runs its sweep into results/sims/<name>[-gpu|-quick]/ (the package's sweep
+directory: sweep.json and points/<config hash>/; points already complete are reused),
+writes its figure to sims/figures/<name>.png and a small summary to
+sims/results/<name>.json (``-gpu``/``-quick`` in both names in those modes), and prints the
 fitted values beside theory.  Then ``python -m sims.make_validation`` writes VALIDATION.md.
 """
 
@@ -19,6 +21,7 @@ import time
 import traceback
 
 from . import common as C
+from . import experiments
 
 
 def resolve_names(names: list[str]) -> list[str]:
@@ -36,19 +39,17 @@ def resolve_names(names: list[str]) -> list[str]:
 
 
 def run_one(name: str, mode: str, force: bool = False) -> dict:
-    from .experiments import REGISTRY
-
     exp = C.load_experiment(name, mode)
     print(f"== {exp.tag}: {exp.get('title', name)}", flush=True)
     t0 = time.perf_counter()
-    checks, fig, notes, runs, extra = REGISTRY[name](exp, force)
+    out = experiments.get(name)(exp, force)
     wall = time.perf_counter() - t0
-    path = C.write_result(exp, checks, fig, wall, runs, notes, extra)
-    C.print_checks(checks)
-    for n in notes:
+    path = C.write_result(exp, out, wall)
+    C.print_checks(out.checks)
+    for n in out.notes:
         print(f"  note: {n}")
-    print(f"  figure: {fig.relative_to(C.REPO)}   summary: {path.relative_to(C.REPO)}   ({wall:.0f} s)", flush=True)
-    return {"name": name, "checks": checks, "wall": wall}
+    print(f"  figure: {out.figure.relative_to(C.REPO)}   summary: {path.relative_to(C.REPO)}   ({wall:.0f} s)", flush=True)
+    return {"name": name, "checks": out.checks, "wall": wall}
 
 
 def main(argv=None) -> int:
@@ -60,12 +61,15 @@ def main(argv=None) -> int:
     p.add_argument("--force", action="store_true", help="recompute runs already on disk")
     p.add_argument("--no-report", action="store_true", help="do not regenerate sims/VALIDATION.md afterwards")
     args = p.parse_args(argv)
+    import matplotlib
+
+    matplotlib.use("Agg")  # figures go to files; no window, whatever the environment
     mode = "gpu" if args.gpu else "quick" if args.quick else "cpu"
     try:
         names = resolve_names(args.names)
         for n in names:  # validate every experiment before running any
             C.load_experiment(n, mode)
-    except (C.ExperimentError, C.cfgmod.ConfigError) as e:
+    except C.ExperimentError as e:
         print(f"sims.reproduce: error: {e}", file=sys.stderr)
         return 2
     failed = []
