@@ -116,6 +116,12 @@ def render(results: dict[str, dict | None], mode: str = "cpu") -> str:
             lines += ["Not run: no `sims/results/" + name + ".json`. Run `python -m sims.reproduce " + name + "`.", ""]
             continue
         lines += [f"**{res['title']}.** Prediction: {res.get('prediction', '')}.", ""]
+        if res.get("quick_stand_in"):
+            lines += [
+                f"**Quick form only**: the full run was not made; these numbers come from `python -m "
+                f"sims.reproduce {name} --quick` and cannot discriminate.",
+                "",
+            ]
         if res.get("figure"):
             lines += [f"![{name}]({res['figure']})", ""]
         s = res.get("settings", {})
@@ -144,7 +150,20 @@ def collect(mode: str = "cpu") -> dict[str, dict | None]:
         tag = name if mode == "cpu" else f"{name}-{mode}"
         p = C.RESULT_DIR / f"{tag}.json"
         out[name] = C.load_json(p) if p.is_file() else None
+        q = C.RESULT_DIR / f"{name}-quick.json"
+        if out[name] is None and mode != "quick" and q.is_file():
+            out[name] = quick_stand_in(C.load_json(q))
     return out
+
+
+def quick_stand_in(res: dict) -> dict:
+    """An experiment whose full run is missing, shown by its ``--quick`` form: every row is
+    marked as unable to discriminate (tiny P, d and seed counts), so none counts as support."""
+    res = dict(res, quick_stand_in=True)
+    res["checks"] = [
+        dict(c, discriminates=False, scope="quick form only (tiny P, d, seeds); the full run was not made") for c in res["checks"]
+    ]
+    return res
 
 
 def main(argv=None) -> int:

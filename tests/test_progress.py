@@ -20,5 +20,11 @@ def test_time_left_from_steps_or_from_the_fraction_of_the_work(monkeypatch):
     assert "compiled in 30.0 s" in out.getvalue()
     assert "step 250/1,000" in line and "50 samples/s" in line and "left   30.0s" in line
     clock["t"] = 150.0
-    p.update(500, fraction=0.8)  # the flow: 80% of the log points after 20 s -> 5 s left
-    assert "left    5.0s" in out.getvalue().strip().splitlines()[-1]
+    p.update(500, fraction=0.4)  # the flow: 40% of the log points after 20 s -> 30 s left
+    assert "left   30.0s" in out.getvalue().strip().splitlines()[-1]
+    clock["t"] = 190.0
+    p.update(600, fraction=0.6)  # 20% more took the last 40 s: at that rate 80 s left, not 40
+    assert "left   80.0s" in out.getvalue().strip().splitlines()[-1]
+    clock["t"] = 250.0
+    p.update(700, fraction=0.8)  # from el / 2 = 60 s on: 0.2 in 60 s, so 0.2 left is 60 s
+    assert "left   60.0s" in out.getvalue().strip().splitlines()[-1]

@@ -6,6 +6,7 @@ outside the test suite."""
 from __future__ import annotations
 
 import importlib
+import json
 import math
 
 import numpy as np
@@ -311,6 +312,22 @@ def test_report_table_from_synthetic_results():
     assert "1 of 2 predicted quantities agree" in text and "1 more rows are shown as illustrations" in text
     assert "1 of them happen to agree" in text
     assert "![01_x](figures/x.png)" in text and "- *slope b*: finite P" in text
+
+
+def test_a_missing_full_run_is_shown_by_its_quick_form_and_never_counted(tmp_path, monkeypatch):
+    monkeypatch.setattr(C, "RESULT_DIR", tmp_path)
+    monkeypatch.setattr(C, "experiment_files", lambda: {"01_x": None, "02_y": None})
+    quick = {"title": "T", "checks": [C.check("slope a", 1.0, 1.05, 0.9, 1.2)], "runs": 1, "compute_s": 1.0}
+    full = {"title": "U", "checks": [C.check("slope b", 2.0, 2.05, 1.9, 2.2)], "runs": 1, "compute_s": 1.0}
+    (tmp_path / "01_x-quick.json").write_text(json.dumps(quick))
+    (tmp_path / "02_y.json").write_text(json.dumps(full))
+    (tmp_path / "02_y-quick.json").write_text(json.dumps(quick))
+    res = MV.collect("cpu")
+    assert res["01_x"]["quick_stand_in"] and not res["02_y"].get("quick_stand_in")  # a full run wins
+    text = MV.render(res)
+    assert "1 of 1 predicted quantities agree" in text and "1 more rows are shown as illustrations" in text
+    assert "no: quick form only" in text and "**Quick form only**" in text
+    assert MV.collect("quick")["02_y"]["title"] == "T"  # the quick report reads only quick runs
 
 
 def test_rank_window_and_loss_exponent_recover_a_known_power_law():

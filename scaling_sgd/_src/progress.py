@@ -66,6 +66,7 @@ class Progress(NoProgress):
         self.sps = 1.0
         self.last_print = 0.0  # set at start: the first line comes after `every` seconds of running
         self.done = 0
+        self._history = []  # (elapsed, fraction) at the lines printed, from el / 2 on
 
     def compiling(self) -> None:
         self.t_compile = time.perf_counter()
@@ -104,11 +105,17 @@ class Progress(NoProgress):
         self.last_print = now
         el = now - self.t0
         rate = self.done / el if el > 0 else float("nan")
-        # the time left from the fraction of the work done (for the flow, whose cost is
-        # spread evenly in log step, not in steps), else from the step rate
+        # the time left from the fraction of the work done (for the flow: the fraction of its
+        # log points), at the rate of the more recent half of the run: a flow log point
+        # costs more as the run goes on (P = m = 256, 24 replicas: ~20 s at step 2e6, ~80 s at 7e7), so the
+        # mean rate since the start would promise far too little time left
         f = getattr(self, "fraction", None)
         if f is not None:
-            left = el * (1.0 - f) / f if f > 0 else float("nan")
+            self._history.append((el, f))
+            while len(self._history) > 2 and self._history[1][0] <= el / 2:
+                self._history.pop(0)
+            t_a, f_a = self._history[0] if self._history[0][0] < el else (0.0, 0.0)
+            left = (el - t_a) * (1.0 - f) / (f - f_a) if f > f_a else float("nan")
         else:
             left = (self.total - self.done) / rate if rate and rate > 0 else float("nan")
         print(
