@@ -18,6 +18,7 @@ import numpy as np
 
 from scaling_sgd._src import config as cfgmod
 from scaling_sgd.analysis.fit import fit_from_draws, fit_power_law
+from scaling_sgd.analysis.plots import integer_ticks
 from scaling_sgd.analysis.theory import kernel_coeffs, predicted_emergence_steps
 from sims import common as C
 
@@ -120,7 +121,8 @@ def run(exp: C.Experiment, force: bool = False) -> C.Outcome:
         ylabel="emergence step T (P = 1)",
         title="emergence step vs d at a fixed lr per series",
     )
-    axes[0].legend(fontsize=7)
+    axes[0].legend(fontsize=7, loc="best")
+    integer_ticks(axes[0], [r.settings["data.d"] for r in runs])
     stab_checks, stab_notes, table, stab_runs = _stability(exp, force, axes[1])
     checks += stab_checks
     notes += stab_notes
@@ -247,7 +249,10 @@ def _stability(exp, force, ax):
                 "logistic_width": sc,
             }
         )
-        ax.scatter(np.full(lrs.size, d), lrs, c=kdiv / n, cmap="RdYlGn_r", vmin=0, vmax=1, s=16, edgecolors="k", linewidths=0.3)
+        # cividis: ordered light-to-dark for every colour vision (red/green is not)
+        sc_art = ax.scatter(
+            np.full(lrs.size, d), lrs, c=kdiv / n, cmap="cividis", vmin=0, vmax=1, s=18, edgecolors="k", linewidths=0.3
+        )
     lr50 = np.array([row["lr_half_diverge"] for row in table])
     s = fit_from_draws(ds, lr50).slope
     lo, hi = _lr50_interval(ds, fits, int(exp.get("n_boot", 400)))
@@ -266,6 +271,8 @@ def _stability(exp, force, ax):
         title=f"{act}, P = 1: colour = fraction of {len(seeds)} seeds that diverge",
     )
     ax.legend(fontsize=7)
+    ax.figure.colorbar(sc_art, ax=ax, label="fraction of seeds that diverge", fraction=0.05, pad=0.02)
+    integer_ticks(ax, ds)
     n_seeds = int(min(row["seeds"] for row in table))
     checks = [
         C.check(
