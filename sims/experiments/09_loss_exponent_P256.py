@@ -117,7 +117,7 @@ def _notes(r: C.Run, rows) -> list[str]:
 def _figure(exp, rows):
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10.5, 4.2))
     for j, w in enumerate(rows):
-        c = plt.get_cmap("viridis")(j / max(len(rows) - 1, 1))
+        c = plt.get_cmap("viridis")(0.85 * j / max(len(rows) - 1, 1))  # not the pale yellow end
         g, f = w["g"], w["fit"]
         step = g.step
         pos = step > 0
@@ -143,8 +143,11 @@ def _figure(exp, rows):
         yscale="log",
         xlabel="SGD step (tau / lr)",
         ylabel="seed-mean population MSE",
-        title="loss vs step, P = m = 256",
+        title=f"loss vs step, P = {rows[0]['g'].cfg['teacher']['P']}, m = {rows[0]['g'].cfg['student']['m']}",
     )
+    wlo = [w["fit"]["wlo"] for w in rows if math.isfinite(w["fit"]["wlo"])]
+    if wlo:  # the plateau before the first emergences is flat: start two decades before the fits
+        a1.set_xlim(left=min(wlo) / 100)
     a2.set(xscale="log", yscale="log", xlabel="direction p", ylabel="median emergence step", title="T_p (dotted: p^beta)")
     for ax in (a1, a2):
         ax.legend(fontsize=7)

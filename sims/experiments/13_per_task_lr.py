@@ -73,7 +73,7 @@ def run(exp: C.Experiment, force: bool = False) -> C.Outcome:
 def _figure(exp, rows, B):
     fig, ax = plt.subplots(figsize=(5.6, 4.2))
     for j, w in enumerate(rows):
-        c = plt.get_cmap("viridis")(j / max(len(rows) - 1, 1))
+        c = plt.get_cmap("viridis")(0.85 * j / max(len(rows) - 1, 1))  # not the pale yellow end
         g, f = w["g"], w["fit"]
         n = g.step * B
         pos = n > 0
