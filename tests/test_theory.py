@@ -89,7 +89,7 @@ def test_predicted_emergence_steps_assigns_neurons_one_to_one_and_uses_lr():
     r2 = rng.uniform(0.005, 0.02, size=(R, m))
     metrics = {"overlap": M0[:, None], "norm2": r2[:, None], "lr": np.array([1e-3, 2e-3, 4e-3])}
     a = np.tile([0.8, 0.6], (R, 1))
-    T, source = theory.predicted_emergence_steps(metrics, (0, 0, 0, 0, 1.0), a)
+    T, source = theory.predicted_emergence_steps(metrics, (0, 0, 0, 0, 1.0), a, assign="total")
     assert "one-to-one" in source
     for r in range(R):
         tau = theory.flow_escape_time(M0[r], r2[r][:, None], a[r][None, :])  # (m, P)
@@ -146,8 +146,9 @@ def test_assignment_in_the_order_of_the_escapes_differs_from_the_minimum_total()
     direction 1; the minimum total gives direction 0 to neuron 1 (1.1 + 2.0), the order of
     the escapes gives it to neuron 0 and leaves direction 1 the slow neuron 1 (1.0 + 100)."""
     tau = np.array([[[1.0, 2.0], [1.1, 100.0]]])
-    assert theory.assign_neurons(tau).tolist() == [[1, 0]]
+    assert theory.assign_neurons(tau, "total").tolist() == [[1, 0]]
     assert theory.assign_neurons(tau, "order").tolist() == [[0, 1]]
+    assert theory.assign_neurons(tau).tolist() == [[0, 1]]  # the default is the race the dynamics run
     tau_inf = np.array([[[1.0, np.inf], [np.inf, np.inf]]])  # nothing left that escapes: no neuron
     assert theory.assign_neurons(tau_inf, "order").tolist() == [[0, -1]]
     with pytest.raises(ValueError, match="rule: got 'best'"):

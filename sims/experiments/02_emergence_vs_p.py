@@ -13,6 +13,7 @@ import numpy as np
 from scaling_sgd.analysis import theory
 from scaling_sgd.analysis.core import select_replicas
 from scaling_sgd.analysis.fit import fit_power_law
+from scaling_sgd.analysis.plots import integer_ticks
 from sims import common as C
 
 
@@ -118,6 +119,7 @@ def _figure(exp, p, series):
         xscale="log", yscale="log", xlabel="direction p", ylabel="median T_p / median T_1", title="normalised; dotted = p^beta"
     )
     for ax in (a1, a2):
+        integer_ticks(ax, p)  # plain 1, 2, ..., P: no 2x10^0 labels running into each other
         ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
     return C.save_figure(fig, exp)

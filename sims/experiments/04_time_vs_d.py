@@ -121,7 +121,9 @@ def run(exp: C.Experiment, force: bool = False) -> C.Outcome:
         ylabel="emergence step T (P = 1)",
         title="emergence step vs d at a fixed lr per series",
     )
-    axes[0].legend(fontsize=7, loc="best")
+    lo, hi = axes[0].get_ylim()
+    axes[0].set_ylim(lo, hi * 15)  # a decade of headroom: the legend sits above the data
+    axes[0].legend(fontsize=7, loc="upper left")
     integer_ticks(axes[0], [r.settings["data.d"] for r in runs])
     stab_checks, stab_notes, table, stab_runs = _stability(exp, force, axes[1])
     checks += stab_checks
