@@ -79,7 +79,11 @@ class Progress(NoProgress):
         if self.t_compile is not None:
             print(f"{self.label}compiled in {self.t0 - self.t_compile:.1f} s", file=self.stream, flush=True)
         if self.bar:
-            from tqdm.auto import tqdm
+            try:  # tqdm's notebook widget needs ipywidgets; without it, the text bar (no warning)
+                import ipywidgets  # noqa: F401
+                from tqdm.auto import tqdm
+            except ImportError:
+                from tqdm import tqdm
 
             self._tqdm = tqdm(
                 total=self.total, desc=self.label.strip() or "steps", unit="step", unit_scale=True, file=self.stream, leave=True
