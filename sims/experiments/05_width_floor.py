@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from scaling_sgd.analysis.fit import fit_from_draws
+from scaling_sgd.analysis.plots import integer_ticks
 from sims import common as C
 
 
@@ -125,6 +126,7 @@ def run(exp: C.Experiment, force: bool = False) -> C.Outcome:
         ax.plot(ms, tail[0] * (ms / ms[0]) ** slope_theory, ":", label=f"m^(1-2beta), slope {slope_theory:g}")
     ax.set(xscale="log", yscale="log", xlabel="width m", ylabel="loss plateau", title=f"width floor, beta = {beta:g}")
     ax.legend(fontsize=7)
+    integer_ticks(ax, ms)
     ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
     extra = {"m": ms.tolist(), "median_plateau": med.tolist(), "tail": tail.tolist()}
