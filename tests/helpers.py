@@ -9,6 +9,24 @@ import scaling_sgd as ss
 RTOL = {np.dtype("float64"): 1e-10, np.dtype("float32"): 2e-5}
 
 
+# The smallest complete config file: two replicas, a few milliseconds a run (CLI tests).
+TINY_TOML = """
+[teacher]
+P = 2
+[student]
+m = 2
+[data]
+d = 8
+[train]
+steps = 20
+lr = 1e-3
+seed = [0, 1]
+progress = false
+[log]
+points = 5
+"""
+
+
 def assert_close(actual, desired, dtype=np.float64, rtol=None, atol=0.0, err_msg=""):
     """``assert_allclose`` with the relative tolerance of ``dtype`` unless given."""
     rtol = RTOL[np.dtype(dtype)] if rtol is None else rtol

@@ -13,23 +13,11 @@ import numpy as np
 
 from scaling_sgd._src.cli import main
 
+from helpers import TINY_TOML
+
 REPO = Path(__file__).resolve().parents[1]
 
-BASE = """
-[teacher]
-P = 2
-[student]
-m = 2
-[data]
-d = 8
-[train]
-steps = 20
-lr = 1e-3
-seed = [0, 1]
-progress = false
-[log]
-points = 5
-"""
+BASE = TINY_TOML
 SWEEP = BASE + "[sweep]\nsteps = [20, 30]\n"  # one compiled shape: steps is traced
 
 

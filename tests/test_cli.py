@@ -11,21 +11,9 @@ import pytest
 
 from scaling_sgd._src.cli import main
 
-GOOD = """
-[teacher]
-P = 2
-[student]
-m = 2
-[data]
-d = 8
-[train]
-steps = 20
-lr = 1e-3
-seed = [0, 1]
-progress = false
-[log]
-points = 5
-"""
+from helpers import TINY_TOML
+
+GOOD = TINY_TOML
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from . import config as cfgmod
 from .errors import ResultsError
-from .results import _json_default, atomic_write_json, read_config_json, run_state
+from .results import _json_default, _pid_alive, atomic_write_json, read_config_json, run_state
 
 __all__ = ["Point", "Plan", "Claim", "Index", "build_index", "index_from_points", "point_state"]
 
@@ -83,16 +83,6 @@ def point_state(out, p: Point, verify: bool = True) -> tuple[str, str]:
     if state == "absent":
         return ("failed", "") if (d / "error.json").is_file() else ("pending", "")
     return state, why
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
 
 
 class Claim:
