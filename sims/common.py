@@ -394,6 +394,12 @@ def scope(*reasons) -> dict:
     return {"discriminates": not flat, "scope": "; ".join(dict.fromkeys(flat))}
 
 
+# A loss row discriminates beta only where the additive model's exponent at the simulated
+# P (over the fitted ranks) lies this close to the asymptote (docs/model.md §3: ~0.05 at
+# P >= 256); experiments 09 and 13 use it.
+ASYMPTOTE_TOL = 0.1
+
+
 def theory_value(name: str, beta: float, k: int | None = None) -> tuple[float, str]:
     """The theory exponent ``name`` (:func:`scaling_sgd.analysis.theory.exponent`) for a
     row: ``(value, "")``, or ``(nan, reason)`` where the paper predicts no power law

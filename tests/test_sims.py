@@ -353,15 +353,17 @@ def test_rank_window_and_loss_exponent_recover_a_known_power_law():
     assert fit["wlo"] == pytest.approx(np.sort(med_T)[1], rel=1e-9)
 
 
-def _synthetic_run(P, betas, seeds, activation="h4", noise=0.3, seed=0):
-    """A sweep point whose skills are logistic in log step around T_p = 1e3 p^beta e^(noise z)
-    and whose loss is the additive model of those skills (+1e-6), as ``common.Run``."""
+def _synthetic_run(P, betas, seeds, activation="h4", noise=0.3, seed=0, clock=None, **over):
+    """A sweep point whose skills are logistic in log tau around T_p = 1e3 p^beta e^(noise z)
+    and whose loss is the additive model of those skills (+1e-6), as ``common.Run``; tau is
+    the step, or ``clock(step)`` (a schedule's flow clock).  ``over``: more config keys."""
     from scaling_sgd import power_law_coefficients
 
     from helpers import small_config
 
     cfg = small_config(
         **{"teacher.P": P, "teacher.beta": list(betas), "train.seed": list(seeds), "teacher.activation": activation}
+        | {k.replace("__", "."): v for k, v in over.items()}
     )
     rng = np.random.default_rng(seed)
     step = np.concatenate([[0], np.unique(np.geomspace(1, 1e8, 200).astype(np.int64))]).astype(float)
@@ -369,7 +371,7 @@ def _synthetic_run(P, betas, seeds, activation="h4", noise=0.3, seed=0):
     R = beta.size
     p = np.arange(1, P + 1.0)
     T = 1e3 * p[None, :] ** beta[:, None] * np.exp(noise * rng.standard_normal((R, P)))
-    lt = np.log(np.maximum(step, 1.0))[None, :, None]
+    lt = np.log(np.maximum(step if clock is None else clock(step), 1e-300))[None, :, None]
     skill = np.where(step[None, :, None] > 0, 1 / (1 + np.exp(-np.clip((lt - np.log(T)[:, None, :]) / 0.05, -700, 700))), 0.0)
     a = power_law_coefficients(beta, P)
     metrics = {
@@ -430,3 +432,41 @@ def test_k2_loss_row_is_set_beside_the_decoupled_additive_model(monkeypatch, tmp
     assert all(not c["discriminates"] and "beyond the theorem: k = 2" in c["scope"] for c in out.checks)
     assert "P = 8: finite-P illustration" in loss["scope"]
     assert any("depends on the student only through S = sum_i w_i w_i^T" in n for n in out.notes)
+
+
+def test_per_task_clock_slope_is_the_mean_log_slope_of_the_schedule_clock():
+    """13: the finite-window prediction uses the mean log-slope of tau(n) = 2 n0 (sqrt(1 +
+    n/n0) - 1): 1 well before n0, 1/2 well after it, and on a narrow window the local
+    derivative d ln tau / d ln n = (n / (2 n0 s)) / (s - 1), s = sqrt(1 + n/n0)."""
+    m = importlib.import_module("sims.experiments.13_per_task_lr")
+    n0 = 1e4
+    assert m._clock_slope(1e-3 * n0, 2e-3 * n0, n0) == pytest.approx(1.0, abs=1e-3)
+    assert m._clock_slope(1e8 * n0, 2e8 * n0, n0) == pytest.approx(0.5, abs=1e-3)
+    n, s = 30 * n0, math.sqrt(31.0)
+    assert m._clock_slope(n / 1.0001, n * 1.0001, n0) == pytest.approx((n / (2 * n0 * s)) / (s - 1), rel=1e-6)
+    assert math.isnan(m._clock_slope(2.0, 1.0, n0)) and math.isnan(m._clock_slope(math.nan, 1.0, n0))
+
+
+@pytest.mark.parametrize("n0", [1.0, 1e3])
+def test_per_task_rows_carry_the_clock_of_the_schedule(monkeypatch, tmp_path, n0):
+    """13 on synthetic runs that share their emergence times in tau: one at a constant lr
+    (tau = step), one on the inverse_sqrt clock.  The finite-window reference row (the
+    constant-lr exponent x the clock's log-slope) lies inside the per-task fit's interval;
+    a window that starts near n0 keeps the per-task row from discriminating, named as such
+    only when n0 is large."""
+    from scaling_sgd._src import schedules
+
+    def clock(step):
+        return schedules.tau_over_lr("inverse_sqrt", step, step[-1], n0)
+
+    const = _synthetic_run(32, [1.0], range(12), data__d=64)
+    sched = _synthetic_run(32, [1.0], range(12), clock=clock, data__d=64, train__schedule="inverse_sqrt", train__schedule_n0=n0)
+    monkeypatch.setattr(C, "FIG_DIR", tmp_path)
+    monkeypatch.setattr(C, "load_experiment", lambda *a, **k: "constant")
+    monkeypatch.setattr(C, "run_sweep", lambda exp, **k: [const] if exp == "constant" else [sched])
+    out = E.get("13_per_task_lr")(C.Experiment("13_per_task_lr", "quick", {}, {"n_boot": 60, "constant_lr": "09"}))
+    main, ref = out.checks
+    assert main["predicted"] == -0.5
+    assert ("window too close to n0" in main["scope"]) == (n0 > 1.0) and main["discriminates"] == (n0 == 1.0)
+    assert ref["agrees"] is True and ref["predicted"] == pytest.approx(main["fitted"], abs=0.03)
+    assert not ref["discriminates"] and ref["quantity"].endswith("experiment 9's exponent x the clock's mean log-slope")

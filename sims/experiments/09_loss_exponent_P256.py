@@ -22,10 +22,6 @@ from scaling_sgd.analysis.emergence import log_scatter
 from scaling_sgd.analysis.fit import caveats, fit_power_law
 from sims import common as C
 
-# The additive model's loss exponent must lie this close to the asymptote at the
-# simulated P for a loss row to discriminate beta (docs/model.md §3: ~0.05 at P >= 256).
-ASYMPTOTE_TOL = 0.1
-
 
 def run(exp: C.Experiment, force: bool = False) -> C.Outcome:
     (r,) = C.run_sweep(exp, force=force)
@@ -41,7 +37,7 @@ def run(exp: C.Experiment, force: bool = False) -> C.Outcome:
         sigma = log_scatter(T)
         # the additive model at this P over the same ranks (2nd to P/10-th emergence)
         additive = theory.additive_loss_exponent(b, P, 1.0, sigma, n_seeds=200, hi_frac=0.1) if not th_why else math.nan
-        near = math.isfinite(additive) and abs(additive - th) <= ASYMPTOTE_TOL
+        near = math.isfinite(additive) and abs(additive - th) <= C.ASYMPTOTE_TOL
         enough = fit["seeds"] >= C.MIN_SEEDS
         scope = th_why or (
             "" if (near and enough) else (f"{fit['seeds']} seeds < {C.MIN_SEEDS}" if not enough else f"P = {P}: finite-P")
