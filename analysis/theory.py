@@ -416,7 +416,7 @@ def additive_loss_exponent(beta: float, P: int, T1: float, sigma: float, n_seeds
     return fit_from_draws(t, additive_loss(t, T, a).mean(axis=0)).slope
 
 
-def additive_frontier_slope(beta: float, P: int, widths, T1: float, sigma: float, loss_window, n_seeds: int = 100) -> float:
+def additive_frontier_slope(beta: float, P: int, widths, T1, sigma: float, loss_window, n_seeds: int = 100) -> float:
     """Compute-frontier slope of the additive model.
 
     A width-``m`` student learns the top ``m`` directions at the times of
@@ -424,13 +424,18 @@ def additive_frontier_slope(beta: float, P: int, widths, T1: float, sigma: float
     against ``C = m t`` is enveloped over ``widths`` (:func:`.frontier.lower_envelope`,
     each curve held at its floor after its end) and fitted where the envelope lies inside
     ``loss_window = (lo, hi)``, as for the simulations.  ``nan`` with fewer than 4 points.
+
+    ``T1`` is the first emergence time: a scalar (the same for every width), or one per
+    width (shape ``(len(widths),)``), e.g. measured, since in a simulation a wider student
+    has a better-aligned best neuron and starts learning earlier.
     """
-    T, a = additive_emergence_times(beta, P, T1, sigma, n_seeds)
-    t = np.geomspace(T1 / 10, T.max() * 3, 300)
+    T, a = additive_emergence_times(beta, P, 1.0, sigma, n_seeds)
+    T1s = np.broadcast_to(np.asarray(T1, np.float64), (len(widths),))
+    t = np.geomspace(T1s.min() / 10, T.max() * T1s.max() * 3, 300)
     curves = []
-    for m in (int(w) for w in widths):
+    for m, t1 in zip((int(w) for w in widths), T1s):
         floor = np.sum(a[m:] ** 2)
-        curves.append((m * t, floor + additive_loss(t, T[:, :m], a[:m]).mean(axis=0)))
+        curves.append((m * t, floor + additive_loss(t, t1 * T[:, :m], a[:m]).mean(axis=0)))
     grid = np.geomspace(min(widths) * t[0], max(widths) * t[-1], 400)
     _, _, env = lower_envelope(curves, grid, hold_last=True)
     sel = np.isfinite(env) & (env >= loss_window[0]) & (env <= loss_window[1])

@@ -239,6 +239,20 @@ def test_additive_model_reaches_the_asymptotic_exponents_only_at_large_P():
     assert np.isnan(theory.additive_frontier_slope(0.8, 16, widths[:5], 1.0, 0.0, (10.0, 20.0), n_seeds=1))
 
 
+def test_additive_frontier_with_a_first_emergence_time_per_width():
+    """T1 per width: one common value (scalar or repeated) only shifts C, so the slope is
+    the same for any T1; a T1 that falls with the width (a wider student's best neuron is
+    better aligned) makes the frontier steeper."""
+    widths = [2**j for j in range(9)]
+    args = (0.8, 256, widths)
+    base = theory.additive_frontier_slope(*args, 1.0, 0.3, (0.02, 0.5), n_seeds=8)
+    assert theory.additive_frontier_slope(*args, [7.0] * len(widths), 0.3, (0.02, 0.5), n_seeds=8) == pytest.approx(
+        base, abs=1e-9
+    )
+    falling = theory.additive_frontier_slope(*args, np.asarray(widths, float) ** -0.3, 0.3, (0.02, 0.5), n_seeds=8)
+    assert falling < base - 0.02
+
+
 def test_additive_frontier_is_the_lower_envelope_of_the_width_curves():
     """A direct check of the envelope, not only of its slope: with no scatter and two widths,
     the frontier at compute C is the smaller of the two additive-model losses."""
