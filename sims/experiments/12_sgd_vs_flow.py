@@ -80,7 +80,7 @@ def run(exp: C.Experiment, force: bool = False) -> C.Outcome:
 def _figure(exp, rows):
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
     for j, w in enumerate(rows):
-        c = plt.get_cmap("viridis")(j / max(len(rows) - 1, 1))
+        c = plt.get_cmap("viridis")(0.85 * j / max(len(rows) - 1, 1))  # not the pale yellow end
         pos = w["step"] > 0
         a1.plot(w["step"][pos], w["Ls"][pos], color=c, lw=1.4, label=f"SGD (reduced), lr={w['lr']:g}")
         a1.plot(w["step"][pos], w["Lf"][pos], "--", color=c, lw=1, label=f"flow at the same lr, lr={w['lr']:g}")
