@@ -38,6 +38,8 @@ def run(exp: C.Experiment, force: bool = False) -> C.Outcome:
 
         est, lo, hi = C.bootstrap(med, seeds.size, nb)
         enough = seeds.size >= C.MIN_SEEDS
+        n_div = int(np.sum(gs.metrics["diverged"]))
+        div_step = gs.metrics["diverged_step"][gs.metrics["diverged"]]
         checks.append(
             C.check(
                 f"median T_p(SGD) / T_p(flow), lr={lr:g}, P={gs.metrics['a'].shape[1]}",
@@ -48,7 +50,7 @@ def run(exp: C.Experiment, force: bool = False) -> C.Outcome:
                 tol=tol,
                 why="finite-lr correction (compare the two lr)",
                 discriminates=enough,
-                scope="" if enough else f"{seeds.size} seeds < {C.MIN_SEEDS}",
+                scope="" if enough else f"{seeds.size} seeds < {C.MIN_SEEDS}" + (f" ({n_div} diverged)" if n_div else ""),
                 note=f"{int(both.sum())} (seed, direction) pairs learned by both engines of {both.size}; "
                 f"tolerance {tol} (the precision at which the flow is taken to stand for SGD)",
             )
@@ -59,19 +61,44 @@ def run(exp: C.Experiment, force: bool = False) -> C.Outcome:
         win = (gs.step >= fin.min()) & (gs.step <= fin.max()) if fin.size else np.zeros(gs.step.shape, bool)
         # the median gap over the window: at a drop a shift of a few % in time is a large gap
         dev = float(np.median(np.abs(Ls[win] / Lf[win] - 1))) if win.any() else math.nan
-        rows.append({"lr": lr, "est": est, "lo": lo, "hi": hi, "dev": dev, "Ls": Ls, "Lf": Lf, "step": gs.step, "ratio": ratio})
+        rows.append(
+            {
+                "lr": lr,
+                "n_div": n_div,
+                "n": int(gs.ok.size),
+                "div_step": div_step,
+                "est": est,
+                "lo": lo,
+                "hi": hi,
+                "dev": dev,
+                "Ls": Ls,
+                "Lf": Lf,
+                "step": gs.step,
+                "ratio": ratio,
+            }
+        )
+    judged = [w for w in rows if math.isfinite(w["est"])]
     notes = [
-        ", ".join(f"lr = {w['lr']:g}: median ratio {w['est']:.3f} [{w['lo']:.3f}, {w['hi']:.3f}]" for w in rows)
+        ", ".join(f"lr = {w['lr']:g}: median ratio {w['est']:.3f} [{w['lo']:.3f}, {w['hi']:.3f}]" for w in judged)
         + (
-            f"; halving lr moves the ratio {'toward' if abs(rows[0]['est'] - 1) < abs(rows[-1]['est'] - 1) else 'away from'} 1."
-            if len(rows) > 1
-            else "."
-        ),
+            f"; halving lr moves the ratio {'toward' if abs(judged[0]['est'] - 1) < abs(judged[-1]['est'] - 1) else 'away from'} 1."
+            if len(judged) > 1
+            else " (one lr only: no trend with lr can be read)."
+        )
+        if judged
+        else "No lr has a finite median ratio.",
         "Median relative gap between the seed-mean loss curves of SGD and the flow over the learning window "
         "(log points from the first to the last emergence of the flow): "
-        + ", ".join(f"lr = {w['lr']:g}: {w['dev']:.1%}" for w in rows)
+        + ", ".join(f"lr = {w['lr']:g}: {w['dev']:.1%}" for w in judged)
         + ".",
     ]
+    for w in rows:
+        if w["n_div"]:
+            notes.append(
+                f"lr = {w['lr']:g}: {w['n_div']} of {w['n']} SGD seeds diverged (frozen and flagged, left out of every "
+                f"fit), at steps {C.fmt_steps(float(np.min(w['div_step'])))} to {C.fmt_steps(float(np.max(w['div_step'])))}: "
+                "this lr is above the stable step size at this d, P and m."
+            )
     return C.Outcome(
         checks, _figure(exp, rows), notes, runs, {"ratio": {str(w["lr"]): [w["est"], w["lo"], w["hi"]] for w in rows}}
     )
@@ -82,11 +109,12 @@ def _figure(exp, rows):
     for j, w in enumerate(rows):
         c = plt.get_cmap("viridis")(0.85 * j / max(len(rows) - 1, 1))  # not the pale yellow end
         pos = w["step"] > 0
-        a1.plot(w["step"][pos], w["Ls"][pos], color=c, lw=1.4, label=f"SGD (reduced), lr={w['lr']:g}")
+        gone = " (every seed diverged)" if w["n_div"] == w["n"] else ""
+        a1.plot(w["step"][pos], w["Ls"][pos], color=c, lw=1.4, label=f"SGD (reduced), lr={w['lr']:g}{gone}")
         a1.plot(w["step"][pos], w["Lf"][pos], "--", color=c, lw=1, label=f"flow at the same lr, lr={w['lr']:g}")
         r = w["ratio"]
         p = np.arange(1, r.shape[1] + 1)
-        a2.plot(p, np.nanmedian(r, axis=0), "o-", color=c, ms=3, label=f"lr={w['lr']:g}: median over seeds")
+        a2.plot(p, np.nanmedian(r, axis=0), "o-", color=c, ms=3, label=f"lr={w['lr']:g}: median over seeds{gone}")
     a2.axhline(1.0, color="#D55E00", lw=1, ls="--", label="flow limit")
     a1.set(xscale="log", yscale="log", xlabel="SGD step", ylabel="seed-mean population MSE", title="loss: SGD vs flow")
     a2.set(xlabel="direction p", ylabel="T_p(SGD) / T_p(flow)", title="emergence steps, paired by seed")
