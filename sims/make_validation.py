@@ -105,7 +105,11 @@ def render(results: dict[str, dict | None], mode: str = "cpu") -> str:
         f"can discriminate.** {n_ill} more rows are shown as illustrations that cannot discriminate (too few "
         f"directions or seeds, or beyond the theorem's assumptions; {n_ill_yes} of them happen to agree) and are not "
         "counted as support. "
-        + (f"{n_obs} more rows are observations with no predicted value (theory —). " if n_obs else "")
+        + (
+            f"{n_obs} more {'row is an observation' if n_obs == 1 else 'rows are observations'} with no predicted value (theory —). "
+            if n_obs
+            else ""
+        )
         + f"Simulation time of the runs behind this table: {total / 60:.1f} min on {', '.join(backends) or '?'} "
         "(per experiment below).",
         "",

@@ -306,7 +306,7 @@ def test_report_table_from_synthetic_results():
     assert table[2].endswith("| yes | no: P = 8: finite-P illustration |  |")
     assert table[3].endswith("| — | -1.000 | [-1.200, -0.800] | n/a | no: observed, no theory |  |")
     assert table[4].endswith("| not run | | |")
-    assert "1 more rows are observations with no predicted value" in text
+    assert "1 more row is an observation with no predicted value" in text
     assert "`2 eta`" in text and "this project's exact one-neuron population flow" in text
     # the row that cannot discriminate agrees, but is not counted as support
     assert "1 of 2 predicted quantities agree" in text and "1 more rows are shown as illustrations" in text
