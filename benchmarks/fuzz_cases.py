@@ -6,27 +6,16 @@ what a correct answer looks like; ``fuzz_inputs.py`` runs and classifies them.""
 from __future__ import annotations
 
 import dataclasses
+import sys
 import tempfile
 from pathlib import Path
 
 # Where the damaged-results cases keep their good runs (set by the worker)
 FIXTURES = Path(tempfile.gettempdir())
 
-BASE = """
-[teacher]
-P = 2
-[student]
-m = 2
-[data]
-d = 8
-[train]
-steps = 20
-lr = 1e-3
-seed = [0, 1]
-progress = false
-[log]
-points = 5
-"""
+# The smallest complete config file: the one the CLI tests use (tests/helpers.py)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from helpers import TINY_TOML as BASE  # noqa: E402
 
 SWEEP = BASE + "\n[sweep]\nd = [8, 9]\n"
 
