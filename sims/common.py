@@ -400,6 +400,16 @@ def scope(*reasons) -> dict:
 ASYMPTOTE_TOL = 0.1
 
 
+def additive_near_asymptote(beta: float, P: int, sigma: float, asymptote: float) -> tuple[float, bool]:
+    """The additive model's loss exponent at ``P`` over the ranks of the loss fits (2nd to
+    ``P/10``-th emergence, log scatter ``sigma``), and whether it lies within
+    :data:`ASYMPTOTE_TOL` of ``asymptote``: whether a loss row at this P can tell beta apart."""
+    from scaling_sgd.analysis.theory import additive_loss_exponent
+
+    additive = additive_loss_exponent(beta, P, 1.0, sigma, n_seeds=200, hi_frac=0.1)
+    return additive, math.isfinite(additive) and abs(additive - asymptote) <= ASYMPTOTE_TOL
+
+
 def theory_value(name: str, beta: float, k: int | None = None) -> tuple[float, str]:
     """The theory exponent ``name`` (:func:`scaling_sgd.analysis.theory.exponent`) for a
     row: ``(value, "")``, or ``(nan, reason)`` where the paper predicts no power law

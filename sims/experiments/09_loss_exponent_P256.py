@@ -17,7 +17,6 @@ import math
 import matplotlib.pyplot as plt
 import numpy as np
 
-from scaling_sgd.analysis import theory
 from scaling_sgd.analysis.emergence import log_scatter
 from scaling_sgd.analysis.fit import caveats, fit_power_law
 from sims import common as C
@@ -36,8 +35,7 @@ def run(exp: C.Experiment, force: bool = False) -> C.Outcome:
         T = g.times[g.ok]
         sigma = log_scatter(T)
         # the additive model at this P over the same ranks (2nd to P/10-th emergence)
-        additive = theory.additive_loss_exponent(b, P, 1.0, sigma, n_seeds=200, hi_frac=0.1) if not th_why else math.nan
-        near = math.isfinite(additive) and abs(additive - th) <= C.ASYMPTOTE_TOL
+        additive, near = C.additive_near_asymptote(b, P, sigma, th) if not th_why else (math.nan, False)
         enough = fit["seeds"] >= C.MIN_SEEDS
         scope = th_why or (
             "" if (near and enough) else (f"{fit['seeds']} seeds < {C.MIN_SEEDS}" if not enough else f"P = {P}: finite-P")
