@@ -105,14 +105,14 @@ def loss32() -> None:
 
     from scaling_sgd._src import model as mdl
     from scaling_sgd._src.hermite import activation
-    from scaling_sgd._src.runner import teacher_coefficients
+    from scaling_sgd._src.model import teacher_coefficients
 
     print("float32 loss at learned states, relative error against float64 of the same float32 state")
     print(f"  {'P=m':>5} {'loss':>10} {'plain f32':>11} {'logged f32':>11}")
     for P in (32, 256):
         h4 = activation("h4")
         model = mdl.Model(d=10_000, P=P, m=P, teacher=h4, student=h4)
-        a = teacher_coefficients({"teacher": {"P": P, "a": None}}, [1.0])[0]
+        a = teacher_coefficients({"P": P, "a": None}, [1.0])[0]
         rng = np.random.default_rng(0)
         plain = jax.jit(lambda C, a, model=model, P=P: mdl.population_loss(model, C @ C.T, C[:, :P], a))
         logged = jax.jit(lambda C, a, model=model: mdl.population_loss_accurate(model, C, a))

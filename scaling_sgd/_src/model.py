@@ -27,6 +27,7 @@ from .hermite import Activation
 __all__ = [
     "Model",
     "power_law_coefficients",
+    "teacher_coefficients",
     "teacher_basis",
     "init_student",
     "gram_observables",
@@ -87,6 +88,16 @@ def power_law_coefficients(beta, P: int) -> np.ndarray:
     p = np.arange(1, P + 1, dtype=np.float64)
     a = p ** (-np.asarray(beta, np.float64)[..., None])
     return a / np.sqrt(np.sum(a * a, axis=-1, keepdims=True))
+
+
+def teacher_coefficients(teacher, betas) -> np.ndarray:
+    """``(R, P)`` float64 teacher coefficients of a ``[teacher]`` table, one row per replica:
+    its explicit ``a`` repeated, or the power law :func:`power_law_coefficients` of each
+    replica's ``beta`` (``betas``, ``(R,)``)."""
+    betas = np.asarray(betas, np.float64).reshape(-1)
+    if teacher.get("a") is not None:
+        return np.tile(np.asarray(teacher["a"], np.float64), (betas.size, 1))
+    return power_law_coefficients(betas, int(teacher["P"]))
 
 
 def teacher_basis(key, P: int, d: int, dtype=jnp.float32):

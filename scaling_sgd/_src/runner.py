@@ -16,11 +16,11 @@ from .engines import Replicas, Static, engine_from_config
 from .engines.base import log_grid
 from .engines.driver import Interrupted, pad_replicas, replica_padding, simulate
 from .hermite import activation
-from .model import Model, power_law_coefficients
+from .model import Model, teacher_coefficients
 from .progress import NoProgress, Progress
 from .results import environment, write_run
 
-__all__ = ["build", "run", "teacher_coefficients", "precision", "enable_compilation_cache"]
+__all__ = ["build", "run", "precision", "enable_compilation_cache"]
 
 
 def precision(dtype: str):
@@ -55,14 +55,6 @@ def enable_compilation_cache() -> str | None:
     return str(folder)
 
 
-def teacher_coefficients(cfg: dict, betas) -> np.ndarray:
-    """``(R, P)`` float64 teacher coefficients: the explicit ``teacher.a`` or the power law."""
-    P = cfg["teacher"]["P"]
-    if cfg["teacher"]["a"] is not None:
-        return np.tile(np.asarray(cfg["teacher"]["a"], np.float64), (len(betas), 1))
-    return power_law_coefficients(np.asarray(betas, np.float64), P)
-
-
 def build(cfg: dict) -> tuple[Static, Replicas, np.ndarray]:
     """Static description, replica arrays and log grid of a resolved config."""
     t, s, tr = cfg["teacher"], cfg["student"], cfg["train"]
@@ -84,7 +76,7 @@ def build(cfg: dict) -> tuple[Static, Replicas, np.ndarray]:
     reps = Replicas(
         seed=np.asarray(grid["seed"], np.int64),
         lr=np.asarray(grid["lr"], np.float64),
-        a=teacher_coefficients(cfg, grid["beta"]),
+        a=teacher_coefficients(cfg["teacher"], grid["beta"]),
         beta=np.asarray(grid["beta"], np.float64),
         init_scale=s["init_scale"],
         diverge_bound=tr["diverge_bound"],
