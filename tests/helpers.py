@@ -97,3 +97,11 @@ def sgd_reference(static, reps, log_steps, bound):
         out["diverged"].append(bool(st.diverged))
         out["diverged_step"].append(int(st.diverged_step))
     return {k: np.asarray(v) for k, v in out.items()}
+
+
+def spec_parts(cfg: dict):
+    """``(static, replicas, log steps)`` of a resolved config (its :class:`RunSpec`)."""
+    from scaling_sgd._src.spec import build_spec
+
+    spec = build_spec(cfg)
+    return spec.static, spec.replicas, spec.steps

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scaling_sgd._src.cli import main
+from scaling_sgd.cli import main
 
 from helpers import TINY_TOML
 
@@ -35,7 +35,7 @@ def _tree(root: Path) -> dict:
 
 def _cli(*args, env=None, **kw):
     e = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
-    return subprocess.Popen([sys.executable, "-m", "scaling_sgd._src.cli", *args], cwd=REPO, env=e, **kw)
+    return subprocess.Popen([sys.executable, "-m", "scaling_sgd.cli", *args], cwd=REPO, env=e, **kw)
 
 
 def make_base_toml(tmp_path_factory):

@@ -6,9 +6,9 @@ import sys
 import numpy as np
 
 from scaling_sgd import power_law_coefficients
-from scaling_sgd._src.cli import main
 from scaling_sgd._src.results import write_run
 from scaling_sgd.analysis.aggregate import analyze_sweep
+from scaling_sgd.cli import main
 
 from helpers import small_config
 

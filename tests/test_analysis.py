@@ -169,9 +169,9 @@ def test_bootstrap_interval_covers_truth_at_nominal_rate():
 
 
 def test_end_to_end_sgd_run_analysed(tmp_path, capsys):
-    from scaling_sgd._src.cli import main
     from scaling_sgd._src.runner import run
     from scaling_sgd.analysis.report import analyze_run
+    from scaling_sgd.cli import main
 
     from helpers import small_config
 
@@ -207,7 +207,7 @@ def test_end_to_end_sgd_run_analysed(tmp_path, capsys):
 
 
 def test_analyze_rejects_non_results_dir(tmp_path, capsys):
-    from scaling_sgd._src.cli import main
+    from scaling_sgd.cli import main
 
     (tmp_path / "x.txt").write_text("hi")
     assert main(["analyze", str(tmp_path)]) == 2

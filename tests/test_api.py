@@ -103,7 +103,7 @@ def test_load_run_round_trip_and_xarray(res, tmp_path):
 
 
 def test_load_sweep_names_the_swept_dimensions(tmp_path):
-    from scaling_sgd._src.cli import main
+    from scaling_sgd.cli import main
 
     toml = tmp_path / "s.toml"
     toml.write_text(

@@ -12,9 +12,8 @@ import scaling_sgd as ss
 from scaling_sgd._src import bench
 from scaling_sgd._src.engines import sgd
 from scaling_sgd._src.rng import split_keys
-from scaling_sgd._src.runner import build
 
-from helpers import assert_close, sgd_reference, small_config
+from helpers import assert_close, sgd_reference, small_config, spec_parts
 
 TINY = {
     "repeats": 1,
@@ -71,7 +70,7 @@ def test_bench_json_is_well_formed(tmp_path, capsys):
 def test_numpy_baseline_is_the_same_math():
     """One step of the NumPy baseline equals the engine's per-step update on the same W, x."""
     cfg = small_config(**{"train.dtype": "float32", "train.batch_size": 2, "train.lr": [0.05, 0.02], "train.seed": [0]})
-    static, reps, _ = build(cfg)
+    static, reps, _ = spec_parts(cfg)
     g = np.random.default_rng(0)  # the baseline's stream: W, then x of step 0
     W0 = g.standard_normal((2, 4, 16), dtype=np.float32) * np.float32(reps.init_scale / 4.0)
     x = g.standard_normal((2, 2, 16), dtype=np.float32)
@@ -102,7 +101,7 @@ def test_blocked_run_equals_per_step_loop_across_blocks_and_divergence():
             "student.init_scale": 0.5,
         }
     )
-    static, reps, log_steps = build(cfg)
+    static, reps, log_steps = spec_parts(cfg)
     assert np.any(log_steps % 10 != 0)  # some log points fall inside blocks
     m = ss.run(cfg).metrics
     ref = sgd_reference(static, reps, log_steps, 1e3)
@@ -129,7 +128,7 @@ def test_log_grid_does_not_change_the_trajectory_bitwise():
 
 def test_batches_are_fresh_standard_gaussians_across_block_boundaries():
     cfg = small_config(**{"train.batch_size": 4, "data.d": 64, "train.dtype": "float64"})
-    static, _, _ = build(cfg)
+    static, _, _ = spec_parts(cfg)
     U = sgd.block_size(4)
     key = split_keys(5).data
     xs = np.stack([np.asarray(sgd.draw_batch(static, key, t)) for t in range(3 * U)])  # (3U, B, d)
@@ -166,7 +165,7 @@ def test_gaussian_bound_transforms_every_number():
 
 def test_input_stream_does_not_depend_on_the_global_partitionable_flag():
     """A seed gives the same inputs whatever the process-wide threefry layout is."""
-    static, _, _ = build(small_config(**{"train.batch_size": 2, "data.d": 64}))
+    static, _, _ = spec_parts(small_config(**{"train.batch_size": 2, "data.d": 64}))
     key = split_keys(3).data
     draws = []
     for part in (True, False):

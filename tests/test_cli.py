@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scaling_sgd._src.cli import main
+from scaling_sgd.cli import main
 
 from helpers import TINY_TOML
 
@@ -89,7 +89,7 @@ def test_run_writes_results_format(good_cfg, tmp_path):
 
 def test_console_script_installed(good_cfg, tmp_path):
     exe = Path(sys.executable).parent / "scaling-sgd"
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "scaling_sgd._src.cli"]
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "scaling_sgd.cli"]
     r = subprocess.run([*cmd, "run", str(good_cfg), "--set", "data.d=1"], capture_output=True, text=True)
     assert r.returncode == 2 and "teacher.P" in r.stderr
 

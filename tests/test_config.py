@@ -4,7 +4,7 @@ that cannot (progress output, the analysis table) do not.
 The hash names a sweep point's directory and decides whether ``sweep`` resumes or redoes
 a point: a key left out of it silently merges distinct runs (a sweep over ``log.points``
 collapses to one point, a resume reuses stale results), and a key wrongly in it splits one
-run into two.  The keys are taken from ``config.DEFAULTS``, so a key added later is covered
+run into two.  The keys are taken from ``config.defaults()``, so a key added later is covered
 without editing this file (a key whose alternatives cannot be derived from its default
 makes ``test_every_key_has_alternative_values`` fail until it gets an entry in SPECIAL).
 """
@@ -20,9 +20,9 @@ from scaling_sgd._src import config as cfgmod
 
 from helpers import small_config
 
-KEYS = [(t, k) for t, body in cfgmod.DEFAULTS.items() for k in body]
+KEYS = [(t, k) for t, body in cfgmod.defaults().items() for k in body]
 # keys that never change a simulated number
-NOT_RESULTS = {("train", "progress")} | {("analysis", k) for k in cfgmod.DEFAULTS["analysis"]}
+NOT_RESULTS = {("train", "progress")} | {("analysis", k) for k in cfgmod.defaults()["analysis"]}
 
 # Valid alternatives for keys whose default's type does not say what a different valid
 # value is (None, tables, a string that is not a choice).
@@ -49,7 +49,7 @@ def _accepted_choices(table, key):
 def _alternatives(table, key):
     """Deterministic valid-looking alternatives to the default (validity is checked by
     resolving them)."""
-    d = cfgmod.DEFAULTS[table][key]
+    d = cfgmod.defaults()[table][key]
     out = list(SPECIAL.get((table, key), [])) + list(LISTS.get((table, key), []))
     if isinstance(d, bool):
         out += [not d, d]
@@ -75,7 +75,7 @@ def _name(table, key):
 
 @pytest.mark.parametrize("table,key", KEYS, ids=[_name(*k) for k in KEYS])
 def test_every_key_has_alternative_values(table, key):
-    """Each key of DEFAULTS has at least one valid value different from the base config's,
+    """Each key of the defaults has at least one valid value different from the base config's,
     and changing it changes the hash exactly when the key can change results."""
     base = small_config()
     h0 = cfgmod.config_hash(base)
@@ -94,7 +94,7 @@ def test_every_key_has_alternative_values(table, key):
 
 
 def _alt_strategy(table, key):
-    d = cfgmod.DEFAULTS[table][key]
+    d = cfgmod.defaults()[table][key]
     listed = st.sampled_from(_alternatives(table, key) or [d])
     if isinstance(d, bool):
         return listed

@@ -8,18 +8,17 @@ import pytest
 import scaling_sgd as ss
 from scaling_sgd._src.config import ConfigError
 from scaling_sgd._src.engines import driver, flow, flow_solvers, sgd
-from scaling_sgd._src.runner import build
 from scaling_sgd._src.schedules import factor as schedule_factor
 from scaling_sgd._src.schedules import tau_over_lr
 from scaling_sgd.analysis.emergence import emergence_times
 from scaling_sgd.analysis.theory import escape_time_small_m0, single_direction_flow
 
-from helpers import assert_close, small_config
+from helpers import assert_close, small_config, spec_parts
 
 
 def test_closed_form_gradient_equals_autodiff_and_block_jacobian():
     act_t, act_s = {2: 0.5, 3: 0.4, 4: 0.7}, {1: 0.2, 3: 0.6, 4: 0.9}
-    static, reps, _ = build(
+    static, reps, _ = spec_parts(
         small_config(**{"data.d": 30, "teacher.P": 3, "student.m": 4, "teacher.activation": act_t, "student.activation": act_s})
     )
     model = static.model
@@ -40,7 +39,7 @@ def test_ros2_agrees_with_kvaerno5_and_converges():
     cfg = small_config(
         **{"data.d": 30, "teacher.P": 3, "student.m": 4, "teacher.activation": {2: 0.5, 3: 0.4, 4: 0.7}, "train.dtype": "float64"}
     )
-    static, reps, _ = build(cfg)
+    static, reps, _ = spec_parts(cfg)
     a = jnp.asarray(reps.a[0])
     C0 = flow.init(static, 3, 0.3)
     ts = jnp.asarray(np.concatenate([[0.0], np.geomspace(0.1, 2000.0, 30)]))
@@ -63,7 +62,7 @@ def test_single_direction_escape_time_matches_theory():
     approaches the closed form ``1/(8 a m0^2)``."""
     d, lr = 4096, 1e-3
     # seeds whose |m0| sqrt(d) is O(1) (not a rare near-zero overlap: the escape then fits the run)
-    st, _, _ = build(small_config(**{"data.d": d, "teacher.P": 1, "student.m": 1, "train.dtype": "float64"}))
+    st, _, _ = spec_parts(small_config(**{"data.d": d, "teacher.P": 1, "student.m": 1, "train.dtype": "float64"}))
     C0 = np.asarray(jax.vmap(lambda s: flow.init(st, s, 0.1))(jnp.arange(64, dtype=jnp.uint32)))
     z = np.abs(C0[:, 0, 0]) / np.linalg.norm(C0[:, 0], axis=-1) * np.sqrt(d)
     seeds = [int(s) for s in np.flatnonzero((z > 0.5) & (z < 3.0))[:8]]
@@ -98,7 +97,7 @@ def test_flow_is_the_small_lr_limit_of_sgd():
     largest initial overlap with direction 1 from a pool), so the escape fits a short run."""
     d, P, m_, lr = 16, 2, 2, 3e-5
     pool = small_config(**{"data.d": d, "teacher.P": P, "student.m": m_, "train.dtype": "float64"})
-    static, _, _ = build(pool)
+    static, _, _ = spec_parts(pool)
     W0 = jax.jit(jax.vmap(lambda s: sgd.init(static, s, 0.3).W))(jnp.arange(400, dtype=jnp.uint32))
     cos0 = np.max(np.abs(np.asarray(W0[:, :, 0])) / np.linalg.norm(np.asarray(W0), axis=-1), axis=1)
     seeds = [int(s) for s in np.argsort(cos0)[-48:]]
@@ -114,7 +113,7 @@ def test_flow_is_the_small_lr_limit_of_sgd():
         "student.init_scale": 0.3,
     }
     s = ss.run(small_config(**over)).metrics
-    static, reps, grid = build(small_config(**{**over, "train.engine": "flow"}))
+    static, reps, grid = spec_parts(small_config(**{**over, "train.engine": "flow"}))
     f = driver.simulate(flow.Flow(match_sgd=True), static, reps, grid)
     _, idx = np.unique(grid, return_index=True)
     assert_close(f["loss"][:, 0], s["loss"][:, 0], rtol=1e-12)  # same W(0)
@@ -157,7 +156,7 @@ def test_ros2_counts_its_steps_and_stops_at_the_budget():
     """``nst`` counts attempted steps; a budget too small to reach the last output time
     makes the solver fail after exactly that many steps, with NaN at the outputs not reached
     (the engine then flags the replica as diverged)."""
-    static, reps, _ = build(small_config(**{"data.d": 30, "teacher.P": 3, "student.m": 4, "train.dtype": "float64"}))
+    static, reps, _ = spec_parts(small_config(**{"data.d": 30, "teacher.P": 3, "student.m": 4, "train.dtype": "float64"}))
     a = jnp.asarray(reps.a[0])
     C0 = flow.init(static, 3, 0.3)
     ts = jnp.asarray(np.concatenate([[0.0], np.geomspace(0.1, 2000.0, 30)]))

@@ -72,7 +72,7 @@ def test_sigint_stops_a_long_run_within_seconds_and_keeps_the_part_done(tmp_path
     )
     out = tmp_path / "run"
     p = subprocess.Popen(
-        [sys.executable, "-m", "scaling_sgd._src.cli", "run", str(cfg), "--out", str(out)],
+        [sys.executable, "-m", "scaling_sgd.cli", "run", str(cfg), "--out", str(out)],
         stderr=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,

@@ -15,9 +15,8 @@ from scipy import stats
 import scaling_sgd as ss
 from scaling_sgd._src.config import ConfigError
 from scaling_sgd._src.engines import driver, reduced, sgd
-from scaling_sgd._src.runner import build
 
-from helpers import assert_close, small_config
+from helpers import assert_close, small_config, spec_parts
 
 LEVEL = 0.01
 
@@ -97,7 +96,7 @@ def test_reduced_equals_sgd_in_law(runs, case):
 
 def test_dropping_the_chi2_remainder_is_detected(runs):
     s, _ = runs("h4")
-    static, reps, grid = build(_cfg("h4", "reduced", [x + 100_000 for x in SEEDS]))
+    static, reps, grid = spec_parts(_cfg("h4", "reduced", [x + 100_000 for x in SEEDS]))
     wrong = driver.simulate(WrongReduced(), static, reps, grid)
     pv = ks_family(s, wrong)
     print("wrong chain KS min p-value", min(pv.values()))
@@ -130,7 +129,7 @@ def test_one_step_transition_kernel_equals_sgd():
     """From one fixed ``W0``, 20000 independent steps of each engine: every Gram entry has
     the same law (large ``lr`` so a step moves the Gram by O(1)); the wrong chain fails."""
     cfg = small_config(**{"data.d": 12, "teacher.P": 2, "student.m": 2, "train.batch_size": 3, "train.dtype": "float64"})
-    static, _, _ = build(cfg)
+    static, _, _ = spec_parts(cfg)
     W0 = jax.random.normal(jax.random.PRNGKey(3), (2, 12), jnp.float64) * 0.5
     n, lr = 20_000, 0.05
 
@@ -152,7 +151,7 @@ def test_one_step_transition_kernel_equals_sgd():
 
 def test_initial_gram_law():
     """Initial coordinates: ``r_i^2 d / s^2 ~ chi^2_d`` and ``M_ip sqrt(d)/s ~ N(0,1)``."""
-    static, _, _ = build(small_config(**{"data.d": 20, "teacher.P": 3, "student.m": 4, "train.dtype": "float64"}))
+    static, _, _ = spec_parts(small_config(**{"data.d": 20, "teacher.P": 3, "student.m": 4, "train.dtype": "float64"}))
     C = jax.jit(jax.vmap(lambda s: reduced.init(static, s, 0.3).C))(jnp.arange(4000, dtype=jnp.uint32))
     C = np.asarray(C)
     r2 = np.sum(C * C, axis=-1) * 20 / 0.09
@@ -175,7 +174,7 @@ def test_recompression_preserves_gram_and_chunking_does_not_change_numbers():
     cfg = small_config(
         **{"train.engine": "reduced", "train.dtype": "float64", "train.steps": 100, "train.lr": 1e-2, "student.m": 5}
     )
-    static, _, _ = build(cfg)
+    static, _, _ = spec_parts(cfg)
     C = jax.random.normal(jax.random.PRNGKey(0), (5, 3 + 5 + reduced.buffer_steps(static)), jnp.float64)
     C2 = reduced.recompress(static, C)
     assert_close(C2 @ C2.T, C @ C.T, rtol=1e-12, atol=1e-12)
@@ -209,7 +208,7 @@ def test_bad_input_is_one_clear_error():
 
 def _noise(d, P, m, B, n_keys, block=3):
     """``n_keys`` independent draws of one block's random numbers (float64)."""
-    static, _, _ = build(
+    static, _, _ = spec_parts(
         small_config(
             **{
                 "data.d": d,
@@ -278,7 +277,7 @@ def test_block_noise_inputs_are_standard_gaussian_in_d_dimensions():
 
 def test_block_noise_is_keyed_by_the_absolute_block_and_fresh_per_block():
     """The same (key, block) gives the same numbers; another block gives independent ones."""
-    static, _, _ = build(small_config(**{"train.engine": "reduced", "train.dtype": "float64", "train.batch_size": 2}))
+    static, _, _ = spec_parts(small_config(**{"train.engine": "reduced", "train.dtype": "float64", "train.batch_size": 2}))
     key = jax.random.PRNGKey(3)
     noise = jax.jit(lambda b: reduced.block_noise(static, key, b))
     u1, L1 = noise(5)
@@ -296,7 +295,7 @@ def test_initial_bartlett_factor_has_the_right_degrees_of_freedom():
     ``chi^2_(d-P-i)``, the strict lower triangle ``N(0,1)``, the upper triangle 0; so each
     row's squared norm is ``(s^2/d) chi^2_d``.  Off-by-one degrees of freedom are rejected."""
     d, P, m, s, n = 9, 3, 4, 0.3, 4000
-    static, _, _ = build(small_config(**{"data.d": d, "teacher.P": P, "student.m": m, "train.dtype": "float64"}))
+    static, _, _ = spec_parts(small_config(**{"data.d": d, "teacher.P": P, "student.m": m, "train.dtype": "float64"}))
     C = np.asarray(jax.jit(jax.vmap(lambda k: reduced.init(static, k, s).C))(jnp.arange(n, dtype=jnp.uint32)))
     z = C * np.sqrt(d) / s
     R = z[:, :, P : P + m]
@@ -321,7 +320,7 @@ def test_recompression_is_an_orthogonal_change_of_the_residual_basis():
     kept); the teacher coordinates are untouched and the padding is zero.  Checked on a
     generic block and on one whose buffer columns dominate."""
     cfg = small_config(**{"train.engine": "reduced", "train.dtype": "float64", "student.m": 5, "train.batch_size": 2})
-    static, _, _ = build(cfg)
+    static, _, _ = spec_parts(cfg)
     P, m = 3, 5
     K = reduced.buffer_steps(static)
     rng = np.random.default_rng(2)
@@ -347,7 +346,7 @@ def test_schedule_scales_the_reduced_step_exactly():
     from scaling_sgd._src.schedules import factor as schedule_factor
 
     over = {"train.engine": "reduced", "train.dtype": "float64", "train.batch_size": 2, "student.init_scale": 0.5}
-    const, reps, _ = build(small_config(**over))
+    const, reps, _ = spec_parts(small_config(**over))
     a = jnp.asarray(reps.a[0])
     T, lr = 100, 0.05
     st = jax.vmap(lambda s: reduced.init(const, s, 0.5))(jnp.arange(1, dtype=jnp.uint32))
@@ -355,7 +354,7 @@ def test_schedule_scales_the_reduced_step_exactly():
     K = reduced.buffer_steps(const)
     step = jax.jit(reduced.step, static_argnums=(0,))
     for sched in ("cosine", "linear"):
-        static, _, _ = build(small_config(**{**over, "train.schedule": sched}))
+        static, _, _ = spec_parts(small_config(**{**over, "train.schedule": sched}))
         for t in (K - 1, 37 * K + 1, T):
             f = float(schedule_factor(sched, t, T))
             got = step(static, st, t, lr, a, T, 1e30).C

@@ -9,9 +9,8 @@ import pytest
 from scaling_sgd._src import model as mdl
 from scaling_sgd._src import twofloat as tf
 from scaling_sgd._src.engines import driver, flow, flow_solvers, rkc
-from scaling_sgd._src.runner import build
 
-from helpers import small_config
+from helpers import small_config, spec_parts
 
 
 def _linear_problem(n=40, rho=400.0):
@@ -69,7 +68,7 @@ def _small(solver="rkc", **over):
             **over,
         }
     )
-    static, reps, _ = build(cfg)
+    static, reps, _ = spec_parts(cfg)
     return static, jnp.asarray(reps.a[0]), flow.init(static, 3, 0.3)
 
 
@@ -137,7 +136,7 @@ def test_rkc_replicas_map_equals_vmap():
             "log.points": 20,
         }
     )
-    static, reps, log_steps = build(cfg)
+    static, reps, log_steps = spec_parts(cfg)
     out = {
         mode: driver.simulate(flow.Flow(solver=flow_solvers.RKC(1e-5, 1e-9), replicas=mode), static, reps, log_steps)
         for mode in ("map", "vmap")
@@ -157,7 +156,7 @@ def _temp_bytes(fn, *args):
 
 def _step_bytes(Pm: int, with_ros2: bool):
     """Compiled scratch bytes of one RKC step (and of one ros2 attempt) at P = m = Pm."""
-    static, reps, _ = build(small_config(**{"data.d": 4 * Pm, "teacher.P": Pm, "student.m": Pm, "train.dtype": "float64"}))
+    static, reps, _ = spec_parts(small_config(**{"data.d": 4 * Pm, "teacher.P": Pm, "student.m": Pm, "train.dtype": "float64"}))
     C = jnp.zeros((Pm, 2 * Pm))
     a = jnp.asarray(reps.a[0])
     ts = jnp.asarray(TS)
@@ -201,7 +200,7 @@ def test_flow_memory_is_linear_in_m_times_p_plus_m():
             "log.overlap": False,
         }
     )
-    static, reps, log_steps = build(cfg)
+    static, reps, log_steps = spec_parts(cfg)
     engine = flow.Flow(solver=flow_solvers.RKC(1e-5, 1e-9))
     T = log_steps.size
     grid = driver.Grid(jnp.asarray(log_steps, jnp.int32), jnp.asarray(log_steps, jnp.float64))
@@ -213,7 +212,7 @@ def test_flow_memory_is_linear_in_m_times_p_plus_m():
 
 def _learned_state(P, eps, activation="h4", seed=0):
     """Students on the teacher directions with ``r2 = a``, perturbed by ``eps``: loss ``~eps^2``."""
-    static, reps, _ = build(small_config(**{"data.d": 4 * P, "teacher.P": P, "student.m": P, "teacher.activation": activation}))
+    static, reps, _ = spec_parts(small_config(**{"data.d": 4 * P, "teacher.P": P, "student.m": P, "teacher.activation": activation}))
     a = np.asarray(reps.a[0])
     C = np.zeros((P, 2 * P))
     C[np.arange(P), np.arange(P)] = np.sqrt(a)

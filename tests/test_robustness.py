@@ -44,10 +44,11 @@ from robustness_common import (
 
 from scaling_sgd._src import config as cfgmod
 from scaling_sgd._src import preflight, results
-from scaling_sgd._src.cli import main, print_emergence
 from scaling_sgd._src.engines import driver
 from scaling_sgd._src.engines.base import MAX_STEPS_INT32
 from scaling_sgd._src.errors import ConfigError, ConfigWarning, ResultsError
+from scaling_sgd._src.spec import build_spec
+from scaling_sgd.cli import main, print_emergence
 
 # -- config fuzzing --------------------------------------------------------------------------
 _VALUES = st.one_of(
@@ -64,7 +65,7 @@ _VALUES = st.one_of(
         max_size=2,
     ),
 )
-_KEYS = [(t, k) for t, body in cfgmod.DEFAULTS.items() if t != "sweep" for k in body] + [("train", "bogus"), ("nope", "x")]
+_KEYS = [(t, k) for t, body in cfgmod.defaults().items() if t != "sweep" for k in body] + [("train", "bogus"), ("nope", "x")]
 
 
 @settings(max_examples=250, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
@@ -89,7 +90,7 @@ def test_resolve_accepts_or_raises_config_error_and_accepts_only_sound_values(ed
     a = np.asarray(t["a"], np.float64)[None] if t["a"] is not None else _power_law_a(cfg)
     assert np.all(a.astype(fi.dtype) > 0) and np.all(np.isfinite(a.astype(fi.dtype)))
     assert isinstance(cfg["log"]["overlap"], bool) or cfg["log"]["overlap"] == "auto"
-    assert sum(preflight.memory_estimate(cfg).values()) > 0
+    assert sum(preflight.memory_estimate(build_spec(cfg)).values()) > 0
     cfgmod.config_hash(cfg)
 
 
@@ -152,8 +153,8 @@ def test_memory_preflight_message(base_toml, tmp_path, capsys):
     line = _one_error_line(capsys.readouterr().err)
     assert "memory: needs ~" in line and "sgd input blocks" in line and "available" in line and 'engine "reduced"' in line
     # the estimate follows the shapes, and a known budget decides
-    cfg = cfgmod.resolve(cfgmod.apply_set(cfgmod.load(base_toml), ["data.d=4096"]))
-    big = cfgmod.resolve(cfgmod.apply_set(cfgmod.load(base_toml), ["data.d=8192"]))
+    cfg = build_spec(cfgmod.resolve(cfgmod.apply_set(cfgmod.load(base_toml), ["data.d=4096"])))
+    big = build_spec(cfgmod.resolve(cfgmod.apply_set(cfgmod.load(base_toml), ["data.d=8192"])))
     assert sum(preflight.memory_estimate(big).values()) > sum(preflight.memory_estimate(cfg).values())
     need = sum(preflight.memory_estimate(cfg).values())
     preflight.check_memory(cfg, (need + 1, "test memory", 1))

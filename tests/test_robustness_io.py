@@ -27,11 +27,11 @@ from robustness_common import (
     _truncate,
 )
 
-from scaling_sgd._src import preflight, results, sweep, sweep_state
-from scaling_sgd._src.cli import main
+from scaling_sgd._src import files, preflight, results, sweep, sweep_state
 from scaling_sgd._src.engines import driver
 from scaling_sgd._src.errors import OutputError
 from scaling_sgd.analysis.aggregate import analyze_sweep
+from scaling_sgd.cli import main
 
 
 # -- outputs ---------------------------------------------------------------------------------------
@@ -86,7 +86,7 @@ def test_full_disk_leaves_the_previous_run_intact(base_toml, runs, tmp_path, cap
     out = tmp_path / "out"
     shutil.copytree(runs["A"], out)
     before = _tree(out)
-    real = results._write_file
+    real = files.write_file
     calls = []
 
     def fill(path, data):
@@ -95,7 +95,7 @@ def test_full_disk_leaves_the_previous_run_intact(base_toml, runs, tmp_path, cap
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         real(path, data)
 
-    monkeypatch.setattr(results, "_write_file", fill)
+    monkeypatch.setattr(files, "write_file", fill)
     assert main(["run", str(base_toml), "--out", str(out)]) == 2
     line = _one_error_line(capsys.readouterr().err)
     assert "No space left on device" in line and "nothing there was changed" in line
@@ -109,14 +109,14 @@ def test_an_interrupted_write_leaves_the_old_run_or_nothing(runs, tmp_path, monk
     complete run (a rerun) or absent (a new one), and no temporary folder is left."""
     cj, metrics = results.read_run(runs["A"])
     meta = {k: v for k, v in cj.items() if k not in ("config", "metrics_sha256", "metrics_bytes")}
-    real = results._write_file
+    real = files.write_file
 
     def interrupted(path, data):
         if path.name == "config.json":
             raise exc()
         real(path, data)
 
-    monkeypatch.setattr(results, "_write_file", interrupted)
+    monkeypatch.setattr(files, "write_file", interrupted)
     old = tmp_path / "old"
     shutil.copytree(runs["A"], old)
     before = _tree(old)
@@ -184,14 +184,14 @@ def test_real_full_disk_on_a_tiny_tmpfs(base_toml, tmp_path, capsys, monkeypatch
 SLOW_WRITE = """
 import sys, time
 from pathlib import Path
-from scaling_sgd._src import results
-from scaling_sgd._src.cli import main
-real = results._write_file
+from scaling_sgd._src import files, results
+from scaling_sgd.cli import main
+real = files.write_file
 def slow(path, data):
     real(path, data)
     Path(sys.argv[1]).touch()  # tell the test the write has begun
     time.sleep(30)
-results._write_file = slow
+files.write_file = slow
 sys.exit(main(sys.argv[2:]))
 """
 

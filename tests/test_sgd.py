@@ -13,9 +13,8 @@ import scaling_sgd as ss
 from scaling_sgd._src.engines import driver, sgd
 from scaling_sgd._src.engines.base import Replicas, log_grid
 from scaling_sgd._src.rng import split_keys
-from scaling_sgd._src.runner import build
 
-from helpers import assert_close, sgd_reference, small_config
+from helpers import assert_close, sgd_reference, small_config, spec_parts
 
 
 def _np_sigma(coeffs, z, deriv=False):
@@ -48,7 +47,7 @@ def _numpy_step(W, x, a, lr, coeffs, P):
 @pytest.mark.parametrize("B,act", [(1, "h4"), (5, "h4"), (3, {2: 0.5, 3: 0.6, 4: 0.62})])
 def test_one_step_equals_numpy(B, act):
     cfg = small_config(**{"train.dtype": "float64", "train.batch_size": B, "teacher.activation": act, "train.lr": 0.05})
-    static, reps, _ = build(cfg)
+    static, reps, _ = spec_parts(cfg)
     a = jnp.asarray(reps.a[0])
     state = sgd.init(static, 7, 0.3)
     W0 = np.asarray(state.W)
@@ -62,7 +61,7 @@ def test_one_step_equals_numpy(B, act):
 
 def test_gradient_formula_equals_autodiff():
     cfg = small_config(**{"train.dtype": "float64", "train.batch_size": 4, "teacher.basis": "random"})
-    static, reps, _ = build(cfg)
+    static, reps, _ = spec_parts(cfg)
     model = static.model
     state = sgd.init(static, 3, 0.5)
     a = jnp.asarray(reps.a[0])
@@ -80,7 +79,7 @@ def test_jitted_run_equals_python_loop():
     cfg = small_config(
         **{"train.dtype": "float64", "train.steps": 40, "log.points": 5, "train.lr": [0.01, 0.02], "train.seed": [4]}
     )
-    static, reps, log_steps = build(cfg)
+    static, reps, log_steps = spec_parts(cfg)
     out = driver.simulate(sgd.SGD(), static, reps, log_steps)
     step_j = jax.jit(sgd.step, static_argnums=0)
     for r in range(reps.R):
@@ -231,7 +230,7 @@ def test_replica_groups_give_the_same_numbers(monkeypatch):
     """sgd advances replicas in cache-sized groups at large d: bitwise the same as one group."""
     cfg = small_config(**{"train.seed": [0, 1, 2, 3, 4, 5], "train.batch_size": 2, "train.steps": 300, "data.d": 64})
     one = ss.run(cfg).metrics
-    static = build(cfg)[0]
+    static = spec_parts(cfg)[0]
     monkeypatch.setattr(sgd, "GROUP_BYTES", 2 * 16 * 2 * 64 * 4 * 2)  # two replicas per group
     assert sgd.SGD().group_size(static, 6) == 2
     grouped = ss.run(cfg).metrics
@@ -245,7 +244,7 @@ def test_each_batch_is_its_own_row_of_its_absolute_block():
     index (so the data depend only on (seed, step)); no row is ever repeated, across
     block boundaries included."""
     B, d = 3, 16
-    static, _, _ = build(small_config(**{"train.batch_size": B, "data.d": d, "train.dtype": "float64"}))
+    static, _, _ = spec_parts(small_config(**{"train.batch_size": B, "data.d": d, "train.dtype": "float64"}))
     U = sgd.block_size(B)
     assert U == 10
     key = split_keys(5).data
@@ -286,7 +285,7 @@ def test_blocked_run_equals_per_step_reference_over_many_blocks_with_a_frozen_re
     frozen: its weights stay bit-identical from the divergence step on (although most later
     batches would have been accepted), while the other replica keeps moving."""
     cfg = small_config(**_FREEZE)
-    static, reps, log_steps = build(cfg)
+    static, reps, log_steps = spec_parts(cfg)
     assert sgd.block_size(4) == 8 and np.any(log_steps % 8 != 0)
     ref = sgd_reference(static, reps, log_steps, 40.0)
     m = ss.run(cfg).metrics
@@ -320,7 +319,7 @@ def test_frozen_replica_inside_a_block_keeps_its_weights_bit_identical():
     advanced one step at a time: after the step that fails the bound, the weights formed
     from the block (``c * W0 - G^T X``) no longer change, bit for bit."""
     cfg = small_config(**_FREEZE)
-    static, reps, _ = build(cfg)
+    static, reps, _ = spec_parts(cfg)
     U = sgd.block_size(4)
     a, lr = jnp.asarray(reps.a[1]), jnp.asarray(reps.lr[1])
     st = sgd.init(static, jnp.uint32(7), reps.init_scale)

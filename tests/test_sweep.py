@@ -19,10 +19,11 @@ import pytest
 import scaling_sgd as ss
 from scaling_sgd._src import config as cfgmod
 from scaling_sgd._src import sweep
-from scaling_sgd._src.cli import main
 from scaling_sgd._src.engines import driver
 from scaling_sgd._src.results import read_run
-from scaling_sgd._src.runner import build
+from scaling_sgd.cli import main
+
+from helpers import spec_parts
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -47,7 +48,7 @@ seed = [0, 1, 2]
 
 def _cli(*args, env=None, **kw):
     e = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
-    return subprocess.Popen([sys.executable, "-m", "scaling_sgd._src.cli", *args], cwd=REPO, env=e, **kw)
+    return subprocess.Popen([sys.executable, "-m", "scaling_sgd.cli", *args], cwd=REPO, env=e, **kw)
 
 
 def _files(root: Path) -> dict:
@@ -116,7 +117,7 @@ def test_plan_folds_traced_values_and_groups_shapes(tmp_path):
 def test_overlap_auto_is_bounded_by_size():
     def with_overlap(m, P, seeds, points=200):
         raw = {"teacher": {"P": P}, "student": {"m": m}, "data": {"d": 128}, "train": {"seed": list(range(seeds))}}
-        return build(cfgmod.resolve({**raw, "log": {"points": points}}))[0].with_overlap
+        return spec_parts(cfgmod.resolve({**raw, "log": {"points": points}}))[0].with_overlap
 
     assert with_overlap(64, 64, 16)  # 16 * 201 * 4096 = 13.2M entries <= 2^24
     assert not with_overlap(64, 64, 32)  # 26.3M > 2^24: too big to keep
@@ -227,7 +228,7 @@ def test_sharded_over_4_devices_equals_unsharded(whole, grid_toml, tmp_path):
     only_d8, r6 = ["--set", "sweep.d=[8]"], ["--set", "sweep.beta=[1.0]"]
     script = textwrap.dedent(f"""
         import jax
-        from scaling_sgd._src.cli import main
+        from scaling_sgd.cli import main
         from scaling_sgd._src.engines.driver import replica_padding
         assert jax.local_device_count() == 4 and replica_padding(6) == 2 and replica_padding(12) == 0
         assert main(["sweep", {str(grid_toml)!r}, "--out", {str(four)!r}, *{only_d8!r}]) == 0

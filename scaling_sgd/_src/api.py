@@ -27,20 +27,16 @@ import numpy as np
 
 from . import config as cfgmod
 from .emergence import emergence_times
+from .engines.base import REPLICA_SETTINGS
 from .results import read_run
+from .schema import LOGGED
 
 __all__ = ["Result", "Labeled", "run", "load_run", "load_sweep", "REPLICA_AXES"]
 
-# The replica axis is the product beta x lr x seed (seed fastest): config.replica_grid.
-REPLICA_AXES = ("beta", "lr", "seed")
-# Trailing dimensions of each metric after (replica, step).
-_DIMS = {
-    "loss": (),
-    "skill": ("direction",),
-    "alignment": ("direction",),
-    "norm2": ("neuron",),
-    "overlap": ("neuron", "direction"),
-}
+# The replica axis is the product of the replicated settings, beta x lr x seed (seed fastest).
+REPLICA_AXES = tuple(REPLICA_SETTINGS)
+# Dimensions of each logged observable after (replica, step).
+_DIMS = {name: dims[2:] for name, dims in LOGGED.items()}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -226,10 +222,11 @@ def run(config, out=None, *, progress: bool | None = None, label: str = "") -> R
             ``partial`` holds the log points done); nothing is written.
     """
     from . import runner
+    from .spec import build_spec
 
-    cfg = _as_config(config)
-    metrics, meta = runner.run(cfg, out, label=label, progress=progress)
-    return Result(cfg, metrics, meta, Path(out) if out is not None else None)
+    spec = build_spec(_as_config(config))
+    metrics, meta = runner.run(spec, out, label=label, progress=progress)
+    return Result(spec.config, metrics, meta, Path(out) if out is not None else None)
 
 
 def load_run(path) -> Result:
@@ -263,7 +260,7 @@ def load_sweep(path, metric: str = "loss") -> Labeled:
     if not points:
         raise ValueError(f"{path}: no finished point in the sweep")
     results = [load_run(path / p["dir"]) for p in points]
-    traced = {f"{t}.{k}" for t, k in cfgmod.REPLICA_KEYS}
+    traced = set(REPLICA_SETTINGS.values())
     axes = [k for k in index["swept"] if k not in traced]
     values = {k: sorted({json.dumps(p["settings"][k], sort_keys=True) for p in points}, key=_order) for k in axes}
     rep = [r.unstack() for r in results]

@@ -33,12 +33,12 @@ import numpy as np
 from jax import lax
 
 from . import config as cfgmod
-from .engines import engine_from_config
 from .engines import sgd as sgd_engine
 from .engines.driver import simulate
+from .files import atomic_write_json
 from .hermite import hermite_he
-from .results import atomic_write_json
-from .runner import build, precision
+from .runner import precision
+from .spec import build_spec
 
 __all__ = ["main", "run_bench", "gaussian_rate", "matmul_rate", "numpy_sgd"]
 
@@ -239,15 +239,15 @@ def _memory() -> dict:
 
 def time_engine(cfg: dict, repeats: int) -> dict:
     """Compile time, samples/s and memory of one engine on one resolved config."""
-    static, reps, log_steps = build(cfg)
-    engine = engine_from_config(cfg)
+    spec = build_spec(cfg)
+    engine, static, reps, log_steps = spec.engine, spec.static, spec.replicas, spec.steps
     t0 = time.perf_counter()
     out = simulate(engine, static, reps, log_steps)
     first = time.perf_counter() - t0
     run_s = _median_time(lambda: simulate(engine, static, reps, log_steps), repeats)
     samples = float(log_steps[-1]) * static.batch_size * reps.R
     return {
-        "engine": cfg["train"]["engine"],
+        "engine": engine.name,
         "d": static.model.d,
         "P": static.model.P,
         "m": static.model.m,
@@ -406,10 +406,10 @@ def run_bench(quick: bool = False, stream=None, sizes: dict | None = None) -> di
     # float64: at float32 the adaptive solver's error control meets rounding and the
     # weakest direction (a_P^2 ~ 6e-4 of the loss) can be lost.
     cfg = _config(fd, Pm, Pm, 1, 1, steps, engine="flow", lr=1.0, points=100, train__dtype="float64")
-    static, reps, log_steps = build(cfg)
+    spec = build_spec(cfg)
     t0 = time.perf_counter()
     with precision("float64"):
-        out = simulate(engine_from_config(cfg), static, reps, log_steps)
+        out = simulate(spec.engine, spec.static, spec.replicas, spec.steps)
     wall = time.perf_counter() - t0
     learned = int(np.sum(out["skill"][0, -1] >= 0.5))
     res = {

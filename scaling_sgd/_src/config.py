@@ -9,32 +9,34 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import itertools
 import json
 import math
 import re
 import tomllib
-import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .engines import ENGINES, FLOW_SOLVERS, engine_from_config
-from .engines.base import MAX_STEPS_INT32
-from .errors import ConfigError, ConfigWarning
+from .engines import DEFAULT_ENGINE, ENGINES
+from .engines.base import MAX_STEPS_INT32, REPLICA_SETTINGS
+from .errors import ConfigError
 from .hermite import activation as make_activation
 from .optim import check_optimizer
 from .schedules import SCHEDULES
+from .validate import check_choice, check_int, check_num, check_representable, finfo, is_num, scalar_or_list
 
-__all__ = ["ConfigError", "DEFAULTS", "load", "resolve", "apply_set", "set_key", "config_hash", "replica_grid", "with_overlap"]
+__all__ = ["ConfigError", "defaults", "load", "resolve", "apply_set", "set_key", "config_hash", "replica_grid", "with_overlap"]
 
 DTYPES = ("float32", "float64")
 BASES = ("canonical", "random")
 OBSERVABLES = ("skill", "alignment")
 
-# Every key with its default.  Replicable keys (scalar or list) are marked in REPLICA_KEYS.
-DEFAULTS: dict[str, dict[str, Any]] = {
+# Every key of the model, training, logging and analysis tables with its default; the
+# engines add their own tables (:func:`defaults`), and [sweep] comes last.
+CORE_DEFAULTS: dict[str, dict[str, Any]] = {
     "teacher": {
         "P": 8,
         "beta": 1.0,
@@ -46,7 +48,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "student": {"m": 8, "init_scale": 0.1, "activation": None},
     "data": {"d": 128},
     "train": {
-        "engine": "sgd",
+        "engine": DEFAULT_ENGINE,
         "steps": 1_000_000,
         "batch_size": 1,
         "lr": 1e-5,
@@ -61,10 +63,22 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     },
     "log": {"points": 200, "overlap": "auto"},
     "analysis": {"observable": "skill", "threshold": 0.5},
-    "flow": {"rtol": 1e-5, "atol": 1e-9, "solver": "auto"},
-    "sweep": {},
 }
-REPLICA_KEYS = {("train", "lr"), ("train", "seed"), ("teacher", "beta")}
+# The replicated keys (a list makes replicas), from the engines' Replicas fields.
+REPLICA_KEYS = {tuple(key.split(".")) for key in REPLICA_SETTINGS.values()}
+
+
+def defaults() -> dict[str, dict[str, Any]]:
+    """Every table and key with its default: the core tables, each registered engine's own
+    table (:attr:`.engines.base.Engine.table`), then ``sweep``.  A new dict each call."""
+    out = copy.deepcopy(CORE_DEFAULTS)
+    for engine in ENGINES.values():
+        if engine.table:
+            out[engine.table] = copy.deepcopy(engine.defaults)
+    out["sweep"] = {}
+    return out
+
+
 OVERLAP_AUTO_MAX = 4096  # log the full (m, P) cosine matrix when m * P is at most this
 # ... and when the whole logged array (R, T, m, P) has at most this many entries (64 MiB in
 # float32), so that a long sweep of wide students keeps memory and disk per point bounded.
@@ -167,76 +181,19 @@ def apply_set(raw: dict, assignments: list[str]) -> dict:
     return out
 
 
-# -- checkers ------------------------------------------------------------------------
-def _is_int(v):
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_num(v):
-    return (isinstance(v, (int, float)) and not isinstance(v, bool)) and math.isfinite(v)
-
-
-def _int(key, v, lo=None, hi=None, what=""):
-    if not _is_int(v) or (lo is not None and v < lo) or (hi is not None and v > hi):
-        rng = what or (f">= {lo}" if hi is None else f"in [{lo}, {hi}]")
-        raise ConfigError(key, f"got {v!r}; accepted: an integer {rng}")
-    return v
-
-
-def _num(key, v, lo=None, lo_open=False, hi=None, what=""):
-    bad = not _is_num(v)
-    if not bad and lo is not None:
-        bad = v <= lo if lo_open else v < lo
-    if not bad and hi is not None:
-        bad = v > hi
-    if bad:
-        rng = what or (f"{'>' if lo_open else '>='} {lo}" if lo is not None else "finite")
-        raise ConfigError(key, f"got {v!r}; accepted: a number {rng}")
-    return float(v)
-
-
-def _choice(key, v, choices):
-    if not isinstance(v, str) or v not in choices:
-        raise ConfigError(key, f"got {v!r}; accepted: {', '.join(repr(c) for c in choices)}")
-    return v
-
-
-def _finfo(dtype: str):
-    return np.finfo(np.float64 if dtype == "float64" else np.float32)
-
-
-def _representable(key, v, dtype, lo=None, hi=None, why="") -> float:
-    """``v`` must lie in ``[lo, hi]``, by default the positive normal numbers of the run's
-    dtype, so that it neither underflows to 0 nor overflows to inf when the engine casts it."""
-    fi = _finfo(dtype)
-    lo = float(fi.tiny) if lo is None else lo
-    hi = float(fi.max) if hi is None else hi
-    if not lo <= abs(v) <= hi:
-        why = why or f"{'0' if abs(v) < lo else 'inf'} in {dtype}"
-        raise ConfigError(key, f"got {v!r} ({why}); accepted: a number in [{lo:.3g}, {hi:.3g}] for {dtype}")
-    return v
-
-
-def _scalar_or_list(key, v, check):
-    if isinstance(v, list):
-        if not v:
-            raise ConfigError(key, "empty list; accepted: a value or a non-empty list of values")
-        return [check(key, x) for x in v]
-    return check(key, v)
-
-
 def _sweep_name(key: str, where: str) -> str:
     """The ``table.key`` a sweep key stands for (an alias of :data:`SWEEP_ALIASES` or a
     ``table.key`` of a config key)."""
     accepted = f"a config key as table.key or one of {', '.join(SWEEP_ALIASES)}"
     name = SWEEP_ALIASES.get(key, key)
     table, _, k = name.partition(".")
-    if table == "analysis" or key in DEFAULTS["analysis"]:
+    known = defaults()
+    if table == "analysis" or key in known["analysis"]:
         # they change no result, only how it is read: one run analysed at several settings
         raise ConfigError(
             where, "analysis settings are not sweepable; accepted: run 'scaling-sgd analyze DIR --threshold/--observable' instead"
         )
-    if table not in DEFAULTS or table == "sweep" or k not in DEFAULTS[table]:
+    if table not in known or table == "sweep" or k not in known[table]:
         raise ConfigError(where, f"unknown sweep key; accepted: {accepted}")
     return name
 
@@ -244,8 +201,9 @@ def _sweep_name(key: str, where: str) -> str:
 def _flat_items(body: Mapping):
     """``(key, value)`` pairs of a table whose keys may be TOML dotted keys
     (``data.d = [...]`` nests as ``{"data": {"d": [...]}}``)."""
+    tables = defaults()
     for key, value in body.items():
-        if isinstance(value, Mapping) and key in DEFAULTS:
+        if isinstance(value, Mapping) and key in tables:
             yield from ((f"{key}.{k}", v) for k, v in value.items())
         else:
             yield key, value
@@ -318,26 +276,27 @@ def resolve(raw: Mapping) -> dict:
     if not isinstance(raw, Mapping):
         raise ConfigError("config", "must be a table of tables")
     raw = _plain(raw)
-    cfg = copy.deepcopy(DEFAULTS)
+    known = defaults()
+    cfg = copy.deepcopy(known)
     for table, body in raw.items():
-        if table not in DEFAULTS:
-            raise ConfigError(table, f"unknown table; accepted: {', '.join(DEFAULTS)}")
+        if table not in known:
+            raise ConfigError(table, f"unknown table; accepted: {', '.join(known)}")
         if not isinstance(body, Mapping):
             raise ConfigError(table, "must be a table")
         if table == "sweep":
             cfg["sweep"] = check_sweep(body)
             continue
         for key, value in body.items():
-            if key not in DEFAULTS[table]:
-                raise ConfigError(f"{table}.{key}", f"unknown key; accepted: {', '.join(DEFAULTS[table])}")
+            if key not in known[table]:
+                raise ConfigError(f"{table}.{key}", f"unknown key; accepted: {', '.join(known[table])}")
             cfg[table][key] = value
 
-    t, s, dt, tr, lg, an, fl = (cfg[k] for k in ("teacher", "student", "data", "train", "log", "analysis", "flow"))
-    tr["dtype"] = dtype = _choice("train.dtype", tr["dtype"], DTYPES)  # first: numbers are checked in it
-    d = _int("data.d", dt["d"], 1)
-    t["P"] = _int("teacher.P", t["P"], 1, d, what=f"with 1 <= P <= data.d (= {d})")
-    s["m"] = _int("student.m", s["m"], 1)
-    t["activation_degree"] = _int("teacher.activation_degree", t["activation_degree"], 1, 30)
+    t, s, dt, tr, lg, an = (cfg[k] for k in ("teacher", "student", "data", "train", "log", "analysis"))
+    tr["dtype"] = dtype = check_choice("train.dtype", tr["dtype"], DTYPES)  # first: numbers are checked in it
+    d = check_int("data.d", dt["d"], 1)
+    t["P"] = check_int("teacher.P", t["P"], 1, d, what=f"with 1 <= P <= data.d (= {d})")
+    s["m"] = check_int("student.m", s["m"], 1)
+    t["activation_degree"] = check_int("teacher.activation_degree", t["activation_degree"], 1, 30)
     for key, val in (("teacher.activation", t["activation"]), ("student.activation", s["activation"])):
         if val is None:
             continue
@@ -357,17 +316,17 @@ def resolve(raw: Mapping) -> dict:
             t["activation"] = val
         else:
             s["activation"] = val
-    t["basis"] = _choice("teacher.basis", t["basis"], BASES)
-    t["beta"] = _scalar_or_list("teacher.beta", t["beta"], lambda k, v: _num(k, v, 0.0))
+    t["basis"] = check_choice("teacher.basis", t["basis"], BASES)
+    t["beta"] = scalar_or_list("teacher.beta", t["beta"], lambda k, v: check_num(k, v, 0.0))
     for b in t["beta"] if isinstance(t["beta"], list) else [t["beta"]]:
         _check_power_law(b, t["P"], dtype)
     if t["a"] is not None:
         a = t["a"]
-        if not isinstance(a, list) or not a or not all(_is_num(x) for x in a):
+        if not isinstance(a, list) or not a or not all(is_num(x) for x in a):
             raise ConfigError("teacher.a", f"got {a!r}; accepted: a list of P = {t['P']} numbers")
         if len(a) != t["P"]:
             raise ConfigError("teacher.a", f"has {len(a)} entries; accepted: exactly P = {t['P']}")
-        fi = _finfo(dtype)
+        fi = finfo(dtype)
         for p, x in enumerate(a, start=1):
             # skill divides by a_p: a coefficient that is 0 (or rounds to 0) would read as learned at step 0
             if not float(fi.tiny) <= x <= float(fi.max):
@@ -375,55 +334,43 @@ def resolve(raw: Mapping) -> dict:
                     "teacher.a", f"a_{p} = {x!r}; accepted: positive numbers in [{fi.tiny:.3g}, {fi.max:.3g}] for {dtype}"
                 )
         t["a"] = [float(x) for x in a]
-    fi = _finfo(dtype)
-    s["init_scale"] = _num("student.init_scale", s["init_scale"], 0.0, lo_open=True)
+    fi = finfo(dtype)
+    s["init_scale"] = check_num("student.init_scale", s["init_scale"], 0.0, lo_open=True)
     # the norms r^2 ~ init_scale^2 must be normal numbers of the dtype
     why = f"init_scale^2 is not a normal {dtype} number"
-    _representable("student.init_scale", s["init_scale"], dtype, math.sqrt(fi.tiny), math.sqrt(fi.max), why)
+    check_representable("student.init_scale", s["init_scale"], dtype, math.sqrt(fi.tiny), math.sqrt(fi.max), why)
 
-    tr["engine"] = _choice("train.engine", tr["engine"], ENGINES)
+    tr["engine"] = check_choice("train.engine", tr["engine"], ENGINES)
     # the step counter is int32 on the device (engines.base.MAX_STEPS_INT32)
-    tr["steps"] = _int("train.steps", tr["steps"], 1, MAX_STEPS_INT32)
-    tr["batch_size"] = _int("train.batch_size", tr["batch_size"], 1)
-    tr["lr"] = _scalar_or_list("train.lr", tr["lr"], lambda k, v: _representable(k, _num(k, v, 0.0, lo_open=True), dtype))
-    tr["seed"] = _scalar_or_list("train.seed", tr["seed"], lambda k, v: _int(k, v, 0, 2**31 - 1))
+    tr["steps"] = check_int("train.steps", tr["steps"], 1, MAX_STEPS_INT32)
+    tr["batch_size"] = check_int("train.batch_size", tr["batch_size"], 1)
+    tr["lr"] = scalar_or_list(
+        "train.lr", tr["lr"], lambda k, v: check_representable(k, check_num(k, v, 0.0, lo_open=True), dtype)
+    )
+    tr["seed"] = scalar_or_list("train.seed", tr["seed"], lambda k, v: check_int(k, v, 0, 2**31 - 1))
     if not isinstance(tr["optimizer"], str) or not tr["optimizer"]:
         raise ConfigError("train.optimizer", f"got {tr['optimizer']!r}; accepted: an optax optimizer name")
     check_optimizer(tr["optimizer"], tr["optimizer_kwargs"])
-    tr["schedule"] = _choice("train.schedule", tr["schedule"], SCHEDULES)
-    tr["schedule_n0"] = _num(
+    tr["schedule"] = check_choice("train.schedule", tr["schedule"], SCHEDULES)
+    tr["schedule_n0"] = check_num(
         "train.schedule_n0", tr["schedule_n0"], 0.0, what=">= 0 (steps; 0 = the schedule's default, steps/100)"
     )
-    tr["diverge_bound"] = _representable(
-        "train.diverge_bound", _num("train.diverge_bound", tr["diverge_bound"], 0.0, lo_open=True), dtype
+    tr["diverge_bound"] = check_representable(
+        "train.diverge_bound", check_num("train.diverge_bound", tr["diverge_bound"], 0.0, lo_open=True), dtype
     )
     if not isinstance(tr["progress"], bool):
         raise ConfigError("train.progress", f"got {tr['progress']!r}; accepted: true or false")
 
-    lg["points"] = _int("log.points", lg["points"], 2, 100_000)
+    lg["points"] = check_int("log.points", lg["points"], 2, 100_000)
     # strict: 1 == True and 0.0 == False in Python, but neither is a boolean in the config
     if not (isinstance(lg["overlap"], bool) or (isinstance(lg["overlap"], str) and lg["overlap"] == "auto")):
         raise ConfigError("log.overlap", f"got {lg['overlap']!r}; accepted: true, false, 'auto'")
-    an["observable"] = _choice("analysis.observable", an["observable"], OBSERVABLES)
-    an["threshold"] = _num("analysis.threshold", an["threshold"], 0.0, lo_open=True, hi=1.0, what="in (0, 1]")
-    # a relative tolerance below the dtype's resolution cannot be met: the solver would give up
-    fl["rtol"] = _representable(
-        "flow.rtol", _num("flow.rtol", fl["rtol"], 0.0, lo_open=True), dtype, float(fi.eps), 1.0, f"finer than {dtype} resolution"
-    )
-    fl["atol"] = _representable("flow.atol", _num("flow.atol", fl["atol"], 0.0, lo_open=True), dtype)
-    fl["solver"] = _choice("flow.solver", fl["solver"], FLOW_SOLVERS)
-
-    engine_from_config(cfg).check(cfg)  # the engine's own rules
-    if tr["engine"] == "flow" and tr["batch_size"] != 1:
-        # Not an error: the flow is the lr -> 0 limit of SGD at any batch size (the batch only
-        # scales the noise), so a sweep over engines at a fixed batch size stays valid.
-        warnings.warn(
-            ConfigWarning(
-                f"train.batch_size: = {tr['batch_size']} has no effect in engine 'flow' (the population flow has no batch); "
-                "its results equal batch_size = 1"
-            ),
-            stacklevel=2,
-        )
+    an["observable"] = check_choice("analysis.observable", an["observable"], OBSERVABLES)
+    an["threshold"] = check_num("analysis.threshold", an["threshold"], 0.0, lo_open=True, hi=1.0, what="in (0, 1]")
+    for engine in ENGINES.values():  # each engine's own table, then its rules
+        if engine.table:
+            cfg[engine.table] = engine.resolve_settings(cfg[engine.table], dtype)
+    ENGINES[tr["engine"]].from_config(cfg).check(cfg)
     return cfg
 
 
@@ -432,7 +379,7 @@ def _check_power_law(beta: float, P: int, dtype: str) -> None:
     the dtype: a coefficient that underflows to 0 makes ``skill`` infinite, read as learned."""
     if P == 1:
         return
-    fi = _finfo(dtype)
+    fi = finfo(dtype)
     log_norm = 0.5 * math.log(math.fsum(math.exp(-2.0 * beta * math.log(q)) for q in range(1, P + 1)))
     log_aP = -beta * math.log(P) - log_norm
     if log_aP < math.log(fi.tiny):
@@ -443,17 +390,19 @@ def _check_power_law(beta: float, P: int, dtype: str) -> None:
         )
 
 
-def with_overlap(cfg: Mapping) -> bool:
+def with_overlap(cfg: Mapping, R: int | None = None) -> bool:
     """Whether a run logs the full cosine matrix ``overlap`` ``(R, T, m, P)``.
 
     ``log.overlap = "auto"`` keeps it when it is small: ``m P <= OVERLAP_AUTO_MAX`` and the
     whole array at most ``OVERLAP_AUTO_MAX_ELEMENTS`` entries (bounded memory and disk).
+    ``R``: the replica count, when known.
     """
     ov = cfg["log"]["overlap"]
     if ov != "auto":
         return bool(ov)
     mP = cfg["student"]["m"] * cfg["teacher"]["P"]
-    size = len(replica_grid(cfg)["seed"]) * (cfg["log"]["points"] + 1) * mP
+    R = len(replica_grid(cfg)["seed"]) if R is None else R
+    size = R * (cfg["log"]["points"] + 1) * mP
     return mP <= OVERLAP_AUTO_MAX and size <= OVERLAP_AUTO_MAX_ELEMENTS
 
 
@@ -470,23 +419,16 @@ def config_hash(cfg: Mapping) -> str:
 
 
 def replica_grid(cfg: Mapping) -> dict[str, list]:
-    """The replicas a resolved config asks for: product of the ``beta x lr x seed`` lists.
+    """The replicas a resolved config asks for: the product of the lists of the replicated
+    settings (:data:`.engines.base.REPLICA_SETTINGS`: ``beta x lr x seed``, seed fastest).
 
-    Returns ``{"beta": [...], "lr": [...], "seed": [...]}``, each of length ``R``, with
-    the seed varying fastest.
+    Returns ``{"beta": [...], "lr": [...], "seed": [...]}``, each of length ``R``.
     """
-
-    def as_list(v):
-        return v if isinstance(v, list) else [v]
-
-    betas = as_list(cfg["teacher"]["beta"])
-    lrs = as_list(cfg["train"]["lr"])
-    seeds = as_list(cfg["train"]["seed"])
-    out = {"beta": [], "lr": [], "seed": []}
-    for b in betas:
-        for lr in lrs:
-            for s in seeds:
-                out["beta"].append(float(b))
-                out["lr"].append(float(lr))
-                out["seed"].append(int(s))
-    return out
+    lists = []
+    for name, key in REPLICA_SETTINGS.items():
+        table, k = key.split(".")
+        v = cfg[table][k]
+        cast = int if name == "seed" else float
+        lists.append([cast(x) for x in (v if isinstance(v, list) else [v])])
+    columns = list(zip(*itertools.product(*lists)))
+    return {name: list(col) for name, col in zip(REPLICA_SETTINGS, columns)}

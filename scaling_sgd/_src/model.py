@@ -28,6 +28,8 @@ __all__ = [
     "Model",
     "power_law_coefficients",
     "teacher_coefficients",
+    "OBSERVABLES",
+    "OPTIONAL_OBSERVABLES",
     "teacher_basis",
     "init_student",
     "gram_observables",
@@ -137,6 +139,18 @@ def population_loss(model: Model, WW, WT, a):
         jnp.sum(a) ** 2 - jnp.sum(a * a)
     )
     return r2 @ model.K_ss(G) @ r2 - 2.0 * r2 @ model.K_st(M) @ a + tt
+
+
+#: The observables logged at every log point (:func:`gram_observables`): name -> the names
+#: of its dimensions after ``(replica, step)``.  ``overlap`` is optional (``log.overlap``).
+OBSERVABLES: dict[str, tuple[str, ...]] = {
+    "loss": (),
+    "alignment": ("direction",),
+    "skill": ("direction",),
+    "norm2": ("neuron",),
+    "overlap": ("neuron", "direction"),
+}
+OPTIONAL_OBSERVABLES = ("overlap",)
 
 
 def gram_observables(model: Model, WW, WT, a, with_overlap: bool = False):

@@ -1,17 +1,17 @@
 """Preflight: refuse, before compiling, a run that cannot finish or cannot be saved.
 
-Checked from the resolved config and the output path alone, in milliseconds:
+Checked from the run spec (:class:`..spec.RunSpec`) and the output path alone, in milliseconds:
 
 * the output folder (:func:`..results.check_target`): creatable and writable, not a file,
   and not holding another config's results (the output-safety rule);
 * disk: the expected size of the results against the free space where they go;
-* memory: an estimate from the shapes (weights, the ``sgd`` input blocks ``(R, U, B, d)``,
-  the ``reduced``/``flow`` state, the logged observables) against what the backend has:
-  free device memory on an accelerator, ``MemAvailable`` (and a cgroup limit) on a CPU.
+* memory: the engine's own estimate (:meth:`..engines.base.Engine.memory`), the logged
+  observables and the runtime, against what the backend has: free device memory on an
+  accelerator, ``MemAvailable`` (and a cgroup limit) on a CPU.
 
-Each failure is one line naming what to change (:class:`..errors.ResourceError`), e.g.
-``memory: needs ~245 GB (sgd input blocks 240 GB, ...), 19 GB available on cpu; reduce
-replicas or data.d, or use engine "reduced"``.  The estimates are deliberately not
+Each failure is one line naming what to change (:class:`..errors.ResourceError`), with
+the engine's advice for its largest part, e.g. ``memory: needs ~245 GB (sgd input blocks
+240 GB, ...), 19 GB available on cpu; reduce replicas or data.d, or use engine "reduced"``.  The estimates are deliberately not
 pessimistic (a refused run that would have fitted is worse than a late out-of-memory
 error); ``SCALING_SGD_NO_PREFLIGHT=1`` skips the disk and memory checks.
 """
@@ -22,105 +22,43 @@ import os
 import shutil
 from pathlib import Path
 
-from . import config as cfgmod
-from .engines.base import Static
-from .engines.reduced import buffer_steps
-from .engines.sgd import block_size
+from .engines.base import STATE_COPIES, itemsize
 from .errors import ResourceError
-from .hermite import hn
-from .model import Model
-from .results import _fmt_bytes, _nearest_existing, check_target
+from .files import fmt_bytes, nearest_existing
+from .results import check_target
+from .schema import size_per_replica_step
+from .spec import RunSpec
 
 __all__ = ["check", "check_memory", "check_disk", "memory_estimate", "result_bytes", "available_memory", "SKIP_ENV"]
 
 SKIP_ENV = "SCALING_SGD_NO_PREFLIGHT"
-# Working copies XLA keeps of the state inside a compiled step (the loop carry and the
-# values being formed), and of the logs (the list of log points, then the stacked copy).
-# Calibrated on CPU against the peak resident memory of sgd runs (d = 2^16 .. 2^18,
-# 8-16 replicas, B = 1 and 4: measured/estimated 0.97-1.05): the input blocks are held
-# about 6 times (the block in progress, the next, the one being drawn, and their copies
-# inside the loop), the weights about 3 times.
-STATE_COPIES = 2.0
-SGD_INPUT_COPIES = 6
-SGD_WEIGHT_COPIES = 3
-# The compiler and the runtime (measured: 0.25-0.3 GB on CPU for the smallest runs).
+# The compiler and the runtime (0.25-0.3 GB on CPU for the smallest runs).
 RUNTIME_BYTES = 300_000_000
 # Size of config.json, the analysis files and the figures of one run (upper bound).
 OVERHEAD_BYTES = 2_000_000
 
 
-def _itemsize(cfg: dict) -> int:
-    return 8 if cfg["train"]["dtype"] == "float64" else 4
+def _logged_bytes(spec: RunSpec) -> int:
+    """Bytes of every observable at every log point (:data:`.schema.LOGGED`)."""
+    return spec.R * spec.T * size_per_replica_step(spec.sizes, spec.static.with_overlap) * itemsize(spec.static)
 
 
-def _logged_per_replica(cfg: dict, with_overlap: bool) -> int:
-    """Numbers logged per replica and log point: loss, alignment, skill, norm2 (+ overlap)."""
-    P, m = cfg["teacher"]["P"], cfg["student"]["m"]
-    return 1 + 2 * P + m + (m * P if with_overlap else 0)
-
-
-def memory_estimate(cfg: dict) -> dict[str, int]:
-    """Bytes a run holds at its peak, by part (``{label: bytes}``), from its shapes.
-
-    ``sgd``: weights ``(R, m, d)`` (:data:`SGD_WEIGHT_COPIES`, plus optimizer moments),
-    a Haar teacher frame ``(R, P, d)`` when ``teacher.basis = "random"``, and the input
-    blocks ``(R, U, B, d)`` with ``U = engines.sgd.block_size(B)`` (the block in progress,
-    the next one, the one drawn while the current is advanced, and their working copies:
-    :data:`SGD_INPUT_COPIES`).  ``reduced``: the
-    coordinates and the block's sample coordinates and Bartlett factors, ``(R, m + 2 K B,
-    P + m + K B)``.  ``flow``: the coordinates ``(R, m, P + m)`` and, for the stiff solver,
-    the per-neuron Jacobian blocks and their LU factors ``(R, m, P + m, P + m)`` (diffrax's
-    implicit solvers: the dense Jacobian ``(R, (m (P + m))^2)``; explicit ones: the saved
-    outputs).  Logs: every log point of every observable, kept on the device and stacked
-    at the end.  Plus :data:`RUNTIME_BYTES` for the compiler and the runtime.
-    """
-    f = _itemsize(cfg)
-    t, s, tr = cfg["teacher"], cfg["student"], cfg["train"]
-    R = len(cfgmod.replica_grid(cfg)["seed"])
-    T = cfg["log"]["points"] + 1
-    d, P, m, B = cfg["data"]["d"], t["P"], s["m"], tr["batch_size"]
-    parts: dict[str, int] = {}
-    engine = tr["engine"]
-    if engine == "sgd":
-        opt = 0 if (tr["optimizer"] == "sgd" and not tr["optimizer_kwargs"]) else 2
-        parts["weights"] = int((SGD_WEIGHT_COPIES + opt) * R * m * d * f)
-        if t["basis"] == "random":
-            parts["teacher frame"] = R * P * d * f
-        U = block_size(B)
-        parts["sgd input blocks"] = SGD_INPUT_COPIES * R * U * B * d * f
-    elif engine == "reduced":
-        K = buffer_steps(Static(model=_shape_model(d, P, m), batch_size=B))
-        n = P + m + K * B
-        parts["reduced state"] = int(STATE_COPIES * R * (m + 2 * K * B) * n * f)
-    else:
-        n = P + m
-        solver = cfg["flow"]["solver"]
-        parts["flow state"] = int(STATE_COPIES * 4 * R * m * n * f)
-        if solver in ("auto", "ros2"):
-            parts["flow Jacobian blocks"] = 3 * R * m * n * n * f
-        elif solver.startswith("kvaerno"):
-            parts["flow dense Jacobian"] = 2 * R * (m * n) ** 2 * f
-        if solver not in ("auto", "ros2"):
-            parts["flow saved outputs"] = R * T * m * n * f
-    parts["logs"] = int(STATE_COPIES * R * T * _logged_per_replica(cfg, cfgmod.with_overlap(cfg)) * f)
+def memory_estimate(spec: RunSpec) -> dict[str, int]:
+    """Bytes a run holds at its peak, by part (``{label: bytes}``), from its shapes: the
+    engine's own parts (:meth:`.engines.base.Engine.memory`), the logs (every log point of
+    every observable, kept on the device and stacked at the end), and
+    :data:`RUNTIME_BYTES` for the compiler and the runtime."""
+    parts = dict(spec.engine.memory(spec.static, spec.R, spec.T))
+    parts["logs"] = int(STATE_COPIES * _logged_bytes(spec))
     parts["compiler and runtime"] = RUNTIME_BYTES
     return parts
 
 
-def _shape_model(d, P, m) -> Model:
-    """A :class:`..model.Model` carrying only shapes (the activation plays no part in sizes)."""
-    h = hn(1)
-    return Model(d=d, P=P, m=m, teacher=h, student=h)
-
-
-def result_bytes(cfg: dict) -> int:
+def result_bytes(spec: RunSpec) -> int:
     """Upper bound of the bytes a run writes (``metrics.npz`` uncompressed, plus
     ``config.json``, analysis files and figures)."""
-    R = len(cfgmod.replica_grid(cfg)["seed"])
-    T = cfg["log"]["points"] + 1
-    P = cfg["teacher"]["P"]
-    logged = R * T * _logged_per_replica(cfg, cfgmod.with_overlap(cfg)) * _itemsize(cfg)
-    return int(logged + R * (P + 8) * 8 + T * 8 + OVERHEAD_BYTES)
+    R, T, P = spec.R, spec.T, spec.static.model.P
+    return int(_logged_bytes(spec) + R * (P + 8) * 8 + T * 8 + OVERHEAD_BYTES)
 
 
 # -- what is available ------------------------------------------------------------------------
@@ -206,30 +144,21 @@ def available_memory() -> tuple[int | None, str, int]:
 
 
 # -- the checks ----------------------------------------------------------------------------------
-def _advice(cfg: dict, parts: dict) -> str:
+def _advice(spec: RunSpec, parts: dict) -> str:
     top = max(parts, key=parts.get)
-    engine = cfg["train"]["engine"]
     if top == "logs":
         return "reduce log.points or replicas, or set log.overlap = false"
-    if engine == "sgd":
-        return 'reduce replicas or data.d, or use engine "reduced"'
-    if engine == "reduced":
-        return "reduce replicas, train.batch_size, teacher.P or student.m"
-    return (
-        'reduce replicas, teacher.P or student.m, or use flow.solver = "ros2"'
-        if "dense" in top
-        else "reduce replicas, teacher.P or student.m"
-    )
+    return spec.engine.advice(top)
 
 
-def check_memory(cfg: dict, available: tuple | None = None) -> None:
+def check_memory(spec: RunSpec, available: tuple | None = None) -> None:
     """Raise :class:`ResourceError` when the memory estimate exceeds what is available.
 
     Args:
-        cfg: a resolved config.  available: ``(bytes, where, devices)`` (default:
+        spec: the run.  available: ``(bytes, where, devices)`` (default:
             :func:`available_memory`).
     """
-    parts = memory_estimate(cfg)
+    parts = memory_estimate(spec)
     need = sum(parts.values())
     avail, where, ndev = available if available is not None else available_memory()
     if avail is None:
@@ -238,17 +167,17 @@ def check_memory(cfg: dict, available: tuple | None = None) -> None:
     if per_dev <= avail:
         return
     top = sorted(parts.items(), key=lambda kv: -kv[1])[:3]
-    detail = ", ".join(f"{k} {_fmt_bytes(v / max(ndev, 1))}" for k, v in top if v > 0)
+    detail = ", ".join(f"{k} {fmt_bytes(v / max(ndev, 1))}" for k, v in top if v > 0)
     dev = f" per device ({ndev} devices)" if ndev > 1 else ""
     raise ResourceError(
         "memory",
-        f"needs ~{_fmt_bytes(per_dev)}{dev} ({detail}), {_fmt_bytes(avail)} available in {where}; {_advice(cfg, parts)}",
+        f"needs ~{fmt_bytes(per_dev)}{dev} ({detail}), {fmt_bytes(avail)} available in {where}; {_advice(spec, parts)}",
     )
 
 
 def check_disk(out_dir, need: int) -> None:
     """Raise :class:`ResourceError` when ``need`` bytes do not fit where ``out_dir`` goes."""
-    base = _nearest_existing(Path(out_dir))
+    base = nearest_existing(Path(out_dir))
     try:
         free = shutil.disk_usage(base).free
     except OSError:
@@ -256,7 +185,7 @@ def check_disk(out_dir, need: int) -> None:
     if need > free:
         raise ResourceError(
             "disk",
-            f"the results need ~{_fmt_bytes(need)}, {_fmt_bytes(free)} free at {str(base)!r}; free some space or choose another --out",
+            f"the results need ~{fmt_bytes(need)}, {fmt_bytes(free)} free at {str(base)!r}; free some space or choose another --out",
         )
 
 
@@ -264,7 +193,7 @@ def skipped() -> bool:
     return os.environ.get(SKIP_ENV, "").strip() not in ("", "0")
 
 
-def check(cfg: dict, out_dir=None, force: bool = False) -> None:
+def check(spec: RunSpec, out_dir=None, force: bool = False) -> None:
     """Every preflight check of one run (output folder, disk, memory), before compiling.
 
     Raises:
@@ -273,9 +202,9 @@ def check(cfg: dict, out_dir=None, force: bool = False) -> None:
         ResourceError: the results or the run do not fit.
     """
     if out_dir is not None:
-        check_target(out_dir, cfgmod.config_hash(cfg), force)
+        check_target(out_dir, spec.hash, force)
     if skipped():
         return
-    check_memory(cfg)
+    check_memory(spec)
     if out_dir is not None:
-        check_disk(out_dir, result_bytes(cfg))
+        check_disk(out_dir, result_bytes(spec))

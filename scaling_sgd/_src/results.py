@@ -24,16 +24,13 @@ config replaces the whole folder; a folder holding anything that is not a run's 
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import hashlib
 import io
 import json
 import os
-import platform
 import shutil
 import socket
-import tempfile
 import time
 import uuid
 import zipfile
@@ -42,23 +39,20 @@ from pathlib import Path
 
 import numpy as np
 
+from . import files
 from .errors import OutputError, ResultsError
+from .schema import schema, shape
 
 __all__ = [
-    "atomic_write_bytes",
-    "atomic_write_json",
     "write_run",
     "read_run",
     "read_config_json",
     "check_run",
     "check_target",
-    "check_writable",
     "is_run_dir",
     "is_run_file",
     "run_state",
     "metrics_bytes",
-    "file_sha256",
-    "environment",
 ]
 
 # Files a run folder may hold: the run itself, the analysis written beside it, a failed
@@ -75,118 +69,11 @@ _HOST = socket.gethostname()
 
 
 # -- files ------------------------------------------------------------------------------
-def _umask() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return umask
-
-
-def _write_file(path: Path, data: bytes) -> None:
-    """Create ``path`` with ``data`` and flush it to disk (the one low-level writer)."""
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    """Flush a folder's entries (a rename is durable only once its folder is synced)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - e.g. a platform without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover - some file systems refuse fsync on folders
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same directory."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        # mkstemp creates 0600; give the file the permissions a plain open() would get
-        # (shared sweep directories on a cluster must stay readable by the group).
-        os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _json_bytes(obj) -> bytes:
-    return (json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n").encode()
-
-
-def atomic_write_json(path: str | Path, obj) -> None:
-    atomic_write_bytes(path, _json_bytes(obj))
-
-
-def _json_default(o):
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o)}")
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def metrics_bytes(metrics: dict) -> bytes:
     """The ``metrics.npz`` file of ``metrics`` (compressed), as bytes."""
     buf = io.BytesIO()
     np.savez_compressed(buf, **{k: np.asarray(v) for k, v in metrics.items()})
     return buf.getvalue()
-
-
-def environment() -> dict:
-    """Versions and device of this process (recorded in every result)."""
-    import jax
-    import jaxlib
-    import optax
-
-    from .engines.sgd import INPUT_STREAM
-
-    try:
-        from importlib.metadata import version
-
-        ver = version("scaling-sgd")
-    except Exception:  # pragma: no cover - running from a source tree
-        ver = "unknown"
-    dev = jax.devices()[0]
-    return {
-        "scaling_sgd": ver,
-        "jax": jax.__version__,
-        "jaxlib": jaxlib.__version__,
-        "optax": optax.__version__,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-        "backend": jax.default_backend(),
-        "device": getattr(dev, "device_kind", str(dev)),
-        "device_count": jax.device_count(),
-        "platform": platform.platform(),
-        "x64": bool(jax.config.jax_enable_x64),
-        "prng": str(jax.config.jax_default_prng_impl),
-        "sgd_input_stream": INPUT_STREAM,
-    }
 
 
 # -- the output-safety rule -----------------------------------------------------------------
@@ -219,33 +106,6 @@ def _stored_hash(folder: Path) -> str | None:
         return None
 
 
-def _nearest_existing(path: Path) -> Path:
-    p = path.absolute()
-    while not os.path.lexists(p) and p != p.parent:
-        p = p.parent
-    return p
-
-
-def check_writable(path: str | Path, key: str = "--out") -> None:
-    """``path`` is a folder, or can be created as one, in which files can be written.
-
-    Raises:
-        OutputError: ``path`` is a file, lies under a file, or its (nearest existing)
-            folder cannot be written (permissions, a read-only mount).
-    """
-    out = Path(path)
-    if os.path.lexists(out) and not out.is_dir():
-        raise OutputError(key, f"{str(out)!r} is a file; accepted: a folder path (new, empty, or a run folder)")
-    base = out if out.is_dir() else _nearest_existing(out.parent)
-    if not base.is_dir():
-        raise OutputError(key, f"cannot create {str(out)!r}: {str(base)!r} is a file; accepted: a path under a folder")
-    try:  # the only reliable test of writability (permissions, read-only mounts, quotas)
-        probe = tempfile.mkdtemp(prefix=".scaling-sgd-probe-", dir=base)
-        os.rmdir(probe)
-    except OSError as e:
-        raise OutputError(key, f"cannot write in {str(base)!r} ({e.strerror or e}); accepted: a writable folder") from None
-
-
 def check_target(out_dir: str | Path, config_hash: str | None, force: bool = False) -> None:
     """The output-safety rule, checked before any compute.
 
@@ -259,7 +119,7 @@ def check_target(out_dir: str | Path, config_hash: str | None, force: bool = Fal
         OutputError: one line naming ``--out``, what is there and what is accepted.
     """
     out = Path(out_dir)
-    check_writable(out)
+    files.check_writable(out)
     if not out.is_dir():
         return
     if os.path.ismount(out):  # the folder is renamed into place: it must live on its parent's file system
@@ -293,16 +153,6 @@ def _tmp_sibling(out: Path, tag: str) -> Path:
     return _tmp_root(out) / f"{out.name}~{tag}~{_HOST}~{os.getpid()}~{uuid.uuid4().hex[:8]}"
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
-
-
 def _remove_stale_siblings(out: Path) -> None:
     """Remove the temporary folders of ``out`` left by writers that died."""
     try:
@@ -319,42 +169,9 @@ def _remove_stale_siblings(out: Path) -> None:
             age = now - e.stat(follow_symlinks=False).st_mtime
         except (ValueError, OSError):
             continue
-        dead = host == _HOST and pid != os.getpid() and not _pid_alive(pid)
+        dead = host == _HOST and pid != os.getpid() and not files.pid_alive(pid)
         if dead or age > STALE_TMP_S:
-            shutil.rmtree(e.path, ignore_errors=True) if e.is_dir(follow_symlinks=False) else _unlink(e.path)
-
-
-def _unlink(path) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
-
-
-_RENAME_EXCHANGE = 2
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    """Atomically swap two paths (Linux ``renameat2(RENAME_EXCHANGE)``); ``False`` where
-    the system or the file system has no such call."""
-    if not hasattr(_exchange, "fn"):
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            fn = libc.renameat2
-            fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-            _exchange.fn = fn
-        except (OSError, AttributeError):
-            _exchange.fn = None
-    if _exchange.fn is None:
-        return False
-    at_fdcwd = -100
-    rc = _exchange.fn(at_fdcwd, os.fsencode(str(a)), at_fdcwd, os.fsencode(str(b)), _RENAME_EXCHANGE)
-    if rc == 0:
-        return True
-    err = ctypes.get_errno()
-    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
-        return False
-    raise OSError(err, os.strerror(err), str(b))
+            shutil.rmtree(e.path, ignore_errors=True) if e.is_dir(follow_symlinks=False) else files.unlink_quietly(e.path)
 
 
 def _place(tmp: Path, out: Path) -> None:
@@ -375,7 +192,7 @@ def _place(tmp: Path, out: Path) -> None:
         raise OutputError(
             "--out", f"{str(out)!r} gained other files ({foreign[0]!r}) during the run; results written to {str(keep)!r}"
         )
-    if _exchange(tmp, out):
+    if files.exchange(tmp, out):
         shutil.rmtree(tmp, ignore_errors=True)  # now the old run
         return
     old = _tmp_sibling(out, "old")
@@ -407,32 +224,21 @@ def write_run(out_dir: str | Path, config: dict, metrics: dict, meta: dict) -> P
         _remove_stale_siblings(out)
         tmp = _tmp_sibling(out, "new")
         os.mkdir(tmp, 0o777)
-        _write_file(tmp / "metrics.npz", data)
-        _write_file(tmp / "config.json", _json_bytes(doc))  # last: a folder with it is complete
-        _fsync_dir(tmp)
+        files.write_file(tmp / "metrics.npz", data)
+        files.write_file(tmp / "config.json", files.json_bytes(doc))  # last: a folder with it is complete
+        files.fsync_dir(tmp)
         _place(tmp, out)
-        _fsync_dir(out.parent)
+        files.fsync_dir(out.parent)
     except OSError as e:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
-        need = f" (the run needs ~{_fmt_bytes(len(data) + 4096)})" if e.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+        need = f" (the run needs ~{files.fmt_bytes(len(data) + 4096)})" if e.errno in (errno.ENOSPC, errno.EDQUOT) else ""
         raise OutputError("--out", f"cannot write {str(out)!r}: {e.strerror or e}{need}; nothing there was changed") from None
     except BaseException:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
-
-
-def _fmt_bytes(n: float) -> str:
-    """``n`` bytes for a person: ``512 B``, ``3.4 MB``, ``16.0 GB``, ``2.1e+06 PB``."""
-    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
-        if n < 1000 or unit == "PB":
-            if unit == "B":
-                return f"{n:.0f} B"
-            return f"{n:.1f} {unit}" if n < 1000 else f"{n:.1e} {unit}"
-        n /= 1000.0
-    return f"{n:.1e} PB"  # pragma: no cover
 
 
 # -- reading a run folder ---------------------------------------------------------------------
@@ -479,11 +285,11 @@ def _check_config_shape(p: Path, cfg) -> None:
 
 
 def check_run(path, cj: dict, metrics: dict) -> None:
-    """Shapes and types of ``metrics`` against the config (raises :class:`ResultsError`).
+    """Shapes and types of ``metrics`` against the config and the metrics schema
+    (:func:`.schema.schema`; raises :class:`ResultsError`).
 
-    ``step`` ``(T,)`` increasing from 0; ``loss`` ``(R, T)``; ``alignment``/``skill``
-    ``(R, T, P)``; ``norm2`` ``(R, T, m)`` and ``overlap`` ``(R, T, m, P)`` when present;
-    ``diverged``, ``diverged_step`` and the replicated settings ``(R,)``.
+    ``step`` ``(T,)`` increasing from 0; ``loss`` ``(R, T)``; every other array of the schema
+    that is present has the shape its dimensions give; every array is numeric.
     """
     p = Path(path)
     cfg = cj.get("config", cj)
@@ -498,14 +304,12 @@ def check_run(path, cj: dict, metrics: dict) -> None:
     loss = metrics["loss"]
     if loss.ndim != 2 or loss.shape[1] != T or loss.shape[0] < 1:
         raise _bad(p, f"metrics.npz 'loss' has shape {loss.shape}; expected (R, {T})")
-    R = loss.shape[0]
-    want = {"skill": (R, T, P), "alignment": (R, T, P), "norm2": (R, T, m), "overlap": (R, T, m, P)}
-    for k in ("diverged", "diverged_step", "seed", "lr", "beta", "solver_steps"):
-        want[k] = (R,)
-    want["a"] = (R, P)
-    for k, shape in want.items():
-        if k in metrics and metrics[k].shape != shape:
-            raise _bad(p, f"metrics.npz {k!r} has shape {metrics[k].shape}; expected {shape} (P = {P}, m = {m} in config.json)")
+    sizes = {"replica": loss.shape[0], "step": T, "direction": P, "neuron": m}
+    engine = cfg["train"].get("engine")
+    for k, dims in schema(engine if isinstance(engine, str) else None).items():
+        want = shape(dims, sizes)
+        if k in metrics and metrics[k].shape != want:
+            raise _bad(p, f"metrics.npz {k!r} has shape {metrics[k].shape}; expected {want} (P = {P}, m = {m} in config.json)")
     for k, v in metrics.items():
         if v.dtype.kind not in "biuf":
             raise _bad(p, f"metrics.npz {k!r} is not numeric")
@@ -519,7 +323,7 @@ def _verify_checksum(p: Path, cj: dict) -> None:
     f = p / "metrics.npz"
     try:
         size_ok = os.path.getsize(f) == cj.get("metrics_bytes", os.path.getsize(f))
-        ok = size_ok and file_sha256(f) == cj["metrics_sha256"]
+        ok = size_ok and files.file_sha256(f) == cj["metrics_sha256"]
     except OSError as e:
         raise _bad(p, f"metrics.npz is unreadable ({e.strerror or e})") from None
     if not ok:

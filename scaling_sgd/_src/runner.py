@@ -1,4 +1,4 @@
-"""From a resolved config to metrics (and a results directory): the host side of a run."""
+"""From a run spec to metrics (and a results directory): the host side of a run."""
 
 from __future__ import annotations
 
@@ -10,17 +10,15 @@ from pathlib import Path
 
 import numpy as np
 
-from . import config as cfgmod
 from . import preflight
-from .engines import Replicas, Static, engine_from_config
-from .engines.base import log_grid
 from .engines.driver import Interrupted, pad_replicas, replica_padding, simulate
-from .hermite import activation
-from .model import Model, teacher_coefficients
+from .environment import environment
 from .progress import NoProgress, Progress
-from .results import environment, write_run
+from .results import write_run
+from .schema import REPLICATED
+from .spec import RunSpec
 
-__all__ = ["build", "run", "precision", "enable_compilation_cache"]
+__all__ = ["run", "precision", "enable_compilation_cache"]
 
 
 def precision(dtype: str):
@@ -55,37 +53,8 @@ def enable_compilation_cache() -> str | None:
     return str(folder)
 
 
-def build(cfg: dict) -> tuple[Static, Replicas, np.ndarray]:
-    """Static description, replica arrays and log grid of a resolved config."""
-    t, s, tr = cfg["teacher"], cfg["student"], cfg["train"]
-    deg = t["activation_degree"]
-    teacher = activation(t["activation"], deg)
-    student = activation(s["activation"], deg) if s["activation"] is not None else teacher
-    model = Model(d=cfg["data"]["d"], P=t["P"], m=s["m"], teacher=teacher, student=student, basis=t["basis"])
-    grid = cfgmod.replica_grid(cfg)
-    static = Static(
-        model=model,
-        batch_size=tr["batch_size"],
-        optimizer=tr["optimizer"],
-        optimizer_kwargs=tuple(sorted(tr["optimizer_kwargs"].items())),
-        schedule=tr["schedule"],
-        schedule_n0=float(tr["schedule_n0"]),
-        dtype=tr["dtype"],
-        with_overlap=cfgmod.with_overlap(cfg),
-    )
-    reps = Replicas(
-        seed=np.asarray(grid["seed"], np.int64),
-        lr=np.asarray(grid["lr"], np.float64),
-        a=teacher_coefficients(cfg["teacher"], grid["beta"]),
-        beta=np.asarray(grid["beta"], np.float64),
-        init_scale=s["init_scale"],
-        diverge_bound=tr["diverge_bound"],
-    )
-    return static, reps, log_grid(tr["steps"], cfg["log"]["points"])
-
-
 def run(
-    cfg: dict,
+    spec: RunSpec,
     out_dir=None,
     label: str = "",
     progress: bool | None = None,
@@ -93,14 +62,14 @@ def run(
     force: bool = False,
     stop_signals=(signal.SIGINT, signal.SIGTERM),
 ):
-    """Run a resolved config; write it to ``out_dir`` if given.
+    """Run a spec (:func:`.spec.build_spec`); write it to ``out_dir`` if given.
 
     Before compiling, :func:`.preflight.check` refuses an output folder that cannot take
     the results (or holds another config's, unless ``force``) and a run whose memory or
     disk estimate does not fit.
 
     Args:
-        cfg: a resolved config (:func:`config.resolve`).
+        spec: the run (a resolved config, built once).
         out_dir: the run directory to write, or ``None``.
         label: a prefix for progress lines.  progress: show progress (default: the
             config's ``train.progress``).
@@ -114,15 +83,14 @@ def run(
         ``(metrics, meta)``: ``metrics`` as in ``metrics.npz`` (docs/model.md §4),
         ``meta`` the other ``config.json`` fields.
     """
-    preflight.check(cfg, out_dir, force)
-    static, reps, steps = build(cfg)
-    engine = engine_from_config(cfg)
-    show = cfg["train"]["progress"] if progress is None else progress
+    preflight.check(spec, out_dir, force)
+    engine, static, reps, steps = spec.engine, spec.static, spec.replicas, spec.steps
+    show = spec.config["train"]["progress"] if progress is None else progress
     meter = Progress(label=label) if show else NoProgress()
     enable_compilation_cache()
     t0 = time.perf_counter()
     interrupted = None
-    with precision(cfg["train"]["dtype"]):
+    with precision(static.dtype):
         try:
             # Several local devices: pad the replica axis to a multiple of their number so
             # that it is sharded across all of them, and drop the pads.
@@ -140,11 +108,11 @@ def run(
         if k != "step":
             v = np.asarray(v)[:R]
             metrics[k] = v[:, idx] if v.ndim >= 2 else v
-    metrics.update(seed=reps.seed, lr=reps.lr, beta=reps.beta, a=reps.a)
+    metrics.update({k: getattr(reps, k) for k in REPLICATED})
     done = int(step[-1])
     meta = {
-        "hash": cfgmod.config_hash(cfg),
-        "engine": cfg["train"]["engine"],
+        "hash": spec.hash,
+        "engine": engine.name,
         "replicas": R,
         "diverged_replicas": int(np.sum(metrics["diverged"])),
         "wall_time_s": wall,
@@ -155,5 +123,5 @@ def run(
     if interrupted:
         meta.update(partial=True, last_step=done, interrupted_by=interrupted)
     if out_dir is not None:
-        write_run(out_dir, cfg, metrics, meta)
+        write_run(out_dir, spec.config, metrics, meta)
     return metrics, meta

@@ -52,8 +52,9 @@ from pathlib import Path
 
 from . import config as cfgmod
 from . import preflight
+from .engines.base import REPLICA_SETTINGS
 from .errors import ConfigError, InputError
-from .results import atomic_write_json, check_writable
+from .files import atomic_write_json, check_writable
 from .sweep_state import _ACTIVE_CLAIMS, CLAIM_POLL_S, Claim, Index, Plan, Point, build_index, index_from_points, point_state
 
 __all__ = [
@@ -71,7 +72,7 @@ __all__ = [
     "main",
 ]
 
-TRACED = tuple(f"{t}.{k}" for t, k in sorted(cfgmod.REPLICA_KEYS))  # folded into replicas, never points
+TRACED = tuple(sorted(REPLICA_SETTINGS.values()))  # folded into replicas, never points
 
 
 def _fmt_value(v) -> str:
@@ -158,13 +159,10 @@ def run_order(points: list[Point]) -> list[Point]:
     """Points grouped by compiled program (shapes and code paths), so that each program is
     compiled once and reused by the points after it.  float64 groups go last: they switch
     JAX's process-wide x64 mode on, which must not touch float32 points run after them."""
-    from .runner import build
-
     groups: dict = {}
     for p in points:
-        static, reps, steps = build(p.config)
-        groups.setdefault((static, reps.R, len(steps)), []).append(p)
-    keys = sorted(groups, key=lambda k: k[0].dtype == "float64")  # stable: first appearance otherwise
+        groups.setdefault(p.spec.program, []).append(p)
+    keys = sorted(groups, key=lambda k: k[1].dtype == "float64")  # stable: first appearance otherwise
     return [p for k in keys for p in groups[k]]
 
 
@@ -187,10 +185,10 @@ def _preflight(todo: list[Point], out: Path) -> None:
     avail = preflight.available_memory()
     for p in todo:
         try:
-            preflight.check_memory(p.config, avail)
+            preflight.check_memory(p.spec, avail)
         except InputError as e:
             raise type(e)(e.key, f"{str(e).removeprefix(f'{e.key}: ')} (in sweep point {fmt_settings(p.settings)})") from None
-    preflight.check_disk(out, sum(preflight.result_bytes(p.config) for p in todo))
+    preflight.check_disk(out, sum(preflight.result_bytes(p.spec) for p in todo))
 
 
 class _Job:
@@ -233,7 +231,7 @@ class _Job:
         try:
             # force: the sweep owns points/<id>; a damaged or failed point folder is replaced whole
             # SIGTERM stays with the sweep's own handler (claims released, exit 143)
-            _, meta = run(p.config, d, label=f"{tag} ", force=True, stop_signals=(signal.SIGINT,))
+            _, meta = run(p.spec, d, label=f"{tag} ", force=True, stop_signals=(signal.SIGINT,))
         except Exception as e:  # a failed point is a result: record it, go on
             self.counts["failed"] += 1
             try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import socket
@@ -17,9 +18,10 @@ import threading
 import time
 from pathlib import Path
 
-from . import config as cfgmod
 from .errors import ResultsError
-from .results import _json_default, _pid_alive, atomic_write_json, read_config_json, run_state
+from .files import atomic_write_json, json_default, pid_alive
+from .results import read_config_json, run_state
+from .spec import RunSpec, build_spec
 
 __all__ = ["Point", "Plan", "Claim", "Index", "build_index", "index_from_points", "point_state"]
 
@@ -56,9 +58,14 @@ class Point:
     def dir(self) -> str:
         return f"points/{self.id}"
 
+    @functools.cached_property
+    def spec(self) -> RunSpec:
+        """The point's run spec (built once, on first use)."""
+        return build_spec(self.config)
+
     @property
     def replicas(self) -> int:
-        return len(cfgmod.replica_grid(self.config)["seed"])
+        return self.spec.R
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,7 +152,7 @@ class Claim:
             info = {}
             age = CLAIM_STALE_S + 1 if not path.exists() else time.time() - path.stat().st_mtime
         if info.get("host") == _HOST and isinstance(info.get("pid"), int) and info["pid"] != os.getpid():
-            if not _pid_alive(info["pid"]):
+            if not pid_alive(info["pid"]):
                 return True
         return age > CLAIM_STALE_S
 
@@ -295,7 +302,7 @@ class Index:
         with self._locked():
             for tmp in self.out.glob(".sweep.json.*.tmp"):
                 tmp.unlink(missing_ok=True)
-            index = json.loads(json.dumps(self.build(), default=_json_default))
+            index = json.loads(json.dumps(self.build(), default=json_default))
             try:
                 old = json.loads(path.read_bytes().decode("utf-8"))
             except FileNotFoundError:

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -48,10 +48,16 @@ __all__ = [
     "dtype_of",
     "log_grid",
     "MAX_STEPS_INT32",
+    "REPLICA_SETTINGS",
+    "STATE_COPIES",
+    "itemsize",
 ]
 
 # The step counter is int32 on the device.
 MAX_STEPS_INT32 = 2**31 - 1
+# Working copies XLA keeps of a state inside a compiled step (the loop carry and the values
+# being formed), for memory estimates.
+STATE_COPIES = 2.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,27 +88,43 @@ class Static:
         return self.optimizer == "sgd" and not self.optimizer_kwargs
 
 
+def _setting(key: str, axis: int):
+    """A replicated setting: the config key whose list makes replicas, and its place in
+    the replica product (``axis`` 0 varies slowest)."""
+    return dataclasses.field(metadata={"setting": key, "axis": axis})
+
+
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class Replicas:
     """Per-replica numbers (traced: changing them never recompiles).
 
     Attributes:
-        seed: ``(R,)`` uint32.  lr: ``(R,)`` float.  a: ``(R, P)`` teacher coefficients.
+        seed: ``(R,)`` integer.  lr: ``(R,)`` float.  a: ``(R, P)`` teacher coefficients.
         beta: ``(R,)`` float (informational; ``a`` is what the dynamics use).
         init_scale: scalar ``s``.  diverge_bound: scalar.
+
+    ``seed``, ``lr`` and ``beta`` are the replicated settings (:data:`REPLICA_SETTINGS`):
+    a list in the config makes replicas, the product ``beta x lr x seed`` (seed fastest).
     """
 
-    seed: Any
-    lr: Any
+    seed: Any = _setting("train.seed", 2)
+    lr: Any = _setting("train.lr", 1)
     a: Any
-    beta: Any
+    beta: Any = _setting("teacher.beta", 0)
     init_scale: Any = 0.1
     diverge_bound: Any = 1e8
 
     @property
     def R(self) -> int:
         return int(np.shape(self.seed)[0])
+
+
+#: replicated setting -> its config key, in the order of the replica product (beta, lr, seed)
+REPLICA_SETTINGS: dict[str, str] = {
+    f.name: f.metadata["setting"]
+    for f in sorted((f for f in dataclasses.fields(Replicas) if "setting" in f.metadata), key=lambda f: f.metadata["axis"])
+}
 
 
 class Grid(NamedTuple):
@@ -126,6 +148,11 @@ class Target(NamedTuple):
 def dtype_of(static: Static):
     """The JAX float type of a run (``Static.dtype``)."""
     return jnp.float64 if static.dtype == "float64" else jnp.float32
+
+
+def itemsize(static: Static) -> int:
+    """Bytes per float of a run."""
+    return 8 if static.dtype == "float64" else 4
 
 
 def divergence_check(diverged, diverged_step, loss, bound, step):
@@ -153,17 +180,52 @@ def log_grid(steps: int, points: int) -> np.ndarray:
 
 class Engine(abc.ABC):
     """An engine (see the module docstring for the contract).  Subclasses are frozen
-    dataclasses: their fields are engine settings and part of the compiled program."""
+    dataclasses: their fields are engine settings and part of the compiled program.
 
-    name: str = ""
+    An engine owns its knowledge, so that adding one is one file plus
+    :func:`..engines.register_engine`: its name, its own config table and defaults
+    (:attr:`table`, :attr:`defaults`, :meth:`resolve_settings`), how it is built from a
+    config (:meth:`from_config`) and checked (:meth:`check`), its memory (:meth:`memory`),
+    and the results it adds to the model's observables (:attr:`extra_metrics`).
+    """
+
+    name: ClassVar[str] = ""
     #: what ``Target.budget`` counts, for progress messages
-    unit: str = "steps"
+    unit: ClassVar[str] = "steps"
     #: the cost is spread evenly in log step (an adaptive ODE solver), not in steps: the
     #: time left is estimated from the log points done
-    cost_in_log_steps: bool = False
+    cost_in_log_steps: ClassVar[bool] = False
+    #: the config table of this engine's own settings (``None``: it has none) ...
+    table: ClassVar[str | None] = None
+    #: ... and its keys with their defaults
+    defaults: ClassVar[dict] = {}
+    #: per-replica results of a finished run beyond the model's observables (:meth:`final`):
+    #: name -> dimension names (``("replica",)``)
+    extra_metrics: ClassVar[dict] = {}
+
+    @classmethod
+    def resolve_settings(cls, settings: dict, dtype: str) -> dict:
+        """This engine's table (defaults filled in), validated and in canonical form; raise
+        :class:`ConfigError` naming ``table.key``.  ``dtype``: the run's float type."""
+        return dict(settings)
+
+    @classmethod
+    def from_config(cls, cfg: dict) -> Engine:
+        """The engine a resolved config asks for (its settings from :attr:`table`)."""
+        return cls()
 
     def check(self, cfg: dict) -> None:  # noqa: B027 - engines without rules keep the default
         """Raise :class:`ConfigError` if the resolved config ``cfg`` is invalid for this engine."""
+
+    def memory(self, static: Static, R: int, T: int) -> dict[str, int]:
+        """Bytes of the engine's state at its peak, by part (``{label: bytes}``), for ``R``
+        replicas and ``T`` log points; the logged observables and the runtime are counted
+        by the preflight."""
+        return {}
+
+    def advice(self, top: str) -> str:
+        """What to change when the memory part ``top`` (a label of :meth:`memory`) does not fit."""
+        return "reduce replicas, teacher.P or student.m"
 
     @abc.abstractmethod
     def init(self, static: Static, reps: Replicas, grid: Grid) -> Any:

@@ -25,6 +25,7 @@ Only the observables at log points come back to the host, once, at the end.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import signal
 import threading
@@ -180,6 +181,11 @@ def replica_padding(R: int) -> int:
     return (-R) % n if n > 1 else 0
 
 
+def _replicated(x) -> bool:
+    """A per-replica array (leading replica axis), not a scalar shared by all replicas."""
+    return np.ndim(x) >= 1
+
+
 def pad_replicas(reps: Replicas, n_pad: int) -> Replicas:
     """``reps`` with its last replica repeated ``n_pad`` times (replicas are independent,
     so the pads change no other replica's numbers; drop rows ``R:`` afterwards)."""
@@ -187,28 +193,18 @@ def pad_replicas(reps: Replicas, n_pad: int) -> Replicas:
         return reps
 
     def pad(x):
+        if not _replicated(x):
+            return x
         x = np.asarray(x)
         return np.concatenate([x, np.repeat(x[-1:], n_pad, axis=0)], axis=0)
 
-    return Replicas(
-        seed=pad(reps.seed),
-        lr=pad(reps.lr),
-        a=pad(reps.a),
-        beta=pad(reps.beta),
-        init_scale=reps.init_scale,
-        diverge_bound=reps.diverge_bound,
-    )
+    return jax.tree.map(pad, reps)
 
 
 def _on_devices(reps: Replicas) -> Replicas:
-    return Replicas(
-        seed=place_replicas(reps.seed, jnp.uint32),
-        lr=place_replicas(reps.lr),
-        a=place_replicas(reps.a),
-        beta=place_replicas(reps.beta),
-        init_scale=jnp.asarray(reps.init_scale),
-        diverge_bound=jnp.asarray(reps.diverge_bound),
-    )
+    placed = jax.tree.map(lambda x: place_replicas(x) if _replicated(x) else jnp.asarray(x), reps)
+    # the seed is a key's data: uint32 on the device
+    return dataclasses.replace(placed, seed=place_replicas(reps.seed, jnp.uint32))
 
 
 # -- the loop ------------------------------------------------------------------------------

@@ -15,12 +15,15 @@ Closed-form gradient (tested against ``jax.grad`` of :func:`model.population_los
 
 Stiffness: once a direction is learned, its neuron relaxes on an ``O(1/a_p)`` time scale
 while the remaining plateaus last ``O(d)``; an explicit solver is then limited by
-stability, not accuracy.  ``flow.solver = "auto"`` (= ``"ros2"``) is an adaptive
-second-order Rosenbrock-W method whose Jacobian is the per-neuron block diagonal
-(:class:`.flow_solvers.ROS2`); the diffrax solvers (``"kvaerno5"`` implicit with the dense
-``m(P+m)`` Jacobian, ``"tsit5"``/``"dopri5"`` explicit) are kept as references.  Chosen by
-measurement: at P = m = 32 Kvaerno5 spends its time in dense LUs of size 2048 and
-explicit solvers crawl at the stability limit.
+stability, not accuracy.  ``flow.solver = "auto"`` (= ``"rkc"``) is second-order
+Runge-Kutta-Chebyshev (:class:`.flow_solvers.RKC`): the Jacobian is minus a symmetric
+Hessian, so its spectrum is real and ``s`` gradient evaluations buy a stability interval
+``~0.653 s^2``, with no Jacobian formed.  ``"ros2"`` (a Rosenbrock-W method with the
+per-neuron block-diagonal Jacobian) and the diffrax solvers (``"kvaerno5"`` implicit with
+the dense ``m(P+m)`` Jacobian, ``"tsit5"``/``"dopri5"`` explicit) are references;
+benchmarks/NOTES.md (flow) compares them.
+
+Settings: the ``[flow]`` table (``solver``, ``rtol``, ``atol``), owned by :class:`Flow`.
 
 Output: the observables at ``tau = lr * tau_over_lr(step)`` for every log step, vmapped
 over replicas (each replica has its own ``lr``, hence its own time grid).  Divergence
@@ -32,17 +35,19 @@ Either way it is frozen.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from .. import model as mdl
-from ..errors import ConfigError
+from ..errors import ConfigError, ConfigWarning
 from ..optim import require_plain_sgd
-from .base import Engine, Grid, Replicas, Static, Target
+from ..validate import check_choice, check_num, check_representable, finfo
+from .base import STATE_COPIES, Engine, Grid, Replicas, Static, Target, itemsize
 from .base import dtype_of as _dtype
-from .flow_solvers import FlowSolver, make_solver
+from .flow_solvers import SOLVERS, FlowSolver, make_solver
 from .reduced import coordinates
 from .reduced import init as reduced_init
 
@@ -158,12 +163,54 @@ class Flow(Engine):
     name = "flow"
     unit = "solver steps"
     cost_in_log_steps = True
+    table = "flow"
+    defaults = {"rtol": 1e-5, "atol": 1e-9, "solver": "auto"}
+    extra_metrics = {"solver_steps": ("replica",), "solver_fevals": ("replica",)}
+
+    @classmethod
+    def resolve_settings(cls, settings: dict, dtype: str) -> dict:
+        fl = dict(settings)
+        # a relative tolerance below the dtype's resolution cannot be met: the solver would give up
+        eps = float(finfo(dtype).eps)
+        rtol = check_num("flow.rtol", fl["rtol"], 0.0, lo_open=True)
+        fl["rtol"] = check_representable("flow.rtol", rtol, dtype, eps, 1.0, f"finer than {dtype} resolution")
+        fl["atol"] = check_representable("flow.atol", check_num("flow.atol", fl["atol"], 0.0, lo_open=True), dtype)
+        fl["solver"] = check_choice("flow.solver", fl["solver"], SOLVERS)
+        return fl
+
+    @classmethod
+    def from_config(cls, cfg: dict) -> Flow:
+        fl = cfg["flow"]
+        return cls(solver=make_solver(fl["solver"], fl["rtol"], fl["atol"]))
 
     def check(self, cfg: dict) -> None:
         d, P, m = cfg["data"]["d"], cfg["teacher"]["P"], cfg["student"]["m"]
         if d < P + m:
             raise ConfigError("data.d", f"= {d} is too small for engine 'flow'; accepted: d >= P + m = {P + m}")
         require_plain_sgd(cfg, "flow")
+        B = cfg["train"]["batch_size"]
+        if B != 1:
+            # Not an error: the flow is the lr -> 0 limit of SGD at any batch size (the batch only
+            # scales the noise), so a sweep over engines at a fixed batch size stays valid.
+            warnings.warn(
+                ConfigWarning(
+                    f"train.batch_size: = {B} has no effect in engine 'flow' (the population flow has no batch); "
+                    "its results equal batch_size = 1"
+                ),
+                stacklevel=4,
+            )
+
+    def memory(self, static: Static, R: int, T: int) -> dict[str, int]:
+        """The coordinates ``(R, m, P + m)`` with a solver step's working copies, and what
+        the solver holds (:meth:`.flow_solvers.FlowSolver.memory`)."""
+        m, f = static.model, itemsize(static)
+        n = m.P + m.m
+        return {"flow state": int(STATE_COPIES * 4 * R * m.m * n * f), **self.solver.memory(R, m.m, n, T, f)}
+
+    def advice(self, top: str) -> str:
+        if "Jacobian" in top:
+            return 'reduce replicas, teacher.P or student.m, or use flow.solver = "rkc" (no Jacobian)'
+        return super().advice(top)
 
     def _f(self, static: Static, a):
         model = static.model

@@ -67,6 +67,11 @@ class FlowSolver(abc.ABC):
         """Attempted steps so far (the work the driver's budget counts)."""
         return state.nst
 
+    def memory(self, R: int, m: int, n: int, T: int, itemsize: int) -> dict[str, int]:
+        """Bytes the solver holds beyond the flow's state ``(R, m, n)``, by part, for ``R``
+        replicas and ``T`` outputs."""
+        return {}
+
 
 def _tiny(dt):
     return 1e-300 if dt == jnp.float64 else 1e-30
@@ -104,6 +109,10 @@ class ROS2(FlowSolver):
     rtol: float = 1e-5
     atol: float = 1e-9
     max_steps: int = MAX_STEPS
+
+    def memory(self, R: int, m: int, n: int, T: int, itemsize: int) -> dict[str, int]:
+        """The per-neuron Jacobian blocks and their LU factors, ``(R, m, n, n)``."""
+        return {"flow Jacobian blocks": 3 * R * m * n * n * itemsize}
 
     def init(self, f, jac, C0, ts) -> ROS2State:
         dt = C0.dtype
@@ -232,6 +241,14 @@ class Diffrax(FlowSolver):
     rtol: float = 1e-5
     atol: float = 1e-9
     max_steps: int = MAX_STEPS
+
+    def memory(self, R: int, m: int, n: int, T: int, itemsize: int) -> dict[str, int]:
+        """Every output ``(R, T, m, n)`` (solved in one go), and for the implicit solvers
+        the dense Jacobian ``(R, (m n)^2)`` and its factors."""
+        parts = {"flow saved outputs": R * T * m * n * itemsize}
+        if self.name.startswith("kvaerno"):
+            parts["flow dense Jacobian"] = 2 * R * (m * n) ** 2 * itemsize
+        return parts
 
     def init(self, f, jac, C0, ts) -> DiffraxState:
         import diffrax

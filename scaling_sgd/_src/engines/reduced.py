@@ -55,7 +55,7 @@ from ..errors import ConfigError
 from ..optim import require_plain_sgd
 from ..rng import split_keys
 from ..schedules import factor as schedule_factor
-from .base import Engine, Grid, Replicas, Static, Target
+from .base import STATE_COPIES, Engine, Grid, Replicas, Static, Target, itemsize
 from .base import dtype_of as _dtype
 
 __all__ = [
@@ -313,6 +313,17 @@ class Reduced(Engine):
     """Online SGD on the Gram-matrix Markov chain (see the module docstring)."""
 
     name = "reduced"
+
+    def memory(self, static: Static, R: int, T: int) -> dict[str, int]:
+        """The coordinates and a block's sample coordinates and Bartlett factors,
+        ``(R, m + 2 K B, P + m + K B)`` with ``K = buffer_steps``, and their working copies."""
+        m, B = static.model, static.batch_size
+        K = buffer_steps(static)
+        n = m.P + m.m + K * B
+        return {"reduced state": int(STATE_COPIES * R * (m.m + 2 * K * B) * n * itemsize(static))}
+
+    def advice(self, top: str) -> str:
+        return "reduce replicas, train.batch_size, teacher.P or student.m"
 
     def check(self, cfg: dict) -> None:
         t, s, tr = cfg["teacher"], cfg["student"], cfg["train"]

@@ -31,7 +31,7 @@ from .. import model as mdl
 from ..optim import make_optimizer
 from ..rng import split_keys
 from ..schedules import factor as schedule_factor
-from .base import Engine, Grid, Replicas, Static, Target
+from .base import Engine, Grid, Replicas, Static, Target, itemsize
 from .base import dtype_of as _dtype
 
 __all__ = [
@@ -55,6 +55,10 @@ SAMPLES_PER_BLOCK = 32
 # Input-block bytes of a group of replicas advanced together (SGD.group_size): about the
 # share of the last-level cache a group may use (benchmarks/NOTES.md, the d = 16384 case).
 GROUP_BYTES = 16 * 2**20
+# Copies of the input blocks and of the weights held at the peak of a compiled step, for the
+# memory estimate (benchmarks/NOTES.md, preflight).
+INPUT_COPIES = 6
+WEIGHT_COPIES = 3
 # How the inputs are drawn (recorded with every result): see draw_block.
 INPUT_STREAM = "jax.random.normal, threefry2x32, threefry_partitionable=False, block key fold_in(k_data, t // U)"
 
@@ -324,6 +328,24 @@ class SGD(Engine):
     """Online SGD in full dimension ``d`` (see the module docstring)."""
 
     name = "sgd"
+
+    def memory(self, static: Static, R: int, T: int) -> dict[str, int]:
+        """Weights ``(R, m, d)`` (:data:`WEIGHT_COPIES`, plus two optimizer moments unless
+        plain SGD), a Haar teacher frame ``(R, P, d)`` for ``teacher.basis = "random"``, and
+        the input blocks ``(R, U, B, d)`` with ``U = block_size(B)``: the block in progress,
+        the next one, the one drawn while the current is advanced, and their working copies
+        (:data:`INPUT_COPIES`)."""
+        m, f = static.model, itemsize(static)
+        opt = 0 if static.plain_sgd else 2
+        parts = {"weights": int((WEIGHT_COPIES + opt) * R * m.m * m.d * f)}
+        if m.basis == "random":
+            parts["teacher frame"] = R * m.P * m.d * f
+        B = static.batch_size
+        parts["sgd input blocks"] = INPUT_COPIES * R * block_size(B) * B * m.d * f
+        return parts
+
+    def advice(self, top: str) -> str:
+        return 'reduce replicas or data.d, or use engine "reduced"'
 
     def init(self, static: Static, reps: Replicas, grid: Grid) -> SGDRun:
         dt = _dtype(static)

@@ -1,5 +1,8 @@
 """The ``scaling-sgd`` command line: ``run``, ``demo``, ``sweep``, ``analyze``, ``bench``.
 
+It sits above both the core (:mod:`scaling_sgd._src`) and :mod:`scaling_sgd.analysis`,
+which it joins: a run's emergence table and ``analyze`` come from the analysis.
+
 Bad input is reported as one line naming the key and the accepted values, with exit
 status 2, before any compute starts and without touching results already written.
 """
@@ -16,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import config as cfgmod
-from .errors import ConfigError, ConfigWarning, InputError
+from ._src import config as cfgmod
+from ._src.errors import ConfigError, ConfigWarning, InputError
 
 __all__ = ["main"]
 
@@ -47,8 +50,8 @@ def print_emergence(metrics: dict, observable: str, threshold: float, stream=Non
     shown in a column of their own (``learned`` counts live replicas that reached the
     threshold, out of all replicas).
     """
-    from ..analysis.emergence import emergence_times, log_median
-    from ..analysis.output import fmt
+    from .analysis.emergence import emergence_times, log_median
+    from .analysis.output import fmt
 
     stream = stream or sys.stdout
     t, cens = emergence_times(metrics["step"], metrics[observable], threshold)
@@ -91,7 +94,8 @@ def _interrupted(out, meta) -> int:
 
 
 def cmd_run(args) -> int:
-    from .runner import run
+    from ._src.runner import run
+    from ._src.spec import build_spec
 
     try:
         cfg = load_resolved(args.config, args.set)
@@ -102,7 +106,7 @@ def cmd_run(args) -> int:
             "scaling-sgd: note: this config has a [sweep] table; 'run' runs only its base config (use 'sweep')", file=sys.stderr
         )
     out = Path(args.out) if args.out else _default_out(args.config)
-    metrics, meta = run(cfg, out, keep_partial=True, force=args.force)
+    metrics, meta = run(build_spec(cfg), out, keep_partial=True, force=args.force)
     if meta.get("partial"):
         return _interrupted(out, meta)
     print(f"wrote {out}  ({meta['replicas']} replicas, {meta['wall_time_s']:.1f} s, {meta['samples_per_s']:,.0f} samples/s)")
@@ -114,7 +118,8 @@ def cmd_run(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from .runner import run
+    from ._src.runner import run
+    from ._src.spec import build_spec
 
     try:
         raw = cfgmod.load(args.config or DEMO_CONFIG)
@@ -122,16 +127,17 @@ def cmd_demo(args) -> int:
     except ConfigError as e:
         return _fail(str(e))
     out = Path(args.out)
+    spec = build_spec(cfg)
     t, s = cfg["teacher"], cfg["student"]
     print(
         f"demo: online SGD, d={cfg['data']['d']}, P={t['P']}, m={s['m']}, beta={t['beta']}, {t['activation']}, "
-        f"lr={cfg['train']['lr']}, {cfg['train']['steps']:,} steps x {len(cfgmod.replica_grid(cfg)['seed'])} replicas"
+        f"lr={cfg['train']['lr']}, {cfg['train']['steps']:,} steps x {spec.R} replicas"
     )
-    metrics, meta = run(cfg, out, keep_partial=True, force=args.force)
+    metrics, meta = run(spec, out, keep_partial=True, force=args.force)
     if meta.get("partial"):
         return _interrupted(out, meta)
     print(f"wrote {out}  ({meta['wall_time_s']:.1f} s, {meta['samples_per_s']:,.0f} samples/s)")
-    from ..analysis.report import analyze_run
+    from .analysis.report import analyze_run
 
     # prints the emergence table and the fitted exponents with intervals beside theory
     analyze_run(out, stream=sys.stdout)
@@ -139,16 +145,16 @@ def cmd_demo(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from .sweep import main as sweep_main
+    from ._src.sweep import main as sweep_main
 
     return sweep_main(args)
 
 
 def cmd_analyze(args) -> int:
     """A run directory or a sweep directory: analysis files and figures beside the results."""
-    from ..analysis.aggregate import analyze_sweep
-    from ..analysis.report import analyze_run
-    from .results import is_run_file
+    from ._src.results import is_run_file
+    from .analysis.aggregate import analyze_sweep
+    from .analysis.report import analyze_run
 
     d = Path(args.dir)
     if args.threshold is not None and not (0.0 < args.threshold <= 1.0):
@@ -166,13 +172,13 @@ def cmd_analyze(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .bench import main as bench_main
+    from ._src.bench import main as bench_main
 
     return bench_main(args)
 
 
 def _parser() -> argparse.ArgumentParser:
-    from .. import __version__
+    from . import __version__
 
     p = argparse.ArgumentParser(prog="scaling-sgd", description="Emergence and scaling laws in online SGD on multi-index models.")
     p.add_argument("--version", action="version", version=f"scaling-sgd {__version__}")

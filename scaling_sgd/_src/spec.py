@@ -1,0 +1,107 @@
+"""The run spec: a resolved config turned, once, into everything a run needs.
+
+:func:`build_spec` reads the config a single time and returns a :class:`RunSpec`: the
+engine (built by itself from its table), the static description (shapes and code paths:
+a compile-time constant), the replicas (traced numbers), the log grid, and the metrics
+the run will log.  The preflight, the runner, the sweep's ordering and the results code
+take the spec, not the config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from . import config as cfgmod
+from .engines import ENGINES, Engine, Replicas, Static
+from .engines.base import log_grid
+from .hermite import activation
+from .model import Model, teacher_coefficients
+from .schema import schema
+
+__all__ = ["RunSpec", "build_spec"]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class RunSpec:
+    """Everything a run needs, resolved once.
+
+    Attributes:
+        config: the resolved config (JSON; what ``config.json`` records).
+        hash: its :func:`.config.config_hash`.
+        engine: the engine object.
+        static: shapes and code paths (:class:`.engines.base.Static`).
+        replicas: per-replica numbers on the host (:class:`.engines.base.Replicas`).
+        steps: ``(T,)`` int64 log grid (``0`` first).
+        metrics: name -> dimension names of every array the run writes (:mod:`.schema`).
+    """
+
+    config: dict
+    hash: str
+    engine: Engine
+    static: Static
+    replicas: Replicas
+    steps: np.ndarray
+    metrics: dict
+
+    @property
+    def R(self) -> int:
+        """Number of replicas."""
+        return self.replicas.R
+
+    @property
+    def T(self) -> int:
+        """Number of log points (with repeats on a short grid; see :func:`.engines.base.log_grid`)."""
+        return int(self.steps.size)
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        """Dimension name -> length (``replica``, ``step``, ``direction``, ``neuron``)."""
+        m = self.static.model
+        return {"replica": self.R, "step": self.T, "direction": m.P, "neuron": m.m}
+
+    @property
+    def program(self) -> tuple:
+        """What one compiled program is specific to: the engine, the static description,
+        the replica count and the number of log points (runs with equal keys share it)."""
+        return (self.engine, self.static, self.R, self.T)
+
+
+def build_spec(cfg: dict) -> RunSpec:
+    """The :class:`RunSpec` of a resolved config (:func:`.config.resolve`)."""
+    t, s, tr = cfg["teacher"], cfg["student"], cfg["train"]
+    deg = t["activation_degree"]
+    teacher = activation(t["activation"], deg)
+    student = activation(s["activation"], deg) if s["activation"] is not None else teacher
+    model = Model(d=cfg["data"]["d"], P=t["P"], m=s["m"], teacher=teacher, student=student, basis=t["basis"])
+    grid = cfgmod.replica_grid(cfg)
+    overlap = cfgmod.with_overlap(cfg, len(grid["seed"]))
+    static = Static(
+        model=model,
+        batch_size=tr["batch_size"],
+        optimizer=tr["optimizer"],
+        optimizer_kwargs=tuple(sorted(tr["optimizer_kwargs"].items())),
+        schedule=tr["schedule"],
+        schedule_n0=float(tr["schedule_n0"]),
+        dtype=tr["dtype"],
+        with_overlap=overlap,
+    )
+    replicas = Replicas(
+        seed=np.asarray(grid["seed"], np.int64),
+        lr=np.asarray(grid["lr"], np.float64),
+        a=teacher_coefficients(t, grid["beta"]),
+        beta=np.asarray(grid["beta"], np.float64),
+        init_scale=s["init_scale"],
+        diverge_bound=tr["diverge_bound"],
+    )
+    engine = ENGINES[tr["engine"]].from_config(cfg)
+    return RunSpec(
+        config=cfg,
+        hash=cfgmod.config_hash(cfg),
+        engine=engine,
+        static=static,
+        replicas=replicas,
+        steps=log_grid(tr["steps"], cfg["log"]["points"]),
+        metrics=schema(engine.name, overlap),
+    )
