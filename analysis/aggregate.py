@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from scaling_sgd._src.errors import ResultsError
-from scaling_sgd._src.results import atomic_write_json
+from scaling_sgd._src.files import atomic_write_json
 from scaling_sgd._src.sweep import index_from_points
 
 from . import theory

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scaling_sgd._src.results import atomic_write_json
+from scaling_sgd._src.files import atomic_write_json
 
 from .core import analyze_metrics, load_run
 from .figures import make_figures

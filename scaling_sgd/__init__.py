@@ -3,7 +3,8 @@
 The public namespace (the implementation lives in ``scaling_sgd._src``):
 
 * configs: :func:`resolve_config`, :func:`load_config`, :func:`apply_set`,
-  :func:`config_hash`, :class:`ConfigError`;
+  :func:`config_hash`, :class:`ConfigError`; :func:`build_spec` turns a resolved config
+  into the :class:`RunSpec` a run is made from;
 * running: :func:`run` (a config, any engine) -> :class:`Result`; :func:`load_run` (a run
   directory) -> :class:`Result`; :func:`load_sweep` (a sweep directory) -> named arrays;
 * the model: :func:`activation`, :class:`Activation`, :func:`hn`, :class:`Model`,
@@ -22,6 +23,7 @@ from ._src.errors import ConfigError
 from ._src.hermite import Activation, activation, hermite_coefficients, hn
 from ._src.model import Model, gram_observables, population_loss, power_law_coefficients
 from ._src.results import read_run, write_run
+from ._src.spec import RunSpec, build_spec
 
 __version__ = "0.1.0"
 
@@ -31,8 +33,10 @@ __all__ = [
     "Labeled",
     "Model",
     "Result",
+    "RunSpec",
     "activation",
     "apply_set",
+    "build_spec",
     "config_hash",
     "gram_observables",
     "hermite_coefficients",

@@ -34,7 +34,8 @@ import numpy as np
 from scaling_sgd._src import config as cfgmod
 from scaling_sgd._src import sweep
 from scaling_sgd._src.errors import ConfigError
-from scaling_sgd._src.results import atomic_write_json, is_run_dir, read_run
+from scaling_sgd._src.files import atomic_write_json
+from scaling_sgd._src.results import is_run_dir, read_run
 from scaling_sgd.analysis.core import replica_groups, select_replicas
 from scaling_sgd.analysis.emergence import emergence_score, emergence_times
 from scaling_sgd.analysis.fit import MIN_SEEDS  # noqa: F401 - a row needs this many seeds to discriminate

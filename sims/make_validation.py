@@ -177,7 +177,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     out = Path(args.out) if args.out else (C.SIMS / ("VALIDATION.md" if args.mode == "cpu" else f"VALIDATION-{args.mode}.md"))
     text = render(collect(args.mode), args.mode)
-    from scaling_sgd._src.results import atomic_write_bytes
+    from scaling_sgd._src.files import atomic_write_bytes
 
     atomic_write_bytes(out, text.encode())
     print(f"wrote {out} ({time.strftime('%H:%M:%S')})")
