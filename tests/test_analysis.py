@@ -170,6 +170,7 @@ def test_bootstrap_interval_covers_truth_at_nominal_rate():
 
 def test_end_to_end_sgd_run_analysed(tmp_path, capsys):
     from scaling_sgd._src.runner import run
+    from scaling_sgd._src.spec import build_spec
     from scaling_sgd.analysis.report import analyze_run
     from scaling_sgd.cli import main
 
@@ -188,7 +189,7 @@ def test_end_to_end_sgd_run_analysed(tmp_path, capsys):
         }
     )
     out = tmp_path / "run"
-    run(cfg, out)
+    run(build_spec(cfg), out)
     s = analyze_run(out, stream=sys.stdout)
     em = json.loads((out / "emergence.json").read_text())
     med = [d["median"] for d in em["directions"]]

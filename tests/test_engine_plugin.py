@@ -7,6 +7,7 @@ import io
 
 import numpy as np
 import pytest
+from toy_engine import Toy
 
 import scaling_sgd as ss
 from scaling_sgd._src import preflight
@@ -14,7 +15,6 @@ from scaling_sgd._src.config import defaults
 from scaling_sgd._src.errors import ConfigError, ResourceError
 from scaling_sgd._src.sweep import plan, run_sweep
 from scaling_sgd.engines import ENGINES, register_engine
-from toy_engine import Toy
 
 RAW = {
     "teacher": {"P": 4, "beta": 1.0},

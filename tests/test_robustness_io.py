@@ -413,4 +413,4 @@ def test_analyze_sweep_api_tolerates_a_damaged_point(swept, tmp_path):
     s = analyze_sweep(sw, stream=None, n_boot=50, figures=False)
     assert s["groups_analysed"] == 1 and len(s["skipped"]) == 1
     with pytest.raises(OutputError):  # a run with --force can never replace a sweep's points/
-        results.check_target(sw / "points", None, force=True)
+        preflight.check_target(sw / "points", None, force=True)

@@ -224,7 +224,8 @@ def run(config, out=None, *, progress: bool | None = None, label: str = "") -> R
     from . import runner
     from .spec import build_spec
 
-    spec = build_spec(_as_config(config))
+    cfg = _as_config(config)
+    spec = build_spec(cfg)
     metrics, meta = runner.run(spec, out, label=label, progress=progress)
     return Result(spec.config, metrics, meta, Path(out) if out is not None else None)
 

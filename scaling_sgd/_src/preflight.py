@@ -2,8 +2,8 @@
 
 Checked from the run spec (:class:`..spec.RunSpec`) and the output path alone, in milliseconds:
 
-* the output folder (:func:`..results.check_target`): creatable and writable, not a file,
-  and not holding another config's results (the output-safety rule);
+* the output folder (:func:`check_target`): creatable and writable, not a file, and not
+  holding another config's results (the output-safety rule of :mod:`..results`);
 * disk: the expected size of the results against the free space where they go;
 * memory: the engine's own estimate (:meth:`..engines.base.Engine.memory`), the logged
   observables and the runtime, against what the backend has: free device memory on an
@@ -18,18 +18,27 @@ error); ``SCALING_SGD_NO_PREFLIGHT=1`` skips the disk and memory checks.
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 from pathlib import Path
 
-from .engines.base import STATE_COPIES, itemsize
-from .errors import ResourceError
-from .files import fmt_bytes, nearest_existing
-from .results import check_target
-from .schema import size_per_replica_step
+from .engines.base import STATE_COPIES
+from .errors import OutputError, ResourceError
+from .files import check_writable, fmt_bytes, nearest_existing
+from .results import foreign_entries, stored_hash
 from .spec import RunSpec
 
-__all__ = ["check", "check_memory", "check_disk", "memory_estimate", "result_bytes", "available_memory", "SKIP_ENV"]
+__all__ = [
+    "check",
+    "check_target",
+    "check_memory",
+    "check_disk",
+    "memory_estimate",
+    "result_bytes",
+    "available_memory",
+    "SKIP_ENV",
+]
 
 SKIP_ENV = "SCALING_SGD_NO_PREFLIGHT"
 # The compiler and the runtime (0.25-0.3 GB on CPU for the smallest runs).
@@ -39,8 +48,10 @@ OVERHEAD_BYTES = 2_000_000
 
 
 def _logged_bytes(spec: RunSpec) -> int:
-    """Bytes of every observable at every log point (:data:`.schema.LOGGED`)."""
-    return spec.R * spec.T * size_per_replica_step(spec.sizes, spec.static.with_overlap) * itemsize(spec.static)
+    """Bytes of every observable at every log point (the arrays of the run's metrics schema
+    with dimensions ``(replica, step, ...)``)."""
+    logged = (dims for dims in spec.metrics.values() if dims[:2] == ("replica", "step"))
+    return sum(math.prod(spec.sizes[d] for d in dims) for dims in logged) * spec.itemsize
 
 
 def memory_estimate(spec: RunSpec) -> dict[str, int]:
@@ -48,7 +59,7 @@ def memory_estimate(spec: RunSpec) -> dict[str, int]:
     engine's own parts (:meth:`.engines.base.Engine.memory`), the logs (every log point of
     every observable, kept on the device and stacked at the end), and
     :data:`RUNTIME_BYTES` for the compiler and the runtime."""
-    parts = dict(spec.engine.memory(spec.static, spec.R, spec.T))
+    parts = dict(spec.engine.memory(spec.static, spec.sizes["replica"], spec.sizes["step"]))
     parts["logs"] = int(STATE_COPIES * _logged_bytes(spec))
     parts["compiler and runtime"] = RUNTIME_BYTES
     return parts
@@ -57,7 +68,7 @@ def memory_estimate(spec: RunSpec) -> dict[str, int]:
 def result_bytes(spec: RunSpec) -> int:
     """Upper bound of the bytes a run writes (``metrics.npz`` uncompressed, plus
     ``config.json``, analysis files and figures)."""
-    R, T, P = spec.R, spec.T, spec.static.model.P
+    R, T, P = spec.sizes["replica"], spec.sizes["step"], spec.sizes["direction"]
     return int(_logged_bytes(spec) + R * (P + 8) * 8 + T * 8 + OVERHEAD_BYTES)
 
 
@@ -143,6 +154,41 @@ def available_memory() -> tuple[int | None, str, int]:
     return avail, f"{where} (cpu)", 1
 
 
+def check_target(out_dir: str | Path, config_hash: str | None, force: bool = False) -> None:
+    """The output-safety rule, checked before any compute.
+
+    Accepted: a path that does not exist yet and can be created; an empty folder; a run
+    folder of the same config (``config_hash``), which the new run replaces whole; with
+    ``force``, a run folder of another config (or a damaged one).  Never accepted: a
+    file; a folder that cannot be written; a folder holding anything that is not a run's
+    file (:func:`..results.is_run_file`), which is never deleted.
+
+    Raises:
+        OutputError: one line naming ``--out``, what is there and what is accepted.
+    """
+    out = Path(out_dir)
+    check_writable(out)
+    if not out.is_dir():
+        return
+    if os.path.ismount(out):  # the folder is renamed into place: it must live on its parent's file system
+        raise OutputError("--out", f"{str(out)!r} is a mount point; accepted: a folder inside it")
+    foreign = foreign_entries(out)
+    if foreign:
+        more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
+        raise OutputError(
+            "--out",
+            f"{str(out)!r} holds files that are not results ({foreign[0]!r}{more}); "
+            "accepted: a new or empty folder, or a run folder (nothing else is ever replaced)",
+        )
+    if not any(os.scandir(out)):
+        return
+    stored = stored_hash(out)
+    if stored == config_hash or force:
+        return
+    what = f"the results of another config (hash {stored})" if stored else "an incomplete or damaged run"
+    raise OutputError("--out", f"{str(out)!r} holds {what}; accepted: another --out, or --force to replace them")
+
+
 # -- the checks ----------------------------------------------------------------------------------
 def _advice(spec: RunSpec, parts: dict) -> str:
     top = max(parts, key=parts.get)
@@ -197,8 +243,7 @@ def check(spec: RunSpec, out_dir=None, force: bool = False) -> None:
     """Every preflight check of one run (output folder, disk, memory), before compiling.
 
     Raises:
-        OutputError: the output folder cannot take the results (see
-            :func:`..results.check_target`).
+        OutputError: the output folder cannot take the results (see :func:`check_target`).
         ResourceError: the results or the run do not fit.
     """
     if out_dir is not None:

@@ -16,7 +16,7 @@ the next write beside them.
 :func:`read_run` verifies them, so a truncated, corrupted or swapped ``metrics.npz`` is
 refused with one line (:class:`ResultsError`) instead of being read as a result.
 
-**The output-safety rule** (:func:`check_target`, applied before any compute): a target
+**The output-safety rule** (:func:`.preflight.check_target`, before any compute): a target
 that holds another config's results is refused unless ``force``; a rerun of the same
 config replaces the whole folder; a folder holding anything that is not a run's file
 (a user's own files) is never replaced, ``force`` or not.
@@ -48,7 +48,8 @@ __all__ = [
     "read_run",
     "read_config_json",
     "check_run",
-    "check_target",
+    "foreign_entries",
+    "stored_hash",
     "is_run_dir",
     "is_run_file",
     "run_state",
@@ -87,7 +88,7 @@ def is_run_file(name: str) -> bool:
     return name.endswith(FIGURE_SUFFIXES)
 
 
-def _foreign(folder: Path) -> list[str]:
+def foreign_entries(folder: Path) -> list[str]:
     """Entries of ``folder`` that are not a run's files (sub-folders included)."""
     out = []
     for e in os.scandir(folder):
@@ -96,7 +97,7 @@ def _foreign(folder: Path) -> list[str]:
     return sorted(out)
 
 
-def _stored_hash(folder: Path) -> str | None:
+def stored_hash(folder: Path) -> str | None:
     """The config hash in ``folder/config.json``, or ``None`` if it has none readable."""
     try:
         cj = json.loads((folder / "config.json").read_bytes().decode("utf-8"))
@@ -104,41 +105,6 @@ def _stored_hash(folder: Path) -> str | None:
         return h if isinstance(h, str) else None
     except (OSError, ValueError):
         return None
-
-
-def check_target(out_dir: str | Path, config_hash: str | None, force: bool = False) -> None:
-    """The output-safety rule, checked before any compute.
-
-    Accepted: a path that does not exist yet and can be created; an empty folder; a run
-    folder of the same config (``config_hash``), which the new run replaces whole; with
-    ``force``, a run folder of another config (or a damaged one).  Never accepted: a
-    file; a folder that cannot be written; a folder holding anything that is not a run's
-    file (:func:`is_run_file`), which is never deleted.
-
-    Raises:
-        OutputError: one line naming ``--out``, what is there and what is accepted.
-    """
-    out = Path(out_dir)
-    files.check_writable(out)
-    if not out.is_dir():
-        return
-    if os.path.ismount(out):  # the folder is renamed into place: it must live on its parent's file system
-        raise OutputError("--out", f"{str(out)!r} is a mount point; accepted: a folder inside it")
-    foreign = _foreign(out)
-    if foreign:
-        more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
-        raise OutputError(
-            "--out",
-            f"{str(out)!r} holds files that are not results ({foreign[0]!r}{more}); "
-            "accepted: a new or empty folder, or a run folder (nothing else is ever replaced)",
-        )
-    if not any(os.scandir(out)):
-        return
-    stored = _stored_hash(out)
-    if stored == config_hash or force:
-        return
-    what = f"the results of another config (hash {stored})" if stored else "an incomplete or damaged run"
-    raise OutputError("--out", f"{str(out)!r} holds {what}; accepted: another --out, or --force to replace them")
 
 
 # -- writing a run folder ---------------------------------------------------------------------
@@ -185,7 +151,7 @@ def _place(tmp: Path, out: Path) -> None:
                 raise
     if not out.is_dir():
         raise OutputError("--out", f"{str(out)!r} became a file during the run; results kept in {str(tmp)!r}")
-    foreign = _foreign(out)
+    foreign = foreign_entries(out)
     if foreign:  # the folder changed during the run: keep everything, say where the results are
         keep = out.parent / f"{out.name}.new-{uuid.uuid4().hex[:6]}"
         os.rename(tmp, keep)

@@ -35,6 +35,8 @@ class RunSpec:
         replicas: per-replica numbers on the host (:class:`.engines.base.Replicas`).
         steps: ``(T,)`` int64 log grid (``0`` first).
         metrics: name -> dimension names of every array the run writes (:mod:`.schema`).
+        sizes: dimension name -> length (``replica``, ``step``, ``direction``, ``neuron``).
+        itemsize: bytes per float.
     """
 
     config: dict
@@ -44,22 +46,18 @@ class RunSpec:
     replicas: Replicas
     steps: np.ndarray
     metrics: dict
+    sizes: dict
+    itemsize: int
 
     @property
     def R(self) -> int:
         """Number of replicas."""
-        return self.replicas.R
+        return self.sizes["replica"]
 
     @property
     def T(self) -> int:
         """Number of log points (with repeats on a short grid; see :func:`.engines.base.log_grid`)."""
-        return int(self.steps.size)
-
-    @property
-    def sizes(self) -> dict[str, int]:
-        """Dimension name -> length (``replica``, ``step``, ``direction``, ``neuron``)."""
-        m = self.static.model
-        return {"replica": self.R, "step": self.T, "direction": m.P, "neuron": m.m}
+        return self.sizes["step"]
 
     @property
     def program(self) -> tuple:
@@ -70,13 +68,14 @@ class RunSpec:
 
 def build_spec(cfg: dict) -> RunSpec:
     """The :class:`RunSpec` of a resolved config (:func:`.config.resolve`)."""
+    grid = cfgmod.replica_grid(cfg)
+    overlap = cfgmod.with_overlap(cfg, len(grid["seed"]))
+    run_hash = cfgmod.config_hash(cfg)
     t, s, tr = cfg["teacher"], cfg["student"], cfg["train"]
     deg = t["activation_degree"]
     teacher = activation(t["activation"], deg)
     student = activation(s["activation"], deg) if s["activation"] is not None else teacher
     model = Model(d=cfg["data"]["d"], P=t["P"], m=s["m"], teacher=teacher, student=student, basis=t["basis"])
-    grid = cfgmod.replica_grid(cfg)
-    overlap = cfgmod.with_overlap(cfg, len(grid["seed"]))
     static = Static(
         model=model,
         batch_size=tr["batch_size"],
@@ -95,13 +94,16 @@ def build_spec(cfg: dict) -> RunSpec:
         init_scale=s["init_scale"],
         diverge_bound=tr["diverge_bound"],
     )
+    steps = log_grid(tr["steps"], cfg["log"]["points"])
     engine = ENGINES[tr["engine"]].from_config(cfg)
     return RunSpec(
         config=cfg,
-        hash=cfgmod.config_hash(cfg),
+        hash=run_hash,
         engine=engine,
         static=static,
         replicas=replicas,
-        steps=log_grid(tr["steps"], cfg["log"]["points"]),
+        steps=steps,
         metrics=schema(engine.name, overlap),
+        sizes={"replica": replicas.R, "step": int(steps.size), "direction": model.P, "neuron": model.m},
+        itemsize=8 if static.dtype == "float64" else 4,
     )
