@@ -7,7 +7,7 @@ Every case is ``scaling-sgd run`` of the SPEC's flow setting (beta = 1, d = 1e4,
 ``lr = 1e-4``, so ``steps = 5e8`` is ``tau = 5e4``) in a fresh child process, timed around
 :func:`scaling_sgd.run` (compile included, interpreter start and imports not), and killed
 after ``--cap`` seconds (reported as ``> cap``).  The run directory is kept under
-``results/flow_scaling/`` for the analysis (``benchmarks/flow_analysis.py``).  Each case
+``results/flow_scaling/`` for the analysis (``benchmarks/archive/flow_analysis.py``).  Each case
 appends one JSON line with the wall time, the process CPU time (all threads), the 1-minute
 load average before and after (the machine is shared: wall times are only comparable at
 similar load), the solver's attempted steps and gradient evaluations, and the final losses.  Cases run one after another, never two
