@@ -3,7 +3,7 @@ that should catch it, count how many bugs they catch.  Not part of CI (it takes 
 minutes); run it after changing the library or its tests, and record the result in
 ``tests/MUTATION.md``.
 
-    nice -n 15 python benchmarks/mutation.py --out results/mutation/run.json
+    nice -n 15 python tools/mutation.py --out results/mutation/run.json
 
 How it works.  The working tree is copied once to a scratch folder (so editing the tree
 while a run is in progress changes nothing).  For every module in :data:`TARGETS` the
@@ -38,7 +38,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from mutation_ops import Mutant, mutants_of, sample  # noqa: E402 - beside this script
+# mutation_ops sits beside this file; the folder goes on the path so that
+# ``python -m tools.mutation`` finds it as ``python tools/mutation.py`` does.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from mutation_ops import Mutant, mutants_of, sample  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -13,9 +13,9 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-import fuzz_cases as fc  # noqa: E402 - beside this script
+import fuzz_cases as fc  # beside this file (fuzz_inputs puts the folder on the path)
 import numpy as np
-from fuzz_cases import BASE, SWEEP, Case, _cfg, _run_set  # noqa: E402,F401 - the shared pieces
+from fuzz_cases import BASE, SWEEP, Case, _cfg, _run_set  # noqa: F401 - the shared pieces
 
 
 # -- group D: output locations and resources -------------------------------------------------
