@@ -1,4 +1,4 @@
-"""Fuzz the command line the way a careless user or a crashing cluster would (issue 15).
+"""Fuzz the command line the way a careless user or a crashing cluster would.
 
 Every case is one bad input: a config value, a ``--set`` string, a config file, an output
 location, a damaged run or sweep directory.  Each is run through ``scaling-sgd``'s

@@ -93,9 +93,9 @@ TARGETS: dict[str, Target] = {
     ),
 }
 
-# Bugs planted by hand (issue 16: the five gaps and three thin kills), run with every
-# sample: (module, exact source text, replacement, what it is).  A snippet that is no
-# longer in its module is reported as stale, not silently dropped.
+# Bugs planted by hand (tests/MUTATION.md, "The planted bugs"), run with every sample:
+# (module, exact source text, replacement, what it is).  A snippet that is not in its
+# module (exactly once) is reported as stale, not silently dropped.
 PLANTED = [
     (
         "model",
