@@ -1,13 +1,13 @@
-"""Wall time of the ``flow`` engine against P = m (issue 12), old solver (ros2) and new (rkc).
+"""Wall time of the ``flow`` engine against P = m, for its solvers ``rkc`` (the default) and ``ros2``.
 
     python benchmarks/flow_scaling.py [--P 32 64 ...] [--solver rkc ros2] [--seeds 1]
         [--steps 5e8] [--rtol 1e-5] [--dtype float64] [--cap 600] [--out FILE.jsonl]
 
-Every case is ``scaling-sgd run`` of the SPEC's flow setting (beta = 1, d = 1e4, h4,
+Every case is ``scaling-sgd run`` of the flow scaling setting (P = m, beta = 1, d = 1e4, h4,
 ``lr = 1e-4``, so ``steps = 5e8`` is ``tau = 5e4``) in a fresh child process, timed around
 :func:`scaling_sgd.run` (compile included, interpreter start and imports not), and killed
 after ``--cap`` seconds (reported as ``> cap``).  The run directory is kept under
-``results/flow_scaling/`` for the analysis (``benchmarks/flow_analysis.py``).  Each case
+``results/flow_scaling/`` for the analysis (``benchmarks/archive/flow_analysis.py``).  Each case
 appends one JSON line with the wall time, the process CPU time (all threads), the 1-minute
 load average before and after (the machine is shared: wall times are only comparable at
 similar load), the solver's attempted steps and gradient evaluations, and the final losses.  Cases run one after another, never two
@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def config(P: int, solver: str, seeds: int, steps: float, rtol: float, dtype: str) -> dict:
-    """The flow scaling setting of SPEC section 2 (raw config tables)."""
+    """The flow scaling setting (raw config tables)."""
     return {
         "teacher": {"P": P, "beta": 1.0, "activation": "h4"},
         "student": {"m": P},

@@ -1,20 +1,21 @@
-"""Per-point cost of a sweep's index bookkeeping on a large synthetic sweep (issue 15).
+"""Per-point cost of a sweep's index bookkeeping on a large synthetic sweep.
 
 Builds a sweep directory of ``--points`` grid points (default 100,000) whose folders are
 all finished except the last ``--measure`` ones, then "finishes" those one at a time (a
 point folder appears, as ``runner.run`` would leave it) and times what the sweep does
-for the index after each point:
+for the index after each point: claim the point (``O_EXCL`` file and heartbeat thread),
+check whether another job finished it (its checksum verified), release the claim, and
+``Index.maybe_write`` (a clock check: the whole index is rebuilt at most every
+``INDEX_MIN_INTERVAL_S``).  A package without ``Index.maybe_write`` is timed with
+``Index.write`` after every point instead (a rebuild and rewrite of the whole
+``sweep.json``), so two versions compare (``PYTHONPATH=<checkout>``).
 
-* before (``Index.write`` after every point): rebuild and rewrite the whole ``sweep.json``;
-* after: claim the point (``O_EXCL`` file and heartbeat thread), check whether another job
-  finished it (its checksum verified), release the claim, and ``Index.maybe_write`` (a
-  clock check: the whole index is rebuilt at most every ``INDEX_MIN_INTERVAL_S``).
+It also times what a job does once at its start: the scan of the points' states (with
+every finished point's ``metrics.npz`` checksum verified where ``sweep.point_state``
+exists) and the first index write.  It writes 2 small files per point into ``--dir``:
+about 0.8 GB at 100,000 points.
 
-It also times what a job does once at its start: the scan of the points' states (after:
-every finished point's ``metrics.npz`` checksum is verified) and the first index write.
-
-The same script runs against either version (``PYTHONPATH=<checkout>``).  It writes
-2 small files per point into ``--dir``: about 0.8 GB at 100,000 points.  ``python benchmarks/sweep_index.py [--points N] [--measure K] [--dir D]``
+    PYTHONPATH=. python benchmarks/sweep_index.py [--points N] [--measure K] [--dir D]
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Shared by the robustness tests (issue 15): the base config, its finished runs, and the
+"""Shared by the robustness tests: the base config, its finished runs, and the
 ways a run folder gets damaged."""
 
 from __future__ import annotations

@@ -137,7 +137,7 @@ def test_replica_groups_split_a_point_by_beta_and_lr():
         assert np.all(sub["beta"] == b) and np.all(sub["lr"] == lr)
         np.testing.assert_array_equal(sub["loss"], metrics["loss"][idx])
         assert sub["step"] is metrics["step"]
-    # results written before beta/lr were stored: the values come from the config's replica grid
+    # metrics without beta/lr arrays: the values come from the config's replica grid
     old = {k: v for k, v in metrics.items() if k not in ("beta", "lr")}
     assert [k for k, _ in replica_groups(cfg, old)] == [k for k, _ in groups]
 

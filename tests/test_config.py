@@ -38,7 +38,7 @@ LISTS = {("train", "lr"): [[1e-3, 2e-3]], ("train", "seed"): [[0, 1], [3]], ("te
 
 def _accepted_choices(table, key):
     """The quoted values listed by the error for a bad string (the error names the
-    accepted values, SPEC section 4): the choices of a string key."""
+    accepted values): the choices of a string key."""
     try:
         small_config(**{f"{table}.{key}": "no-such-value"})
     except cfgmod.ConfigError as e:

@@ -1,7 +1,7 @@
 """Pinned results: a few small runs of every engine, compared with arrays stored on disk.
 
-The arrays in ``tests/data/pinned_runs.npz`` were written by this file before the package
-was restructured; a refactoring must leave them unchanged.  On the machine and JAX version
+The arrays in ``tests/data/pinned_runs.npz`` are this file's reference outputs; a
+refactoring must leave them unchanged.  On the machine and JAX version
 that wrote them (recorded in ``pinned_runs.json``) the comparison is bitwise.  Elsewhere,
 XLA may generate other floating-point code for another CPU or compiler version, so the
 comparison is to a tolerance that a change of the mathematics would exceed by orders of

@@ -1,4 +1,4 @@
-"""The RKC integrator of the ``flow`` engine (issue 12): order, stability, agreement with the
+"""The RKC integrator of the ``flow`` engine: order, stability, agreement with the
 reference solvers, resumability, replica independence and memory; the float32 loss."""
 
 import jax

@@ -1,10 +1,11 @@
-"""Robustness (issue 15): every bad input and every damaged result gets one clear line
+"""Robustness: every bad input and every damaged result gets one clear line
 (exit 2) or a repair, never a traceback, and nothing wrong is reported as learned.
 
 * config fuzzing (hypothesis): ``resolve`` accepts a config or raises ``ConfigError``,
   and what it accepts is representable (steps, lr, a_p, booleans, activations);
-* the issue's holes, through the command line: one line naming the key, exit 2, nothing
-  written;
+* hand-picked bad values through the command line (integer limits, underflow, degenerate
+  activations, wrong types, malformed ``--set`` strings, impossible memory): one line
+  naming the key, exit 2, nothing written;
 * damaged run folders (truncated, corrupted, deleted, swapped files): ``analyze`` refuses
   them in one line; a damaged sweep point is recomputed on resume and skipped by
   ``analyze``; a lost ``sweep.json`` is rebuilt;
@@ -101,7 +102,7 @@ def _power_law_a(cfg):
     return power_law_coefficients(np.asarray(betas, np.float64), cfg["teacher"]["P"])
 
 
-# -- the issue's holes, through the command line ----------------------------------------------
+# -- hand-picked bad values, through the command line ----------------------------------------
 BAD_SETS = [
     (["train.steps=2147483648"], "train.steps"),
     (["train.steps=9223372036854775807"], "train.steps"),
@@ -276,7 +277,7 @@ def test_all_diverged_run_is_a_report_not_a_crash(runs, tmp_path, capsys):
 
 
 def test_diverged_replicas_are_never_counted_as_learned(runs, capsys):
-    # a diverged replica whose skill blew up to inf (the issue's 'learned 4/4 at step ~443')
+    # a diverged replica whose skill blew up to inf (must not read as 'learned 4/4 at step ~443')
     step = np.array([0, 10, 100, 1000])
     skill = np.zeros((3, 4, 2))
     skill[0, 2:, :] = np.inf

@@ -1,4 +1,4 @@
-"""Robustness (issue 15), outputs and processes: the output-safety rule, read-only folders and
+"""Robustness, outputs and processes: the output-safety rule, read-only folders and
 full disks, SIGTERM on real processes, sweep repair, claims and O(1) index writes.  The bad
 inputs and damaged run folders are in ``test_robustness.py``."""
 

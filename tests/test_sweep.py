@@ -27,7 +27,7 @@ from helpers import spec_parts
 
 REPO = Path(__file__).resolve().parents[1]
 
-# The issue's grid: 2 d x 2 betas x 2 lrs x 3 seeds = 2 points of 12 replicas each.
+# A grid of 2 d x 2 betas x 2 lrs x 3 seeds = 2 points of 12 replicas each.
 GRID = """
 [teacher]
 P = 2

@@ -100,7 +100,7 @@ def test_predicted_emergence_steps_assigns_neurons_one_to_one_and_uses_lr():
 
 def test_one_neuron_best_for_two_directions_is_given_to_one_of_them_only():
     """Neuron 0 has the largest initial cosine with both directions.  Each direction taking
-    its best neuron (the old overlay) would let neuron 0 learn both; the one-to-one
+    its best neuron (a greedy overlay) would let neuron 0 learn both; the one-to-one
     assignment gives it to one direction and the other direction its next neuron, the
     minimum-total assignment found by enumeration."""
     M0 = np.array([[0.30, 0.25], [0.10, 0.20], [0.12, 0.05]])  # (m = 3, P = 2)
@@ -271,7 +271,7 @@ def test_additive_frontier_is_the_lower_envelope_of_the_width_curves():
 
 @pytest.mark.parametrize("beta,k", [(0.8, 4), (1.0, 4), (1.5, 6), (0.75, 3)])
 def test_exponents_are_the_spec_formulas(beta, k):
-    """SPEC section 3: T_p ~ p^beta, T_p ~ a_p^-1, MSE ~ t^-((2 beta - 1)/beta),
+    """docs/model.md §3: T_p ~ p^beta, T_p ~ a_p^-1, MSE ~ t^-((2 beta - 1)/beta),
     plateau ~ m^(1 - 2 beta), T_p ~ d^(k/2 - 1), compute frontier (1 - 2 beta)/(1 + beta)."""
     e = theory.exponents(beta, k)
     want = {

@@ -1,4 +1,4 @@
-"""Fuzz the command line the way a careless user or a crashing cluster would (issue 15).
+"""Fuzz the command line the way a careless user or a crashing cluster would.
 
 Every case is one bad input: a config value, a ``--set`` string, a config file, an output
 location, a damaged run or sweep directory.  Each is run through ``scaling-sgd``'s
@@ -17,7 +17,7 @@ location, a damaged run or sweep directory.  Each is run through ``scaling-sgd``
 
 The case list is fixed (no randomness), so the counts are reproducible and the same list
 runs against any version of the package: ``PYTHONPATH=<checkout> python
-benchmarks/fuzz_inputs.py [--json FILE] [--only SUBSTRING] [-v]``.  Runs under an
+tools/fuzz_inputs.py [--json FILE] [--only SUBSTRING] [-v]``.  Runs under an
 address-space limit (``--mem-gb``, default 8) so that a memory-hungry case that is not
 refused fails instead of swapping a shared machine.  Run it under ``nice``.
 """
@@ -38,7 +38,10 @@ import time
 import traceback
 from pathlib import Path
 
-import fuzz_cases  # noqa: E402 - beside this script
+# fuzz_cases and fuzz_damage sit beside this file; the folder goes on the path so that
+# ``python -m tools.fuzz_inputs`` finds them as ``python tools/fuzz_inputs.py`` does.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import fuzz_cases  # noqa: E402
 from fuzz_cases import Case, group_a, group_b, group_c  # noqa: E402
 from fuzz_damage import group_d, group_e, group_f  # noqa: E402
 
@@ -260,6 +263,7 @@ def main(argv=None) -> int:
     summary = {"cases": len(results), "counts": counts, "by_group": by_group, "seconds": round(time.perf_counter() - t0, 1)}
     print(json.dumps(summary, indent=1))
     if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({"summary": summary, "cases": results}, indent=1))
     return 0
 

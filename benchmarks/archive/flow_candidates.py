@@ -1,9 +1,10 @@
-"""Candidates for the ``flow`` integrator (issue 12), measured before choosing RKC.
+"""Candidates for the ``flow`` integrator: RKC against a scalar W-method, ``lax.map`` against
+``vmap`` over replicas, and the cost of a ``ros2`` step.
 
-    python benchmarks/flow_candidates.py rosw P STEPS RTOL [ACTIVATION [REFERENCE_RUN_DIR]]
-    python benchmarks/flow_candidates.py rkc P STEPS RTOL [ACTIVATION [REFERENCE_RUN_DIR]]
-    python benchmarks/flow_candidates.py replicas P STEPS R
-    python benchmarks/flow_candidates.py ros2step P N
+    python benchmarks/archive/flow_candidates.py rosw P STEPS RTOL [ACTIVATION [REFERENCE_RUN_DIR]]
+    python benchmarks/archive/flow_candidates.py rkc P STEPS RTOL [ACTIVATION [REFERENCE_RUN_DIR]]
+    python benchmarks/archive/flow_candidates.py replicas P STEPS R
+    python benchmarks/archive/flow_candidates.py ros2step P N
 
 Setting: P = m, beta = 1, d = 1e4, lr = 1e-4, seed 0, float64 (``ACTIVATION`` default h4).
 
@@ -17,7 +18,7 @@ the observables (``candidate_*.npz``), and, given a reference run directory of t
 setting (e.g. ``results/flow_scaling/P32_ros2_R1_steps2e+09_rtol1e-05_float64``), the
 median and largest relative deviation of the emergence steps from it.
 
-``ros2step``: seconds per attempted step of the former default ``ros2`` at P = m (its
+``ros2step``: seconds per attempted step of the ``ros2`` solver at P = m (its
 ``N``-step solve, compiled first), to bound the runs too long to make.
 
 ``replicas``: the package's RKC over ``R`` seeds with ``lax.map`` (one replica after another)

@@ -3,7 +3,7 @@ that should catch it, count how many bugs they catch.  Not part of CI (it takes 
 minutes); run it after changing the library or its tests, and record the result in
 ``tests/MUTATION.md``.
 
-    nice -n 15 python benchmarks/mutation.py --out results/mutation/run.json
+    nice -n 15 python tools/mutation.py --out results/mutation/run.json
 
 How it works.  The working tree is copied once to a scratch folder (so editing the tree
 while a run is in progress changes nothing).  For every module in :data:`TARGETS` the
@@ -38,7 +38,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from mutation_ops import Mutant, mutants_of, sample  # noqa: E402 - beside this script
+# mutation_ops sits beside this file; the folder goes on the path so that
+# ``python -m tools.mutation`` finds it as ``python tools/mutation.py`` does.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from mutation_ops import Mutant, mutants_of, sample  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -90,9 +93,9 @@ TARGETS: dict[str, Target] = {
     ),
 }
 
-# Bugs planted by hand (issue 16: the five gaps and three thin kills), run with every
-# sample: (module, exact source text, replacement, what it is).  A snippet that is no
-# longer in its module is reported as stale, not silently dropped.
+# Bugs planted by hand (tests/MUTATION.md, "The planted bugs"), run with every sample:
+# (module, exact source text, replacement, what it is).  A snippet that is not in its
+# module (exactly once) is reported as stale, not silently dropped.
 PLANTED = [
     (
         "model",

@@ -1,10 +1,10 @@
-"""A/B of the `sgd` replica groups at large d (issue 12, part 4), in one process.
+"""A/B of the `sgd` replica groups at large d, in one process.
 
-    python benchmarks/sgd_groups.py 16777216 4294967296 4194304
+    PYTHONPATH=. python benchmarks/archive/sgd_groups.py 16777216 4294967296 4194304
 
 Each argument is a value of ``scaling_sgd._src.engines.sgd.GROUP_BYTES`` (16 MB is the
-default: 4 groups of 8 replicas at d = 16384, R = 32; 4 GB: one group, the engine before
-the change; 4 MB: 16 groups).  For each: the compile caches are cleared, the bench's
+default: 4 groups of 8 replicas at d = 16384, R = 32; 4 GB: one group, no grouping;
+4 MB: 16 groups).  For each: the compile caches are cleared, the bench's
 d = 16384, m = P = 16, B = 1, R = 32 case is timed (median of 5) and set against the
 Gaussian-draw bound measured right after it.  Prints samples/s and the ratio.
 """

@@ -1,8 +1,8 @@
-"""The numbers of issue 12 from the runs of ``benchmarks/flow_scaling.py``.
+"""The flow-engine figures of benchmarks/NOTES.md, from the runs of ``benchmarks/flow_scaling.py``.
 
-    python benchmarks/flow_analysis.py slope RUN_DIR [--hi 26]
-    python benchmarks/flow_analysis.py staircase REFERENCE_RUN_DIR RUN_DIR
-    python benchmarks/flow_analysis.py loss32
+    python benchmarks/archive/flow_analysis.py slope RUN_DIR [--hi 26]
+    python benchmarks/archive/flow_analysis.py staircase REFERENCE_RUN_DIR RUN_DIR
+    python benchmarks/archive/flow_analysis.py loss32
 
 ``slope``: the loss exponent of a multi-seed run: the seed-mean loss fitted against the step
 between the 2nd and the ``hi``-th median emergence (SPEC section 3: the 2nd to the P/10-th),

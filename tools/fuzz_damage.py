@@ -1,4 +1,4 @@
-"""The bad inputs of ``fuzz_inputs.py`` about results (issue 15): output locations and
+"""The bad inputs of ``fuzz_inputs.py`` about results: output locations and
 resources (group D), damaged run folders (E) and damaged sweeps (F)."""
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-import fuzz_cases as fc  # noqa: E402 - beside this script
+import fuzz_cases as fc  # beside this file (fuzz_inputs puts the folder on the path)
 import numpy as np
-from fuzz_cases import BASE, SWEEP, Case, _cfg, _run_set  # noqa: E402,F401 - the shared pieces
+from fuzz_cases import BASE, SWEEP, Case, _cfg, _run_set  # noqa: F401 - the shared pieces
 
 
 # -- group D: output locations and resources -------------------------------------------------
@@ -271,7 +271,7 @@ def _good_runs(root: Path) -> dict:
             assert main(["run", str(cfg), "--out", str(root / "A")]) == 0
             assert main(["run", str(cfg), "--out", str(root / "B"), "--set", "train.lr=2e-3"]) == 0
             assert main(["run", str(cfg), "--out", str(root / "C"), "--set", "teacher.P=3"]) == 0
-            # h4, d = 32, lr = 1e-2: every replica diverges (the issue's example)
+            # h4, d = 32, lr = 1e-2: every replica diverges
             div = ["--set", "data.d=32", "--set", "train.lr=1e-2", "--set", "teacher.P=4", "--set", "student.m=4"]
             div += ["--set", "train.steps=2000", "--set", "train.seed=[0,1,2,3]", "--set", "log.points=30"]
             assert main(["run", str(cfg), "--out", str(root / "D"), *div]) == 0

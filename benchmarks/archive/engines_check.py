@@ -1,8 +1,8 @@
-"""Measurements for the ``reduced`` and ``flow`` engines (issue 5), printed as one table.
+"""Measurements for the ``reduced`` and ``flow`` engines, printed as one table.
 
-    python benchmarks/engines_check.py speed [R] [steps_sgd] [steps_reduced]
-    python benchmarks/engines_check.py flow
-    python benchmarks/engines_check.py drift [steps]
+    PYTHONPATH=. python benchmarks/archive/engines_check.py speed [R] [steps_sgd] [steps_reduced]
+    PYTHONPATH=. python benchmarks/archive/engines_check.py flow
+    PYTHONPATH=. python benchmarks/archive/engines_check.py drift [steps] [R] [m]
 
 ``speed``: samples/s of ``sgd`` and ``reduced`` at d = 16384, m = P = 16, B = 1, float32,
 in one process (compile excluded: each is run once to compile, then timed).

@@ -1,4 +1,4 @@
-"""The fixed list of bad inputs of ``fuzz_inputs.py`` (issue 15), in six groups: config
+"""The fixed list of bad inputs of ``fuzz_inputs.py``, in six groups: config
 values (A), command-line arguments (B), config files (C), output locations and resources
 (D), damaged run folders (E), damaged sweeps (F).  Each case says how to make the input and
 what a correct answer looks like; ``fuzz_inputs.py`` runs and classifies them."""
@@ -85,7 +85,8 @@ CHOICE_KEYS = [
 CHOICE_BAD = ["'nope'", "1", "true", "['sgd']"]
 
 SPECIAL = [
-    # the issue's holes
+    # hand-picked bad values: integer limits, underflowing or zero coefficients, degenerate or
+    # malformed activations, impossible sizes
     ("train.steps = 2^31", ["train.steps=2147483648"]),
     ("train.steps = 2^63 - 1", ["train.steps=9223372036854775807"]),
     ("train.steps = 2^63 (past TOML's range)", ["train.steps=9223372036854775808"]),

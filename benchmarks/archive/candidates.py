@@ -1,11 +1,11 @@
-"""One-off measurements behind benchmarks/NOTES.md: each optimisation candidate of the
-``sgd`` engine against its alternative, interleaved in one process (medians of rounds).
+"""Each optimisation candidate of the ``sgd`` engine against its alternative, interleaved
+in one process (medians of rounds): the A/B table of benchmarks/NOTES.md.
 
-    python benchmarks/candidates.py [--rounds 5]
+    PYTHONPATH=. python benchmarks/archive/candidates.py [--rounds 5]
 
 Config: d=1024, m=P=32, B=1, 32 replicas, float32, h4 (docs/model.md §5).  The per-step
-variants are a compact re-implementation of the engine before blocking (one draw of
-``(B, d)`` per step from ``fold_in(key, t)``, update of ``W`` every step).
+variants are a compact unblocked engine (one draw of ``(B, d)`` per step from
+``fold_in(key, t)``, update of ``W`` every step).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def _cfg(steps, points=2, **over):
 
 
 def per_step_runner(static, steps, grad="hand", teacher="slice"):
-    """The pre-blocking engine: ``fori_loop`` over steps of ``vmap`` over replicas."""
+    """The unblocked per-step engine: ``fori_loop`` over steps of ``vmap`` over replicas."""
     model = static.model
 
     def one(W, key, theta, a, lr, t):
@@ -99,7 +99,7 @@ def _draw_block_default_layout(static, key_data, b):
 
 
 def sliced_draw_loop(n: int, loops: int, partitionable: bool):
-    """The bound of the first sessions (candidate 13): each chunk consumed as
+    """The sliced bound of candidate 13: each chunk consumed as
     ``acc + optimization_barrier(x)[:256]``, which XLA reduces to 256 normals per chunk."""
 
     def draw(k):
@@ -171,7 +171,7 @@ def main():
     draws = {}
     for part in (True, False):
         layout = "partitionable" if part else "non-partitionable"
-        draws[f"sliced (old bound), {layout}"] = sliced_draw_loop(n, loops, part)
+        draws[f"sliced bound, {layout}"] = sliced_draw_loop(n, loops, part)
         draws[f"accumulated, {layout}"] = bench._draw_loop(n, loops, "accumulated", part)
     draw_fns = {k: (lambda f=f: f(key0).block_until_ready()) for k, f in draws.items()}
     key0 = jax.random.PRNGKey(0)
