@@ -97,7 +97,7 @@ def _run_into(out_of, extra=()):
 
 def _prefilled(tmp: Path, other_config: bool, analysed: bool = True) -> Path:
     """``tmp/out`` holding a finished run (of the base config, or of another one)."""
-    from scaling_sgd._src.cli import main
+    from scaling_sgd.cli import main
 
     out = tmp / "out"
     sets = ["--set", "data.d=9"] if other_config else []
@@ -261,7 +261,7 @@ _RUNS: dict = {}
 
 def _good_runs(root: Path) -> dict:
     """Two finished runs of different configs, and an all-diverged one (made once)."""
-    from scaling_sgd._src.cli import main
+    from scaling_sgd.cli import main
 
     if not _RUNS and (root / "D" / "config.json").exists():
         _RUNS.update(A=root / "A", B=root / "B", C=root / "C", D=root / "D")
@@ -375,7 +375,7 @@ _SWEEP: dict = {}
 
 
 def _good_sweep(root: Path) -> Path:
-    from scaling_sgd._src.cli import main
+    from scaling_sgd.cli import main
 
     if not _SWEEP and (root / "SW" / "sweep.json").exists():
         _SWEEP["dir"] = root / "SW"

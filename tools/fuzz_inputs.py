@@ -82,7 +82,7 @@ def _capture():
 
 
 def run_case(case: Case, timeout: int = 180) -> dict:
-    from scaling_sgd._src.cli import main
+    from scaling_sgd.cli import main
 
     tmp = Path(tempfile.mkdtemp(prefix="fuzz-", dir=WORK))
     rc, exc, t0, consistent = None, None, time.perf_counter(), False

@@ -24,9 +24,13 @@ from scaling_sgd._src import bench
 from scaling_sgd._src import model as mdl
 from scaling_sgd._src.bench import gaussian_rate
 from scaling_sgd._src.engines import sgd
-from scaling_sgd._src.runner import build
+from scaling_sgd._src.spec import build_spec
 
 D, M, P, B, R = 1024, 32, 32, 1, 32
+
+
+def _parts(spec):
+    return spec.static, spec.replicas, spec.steps
 
 
 def _cfg(steps, points=2, **over):
@@ -71,7 +75,7 @@ def per_step_runner(static, steps, grad="hand", teacher="slice"):
 
 def engine_runner(cfg, **module_overrides):
     """The blocked engine, compiled afresh with module constants overridden."""
-    static, reps, log_steps = build(cfg)
+    static, reps, log_steps = _parts(build_spec(cfg))
     saved = {k: getattr(sgd, k) for k in module_overrides}
     for k, v in module_overrides.items():
         setattr(sgd, k, v)
@@ -131,7 +135,7 @@ def main():
     ap.add_argument("--steps", type=int, default=2048)
     args = ap.parse_args()
     steps, rounds = args.steps, args.rounds
-    static, _, _ = build(_cfg(steps))
+    static, _, _ = _parts(build_spec(_cfg(steps)))
     n = steps * B * R
     out = {}
     out["gaussian_bound_samples_per_s"] = gaussian_rate(repeats=rounds)["normals_per_s"] / D

@@ -17,7 +17,11 @@ import numpy as np
 
 import scaling_sgd as ss
 from scaling_sgd._src.engines import get_engine
-from scaling_sgd._src.runner import build
+from scaling_sgd._src.spec import build_spec
+
+
+def _parts(spec):
+    return spec.static, spec.replicas, spec.steps
 
 
 def _cfg(**over):
@@ -38,9 +42,9 @@ def rate(engine: str, steps: int, R: int, **over) -> float:
     """Samples/s (steps x B x R / wall) of a timed second run (the first compiles)."""
     cfg = _cfg(**{"train.engine": engine, "train.seed": list(range(R)), **over})
     simulate = get_engine(engine)
-    static, reps, grid = build(_cfg(**{"train.engine": engine, "train.seed": list(range(R)), **{**over, "train.steps": 7}}))
+    static, reps, grid = _parts(build_spec(_cfg(**{"train.engine": engine, "train.seed": list(range(R)), **{**over, "train.steps": 7}})))
     simulate(static, reps, grid)  # compile (same shapes: the step count is traced)
-    static, reps, grid = build(cfg)
+    static, reps, grid = _parts(build_spec(cfg))
     t0 = time.perf_counter()
     out = simulate(static, reps, grid)
     wall = time.perf_counter() - t0

@@ -43,8 +43,12 @@ import numpy as np  # noqa: E402
 import scaling_sgd as ss  # noqa: E402
 from scaling_sgd._src import model as mdl  # noqa: E402
 from scaling_sgd._src.engines import driver, flow, flow_solvers  # noqa: E402
-from scaling_sgd._src.runner import build  # noqa: E402
 from scaling_sgd._src.schedules import tau_over_lr  # noqa: E402
+from scaling_sgd._src.spec import build_spec  # noqa: E402
+
+
+def _parts(spec):
+    return spec.static, spec.replicas, spec.steps
 
 
 def _setting(P, steps, rtol, activation="h4", seeds=(0,)):
@@ -56,7 +60,7 @@ def _setting(P, steps, rtol, activation="h4", seeds=(0,)):
         "log": {"points": 200},
         "flow": {"rtol": rtol, "atol": 1e-9},
     }
-    static, reps, grid = build(ss.resolve_config(raw))
+    static, reps, grid = _parts(build_spec(ss.resolve_config(raw)))
     ts = jnp.asarray(1e-4 * tau_over_lr("constant", grid, grid[-1]))
     return static, reps, grid, ts
 
