@@ -193,8 +193,9 @@ def population_loss_accurate(model: Model, X, a, theta=None):
     double-word arithmetic from the vectors themselves (:mod:`twofloat`): the Gram blocks to
     ``~2^-40`` of ``|x_i| |x_j|`` by an error-free split, then cosines, kernels and the sum of
     ``m^2 + m P`` terms in double-word.  In float32 the plain form keeps only ``~1e-7`` of the
-    ``O(1)`` terms that cancel to the loss (12% error at a loss of 6e-6 at P = m = 32); this one
-    is accurate to ``~1e-11`` absolute.  The dynamics never use it: it is for logging.
+    ``O(1)`` terms that cancel to the loss, so its relative error grows as the loss falls; this
+    one stays near float32 rounding (errors of both: benchmarks/NOTES.md, "The float32 loss
+    near zero").  The dynamics never use it: it is for logging.
 
     Args:
         X: ``(m, n)`` students in coordinates where ``theta`` is orthonormal.
@@ -219,7 +220,7 @@ def population_loss_accurate(model: Model, X, a, theta=None):
         return tf.DW(x.hi[None, :], x.lo[None, :])
 
     # Barriers between the stages: XLA would otherwise fuse the whole double-word expression
-    # DAG into one loop and recompute shared subexpressions (measured: 1000x slower).
+    # DAG into one loop and recompute shared subexpressions.
     WW, WT, r2, r = jax.lax.optimization_barrier((WW, WT, r2, r))
     G = tf.div(WW, tf.mul(col(r), row(r)))
     eye = jnp.eye(G.hi.shape[0], dtype=bool)

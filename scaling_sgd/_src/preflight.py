@@ -41,7 +41,7 @@ __all__ = [
 ]
 
 SKIP_ENV = "SCALING_SGD_NO_PREFLIGHT"
-# The compiler and the runtime (0.25-0.3 GB on CPU for the smallest runs).
+# The compiler and the runtime (benchmarks/NOTES.md, "Memory estimate of the preflight").
 RUNTIME_BYTES = 300_000_000
 # Size of config.json, the analysis files and the figures of one run (upper bound).
 OVERHEAD_BYTES = 2_000_000

@@ -111,8 +111,8 @@ class Progress(NoProgress):
         rate = self.done / el if el > 0 else float("nan")
         # the time left from the fraction of the work done (for the flow: the fraction of its
         # log points), at the rate of the more recent half of the run: a flow log point
-        # costs more as the run goes on (P = m = 256, 24 replicas: ~20 s at step 2e6, ~80 s at 7e7), so the
-        # mean rate since the start would promise far too little time left
+        # costs more as the run goes on (benchmarks/NOTES.md, "The `flow` engine at P = m = 256
+        # and beyond"), so the mean rate since the start would promise far too little time left
         f = getattr(self, "fraction", None)
         if f is not None:
             self._history.append((el, f))

@@ -282,8 +282,8 @@ def check_run(path, cj: dict, metrics: dict) -> None:
 
 
 def _verify_checksum(p: Path, cj: dict) -> None:
-    """``p/metrics.npz`` has the size and SHA-256 recorded in ``cj`` (no-op for results
-    written before checksums existed)."""
+    """``p/metrics.npz`` has the size and SHA-256 recorded in ``cj`` (no-op when ``cj``
+    records no checksum)."""
     if "metrics_sha256" not in cj:
         return
     f = p / "metrics.npz"
@@ -301,8 +301,8 @@ def read_run(path: str | Path, verify: bool = True) -> tuple[dict, dict]:
 
     ``config_json`` is the whole ``config.json`` object (the resolved config is under
     ``"config"``); ``metrics`` maps names to numpy arrays.  With ``verify``, the SHA-256
-    of ``metrics.npz`` is compared with the one in ``config.json`` (results written
-    before checksums existed are read without it).
+    of ``metrics.npz`` is compared with the one in ``config.json`` (a ``config.json``
+    without ``metrics_sha256`` is read without the check).
 
     Raises:
         ResultsError: one line naming the folder and what is wrong with it.
@@ -342,7 +342,7 @@ def run_state(path: str | Path, expect_hash: str | None = None, verify: bool = T
         if verify and "metrics_sha256" in cj:
             _verify_checksum(p, cj)  # the bytes written, which were sound: no need to decompress them
         elif verify:
-            read_run(p, verify=False)  # older results: load and check the shapes
+            read_run(p, verify=False)  # no recorded checksum: load and check the shapes
     except ResultsError as e:
         return "damaged", str(e).removeprefix(f"{e.key}: ").split(";")[0]
     if expect_hash is not None and cj.get("hash") != expect_hash:

@@ -1,8 +1,8 @@
 """A sweep directory's state on disk: each point's state, the claims that keep identical
 concurrent sweeps from computing a point twice, and the index ``sweep.json``.
 
-Split from :mod:`.sweep` (which plans and runs a sweep): everything here reads and writes
-the directory only, and holds no compute.
+:mod:`.sweep` plans and runs a sweep; everything here reads and writes the directory
+only, and holds no compute.
 """
 
 from __future__ import annotations
@@ -231,7 +231,7 @@ class Index:
             finally:
                 fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
-    _locked = locked  # the name used before claims shared the lock
+    _locked = locked  # private alias of locked()
 
     def _finished(self, p: Point, d: Path, cj: Path, st) -> tuple:
         key = (str(cj), st.st_mtime_ns, st.st_size)

@@ -19,7 +19,7 @@ arithmetic: a number is an unevaluated sum ``hi + lo`` of two working-precision 
   multiplication, division, square root, and a pairwise (tree) sum of an array.
 
 Costs: ``S (S + 1) / 2`` matrix products for ``S = ceil(64 / beta) - 2`` slices
-(``beta = (24 - ceil(log2 n)) // 2`` bits in float32; 28 products at ``n = 512``), and a few
+(``beta = (24 - ceil(log2 n)) // 2`` bits in float32; 36 products at ``n = 512``), and a few
 tens of elementwise operations per Gram entry.  Used at log points only.
 """
 

@@ -20,8 +20,9 @@ Runge-Kutta-Chebyshev (:class:`.flow_solvers.RKC`): the Jacobian is minus a symm
 Hessian, so its spectrum is real and ``s`` gradient evaluations buy a stability interval
 ``~0.653 s^2``, with no Jacobian formed.  ``"ros2"`` (a Rosenbrock-W method with the
 per-neuron block-diagonal Jacobian) and the diffrax solvers (``"kvaerno5"`` implicit with
-the dense ``m(P+m)`` Jacobian, ``"tsit5"``/``"dopri5"`` explicit) are references;
-benchmarks/NOTES.md (flow) compares them.
+the dense ``m(P+m)`` Jacobian, ``"tsit5"``/``"dopri5"`` explicit) are references
+(``"rkc"`` against ``"ros2"``: benchmarks/NOTES.md, "The `flow` engine at P = m = 256 and
+beyond").
 
 Settings: the ``[flow]`` table (``solver``, ``rtol``, ``atol``), owned by :class:`Flow`.
 
@@ -153,8 +154,8 @@ class Flow(Engine):
             comparisons) instead of drawing ``P + m`` coordinates directly.
         replicas: how the solver steps map over replicas: ``"map"`` (one after another,
             each with its own step sizes and stage counts) or ``"vmap"`` (in lockstep: every
-            loop runs to the largest count over replicas).  ``"map"`` measured faster for
-            adaptive solvers on CPU (benchmarks/NOTES.md, flow).
+            loop runs to the largest count over replicas).  Default ``"map"`` (benchmarks/NOTES.md,
+            "Replicas: `lax.map`, not `vmap`").
     """
 
     solver: FlowSolver = dataclasses.field(default_factory=lambda: make_solver("auto", 1e-5, 1e-9))

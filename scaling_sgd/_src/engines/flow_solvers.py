@@ -9,9 +9,9 @@ depend on where the stepping stops and resumes.
 
 * :class:`RKC`: second-order Runge-Kutta-Chebyshev (:mod:`.rkc`), the default: a step
   costs ``O(sqrt(h rho))`` gradient evaluations and nothing else (no Jacobian), memory
-  ``O(m (P+m))``; measured in benchmarks/NOTES.md (flow).
+  ``O(m (P+m))``; cost: benchmarks/NOTES.md, "The `flow` engine at P = m = 256 and beyond".
 * :class:`ROS2`: adaptive second-order Rosenbrock-W with the per-neuron block-diagonal
-  Jacobian (the previous default, kept as the reference stiff solver).
+  Jacobian, the reference stiff solver (``O(m (P+m)^3)`` per step).
 * :class:`Diffrax`: a diffrax solver (``kvaerno5``/``kvaerno3`` implicit with the dense
   Jacobian, ``tsit5``/``dopri5`` explicit), solved in one go at ``init`` (a reference: no
   progress inside, memory ``O(T m (P+m))``).
@@ -188,7 +188,9 @@ class RKC(FlowSolver):
 
     rtol: float = 1e-5
     atol: float = 1e-9
-    max_steps: int = 2_000_000  # a P = m = 1024 run to tau = 5e4 takes ~1e4; far beyond is a stall
+    # runs to tau = 5e4 take 3,600 to 5,283 steps at P = m = 32 to 512
+    # (benchmarks/NOTES.md, flow wall-time table); far beyond is a stall
+    max_steps: int = 2_000_000
 
     @property
     def settings(self) -> rkc.RKCSettings:

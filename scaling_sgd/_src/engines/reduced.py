@@ -145,7 +145,7 @@ def _chisquare_round(key, df, dtype):
     ``_N_CANDIDATES`` i.i.d. proposals, so it is exactly ``chi^2_df`` given ``accepted``.
     ``df >= 1``; ``alpha = df/2 < 1`` is boosted: ``Gamma(alpha) = Gamma(alpha+1) U^(1/alpha)``.
     The uniforms are ``Phi(g)`` of standard normals, so one threefry call serves the round
-    (each random call site costs seconds of XLA compile time on CPU).
+    (one random call site to compile).
     """
     N = _N_CANDIDATES
     g = jax.random.normal(key, (2 * N + 1,) + df.shape, dtype)
@@ -169,8 +169,8 @@ def chisquare(key, df, dtype):
     """Exact ``chi^2_df`` draws (shape of ``df``, ``df >= 1``, may be traced).
 
     Marsaglia-Tsang rejection, vectorised: rounds of proposals until every entry has an
-    accepted one (one round almost always: rejection ``<= 0.05^2`` per entry).  Far cheaper
-    to compile and to run here than ``jax.random.chisquare``.
+    accepted one (one round almost always: rejection ``<= 0.05^2`` per entry).  Used instead
+    of ``jax.random.chisquare`` for its compile and run time.
     """
 
     def body(c):
@@ -207,8 +207,8 @@ def block_noise(static: Static, key_data, block):
     df = jnp.asarray((m.d - n_used)[:, None] - np.arange(B)[None, :], dt)  # (K, B)
     diag = jnp.sqrt(chisquare(k_chi, df, dt))
     L = jnp.tril(g[:, :, width:], -1) + diag[:, :, None] * jnp.eye(B, dtype=dt)[None]
-    # place slot j's factor on its new columns: a product with a constant 0/1 matrix
-    # (XLA:CPU runs a dynamic_update_slice inside the step ~40x slower than a matmul)
+    # place slot j's factor on its new columns: a product with a constant 0/1 matrix,
+    # not a dynamic_update_slice inside the step (benchmarks/NOTES.md, candidate 21)
     place = (np.arange(width)[None, None, :] == (n_used[:, None] + np.arange(B)[None, :])[:, :, None]).astype(np.float64)
     return u, jnp.einsum("kbc,kcw->kbw", L, jnp.asarray(place, dt))
 

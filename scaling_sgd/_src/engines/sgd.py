@@ -7,7 +7,7 @@ numbers depend only on (seed, absolute step), never on how the run is chunked.  
 SGD a block is advanced in low-rank form (:class:`Block`): the ``O(d)`` work becomes
 matrix products and the per-step work is independent of ``d``, so the cost per sample is
 the ``d`` Gaussian draws plus ``4 d m + 2 d U`` flops of small matrix products; the next
-block is drawn while the current one is advanced (benchmarks/NOTES.md).  The gradient
+block is drawn while the current one is advanced (benchmarks/NOTES.md, candidate 15).  The gradient
 ``grad_{w_i} = alpha_i w_i + gamma_i x`` is formed by hand (tested against ``jax.grad``);
 :func:`step` is the direct per-step reference the blocked run is tested against.
 Observables are reduced on the device at the log points; only they come back to the host.
@@ -53,10 +53,12 @@ __all__ = [
 # Samples per replica drawn (and folded into matrix products) per block: see block_size.
 SAMPLES_PER_BLOCK = 32
 # Input-block bytes of a group of replicas advanced together (SGD.group_size): about the
-# share of the last-level cache a group may use (benchmarks/NOTES.md, the d = 16384 case).
+# share of the last-level cache a group may use (benchmarks/NOTES.md, "`sgd` at d = 16384").
 GROUP_BYTES = 16 * 2**20
-# Copies of the input blocks and of the weights held at the peak of a compiled step, for the
-# memory estimate (benchmarks/NOTES.md, preflight).
+# Copies held at the peak of a compiled step, for the memory estimate: the input blocks about
+# 6 times (the block in progress, the next, the one being drawn, and their copies inside the
+# loop), the weights about 3 times (calibration: benchmarks/NOTES.md, "Memory estimate of the
+# preflight").
 INPUT_COPIES = 6
 WEIGHT_COPIES = 3
 # How the inputs are drawn (recorded with every result): see draw_block.
@@ -125,7 +127,7 @@ def draw_block(static: Static, key_data, b):
     ``jax.random.normal`` with threefry2x32 in its non-partitionable counter layout
     (:data:`INPUT_STREAM`), whatever the process-wide ``jax_threefry_partitionable`` flag:
     the stream is then fixed by the seed alone, and it hashes one counter pair per two
-    numbers instead of one per number (1.5x the draw rate on CPU, benchmarks/NOTES.md).
+    numbers instead of one per number (draw rate: benchmarks/NOTES.md, candidate 14).
     The partitionable layout only matters for one array split across devices; replicas
     are split across devices whole.
     """
@@ -312,8 +314,8 @@ class SGDRun(NamedTuple):
     Every replica is ``s`` steps into block ``b`` (:class:`Block`; ``0 <= s < U``), i.e.
     at step ``b U + s``.  ``X_next`` ``(R, U, B, d)`` holds the inputs of block ``b + 1``,
     drawn one block ahead so that the draw (which depends only on the key) can run on a
-    free core while the block in progress is advanced (software pipelining; 1.1x on a
-    2-core CPU, benchmarks/NOTES.md).
+    free core while the block in progress is advanced (software pipelining;
+    benchmarks/NOTES.md, candidate 15).
     """
 
     states: SGDState
@@ -412,9 +414,8 @@ class SGD(Engine):
         block in progress and the one drawn ahead, ``2 U B d`` numbers per replica) fit in
         :data:`GROUP_BYTES`.  At ``d = 1024`` every replica fits (one group); at
         ``d = 16384`` the ``(R, U, B, d)`` block of 32 replicas is 64 MB, so the replicas are
-        advanced a few at a time.  This bounds the working set; it did not change the speed
-        on the 2-core CPU where it was measured (0.12 of the Gaussian bound with 1, 4 or 16
-        groups, benchmarks/NOTES.md), and the numbers are those of one group bit for bit."""
+        advanced a few at a time.  This bounds the working set (speed: benchmarks/NOTES.md,
+        "`sgd` at d = 16384"); the numbers are those of one group bit for bit."""
         per = 2 * block_size(static.batch_size) * static.batch_size * static.model.d * np.dtype(static.dtype).itemsize
         fit = max(1, GROUP_BYTES // per)
         return max(k for k in range(1, R + 1) if R % k == 0 and k <= fit)
@@ -429,7 +430,7 @@ class SGD(Engine):
 
         def full_block(c: SGDRun) -> SGDRun:
             """Steps ``s .. U-1`` of block ``b``, then form ``W`` and block ``b + 1``; draw ``b + 2``."""
-            # Unconditional draw (no lax.cond): XLA:CPU draws ~1.5x slower inside a conditional.
+            # Unconditional draw, no lax.cond (benchmarks/NOTES.md, candidate 10).
             X_after = self._draw(static, c.states, c.b + 2)
             states, blocks = v_run(c.states, c.blocks, c.b, c.s, U, lr, a)
             states = states._replace(W=self._current(static, states, blocks))
