@@ -231,8 +231,6 @@ class Index:
             finally:
                 fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
-    _locked = locked  # private alias of locked()
-
     def _finished(self, p: Point, d: Path, cj: Path, st) -> tuple:
         key = (str(cj), st.st_mtime_ns, st.st_size)
         if key not in self._done:
@@ -299,7 +297,7 @@ class Index:
         """
         t0 = time.perf_counter()
         path = self.out / "sweep.json"
-        with self._locked():
+        with self.locked():
             for tmp in self.out.glob(".sweep.json.*.tmp"):
                 tmp.unlink(missing_ok=True)
             index = json.loads(json.dumps(self.build(), default=json_default))
