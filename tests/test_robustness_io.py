@@ -74,7 +74,7 @@ def test_read_only_output(base_toml, tmp_path, capsys, monkeypatch):
     def denied(*a, **k):
         raise PermissionError(errno.EROFS, os.strerror(errno.EROFS))
 
-    monkeypatch.setattr(results.tempfile, "mkdtemp", denied)
+    monkeypatch.setattr(files.tempfile, "mkdtemp", denied)
     n0 = driver.compiled_programs()
     assert main(["run", str(base_toml), "--out", str(tmp_path / "ro" / "out")]) == 2
     line = _one_error_line(capsys.readouterr().err)
@@ -130,7 +130,7 @@ def test_an_interrupted_write_leaves_the_old_run_or_nothing(runs, tmp_path, monk
 def test_replacing_a_run_without_an_atomic_exchange(runs, tmp_path, monkeypatch):
     """Where renameat2 is missing (macOS, some network file systems) a run is replaced by
     two renames; the result is the same complete folder."""
-    monkeypatch.setattr(results, "_exchange", lambda a, b: False)
+    monkeypatch.setattr(files, "exchange", lambda a, b: False)
     out = tmp_path / "out"
     shutil.copytree(runs["A"], out)
     (out / "summary.json").write_text("{}")

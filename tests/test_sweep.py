@@ -266,7 +266,7 @@ def test_failed_point_is_recorded_divergence_counted_and_shapes_compile_once(tmp
     real_run = runner.run
 
     def flaky(c, *a, **k):
-        if c["data"]["d"] == 11 and c["train"]["steps"] == 60:
+        if c.config["data"]["d"] == 11 and c.config["train"]["steps"] == 60:
             raise RuntimeError("boom")
         return real_run(c, *a, **k)
 
