@@ -2,9 +2,8 @@
 
 :func:`analyze_metrics` is the pure core (arrays in, a :class:`RunAnalysis` out), shared
 by a run (:mod:`.report`) and every replica group of a sweep (:mod:`.aggregate`).  It
-reads only the ``metrics.npz`` arrays (docs/model.md, "Results") and tolerates results
-written by older versions: ``overlap``, ``a``, ``beta``, ``lr`` may be missing (``a`` is then
-recomputed from the config).
+reads only the ``metrics.npz`` arrays (docs/model.md, "Results"); of those, ``overlap``,
+``a``, ``beta`` and ``lr`` are optional (``a`` is then computed from the config).
 """
 
 from __future__ import annotations
@@ -14,11 +13,9 @@ import math
 
 import numpy as np
 
-from scaling_sgd._src.api import Result
-from scaling_sgd._src.api import load_run as load_result
+from scaling_sgd import Result, load_run
 from scaling_sgd._src.config import replica_grid
-from scaling_sgd._src.model import power_law_coefficients
-from scaling_sgd._src.results import read_run
+from scaling_sgd._src.model import teacher_coefficients
 
 from . import theory
 from .emergence import emergence_score, emergence_times, resample_log, sharpness, spread
@@ -28,7 +25,6 @@ __all__ = [
     "RunAnalysis",
     "analyze",
     "analyze_metrics",
-    "load_run",
     "teacher_a",
     "replica_values",
     "replica_groups",
@@ -42,37 +38,27 @@ def analyze(result, observable: str | None = None, threshold: float | None = Non
     directory.  Returns a :class:`RunAnalysis` (emergence times, fits beside theory,
     emergence scores, and ``plot_*`` figures).  Diverged replicas are excluded."""
     if not isinstance(result, Result):
-        result = load_result(result)
+        result = load_run(result)
     observable, threshold = result.criterion(observable, threshold)
     return analyze_metrics(result.metrics, result.config, observable, threshold, n_boot, seed)
 
 
-def load_run(run_dir):
-    """``(config_json, resolved_config, metrics)`` of a run directory (any format version)."""
-    cj, metrics = read_run(run_dir)
-    cfg = cj.get("config", cj)
-    return cj, cfg, metrics
-
-
 def teacher_a(cfg: dict, metrics: dict, R: int) -> np.ndarray:
-    """``(R, P)`` teacher coefficients: ``metrics['a']`` or recomputed from the config."""
+    """``(R, P)`` teacher coefficients: ``metrics['a']``, else those of the config's
+    ``[teacher]`` table for each replica's ``beta``
+    (:func:`scaling_sgd._src.model.teacher_coefficients`)."""
     if "a" in metrics:
         return np.asarray(metrics["a"], np.float64)
-    P = int(cfg["teacher"]["P"])
-    if cfg["teacher"].get("a") is not None:
-        return np.tile(np.asarray(cfg["teacher"]["a"], np.float64), (R, 1))
-    if "beta" in metrics:
-        beta = np.asarray(metrics["beta"], np.float64)
-    else:
-        beta = np.asarray(replica_grid(cfg)["beta"], np.float64)
-        if beta.size != R:
-            beta = np.full(R, float(np.ravel(cfg["teacher"]["beta"])[0]))
-    return power_law_coefficients(beta, P)
+    beta = replica_values(cfg, metrics, "beta", R)
+    if np.isnan(beta).any():  # the replica grid does not give one beta per replica
+        beta = np.full(R, float(np.ravel(cfg["teacher"]["beta"])[0]))
+    return teacher_coefficients(cfg["teacher"], beta)
 
 
 def replica_values(cfg, metrics, name, R):
     """``(R,)`` float values of the replicated setting ``name`` (``beta``, ``lr``, ``seed``):
-    from ``metrics`` or, for old results, from the config's replica grid."""
+    from ``metrics`` or, where ``metrics`` lacks it, from the config's replica grid (``nan``
+    when that grid does not have ``R`` values)."""
     if name in metrics:
         return np.asarray(metrics[name], np.float64).reshape(R)
     v = np.asarray(replica_grid(cfg)[name], np.float64)

@@ -8,8 +8,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.integrate import solve_ivp
 
-from scaling_sgd._src.hermite import activation
-from scaling_sgd._src.model import power_law_coefficients
+from scaling_sgd import activation, power_law_coefficients
 
 from .emergence import learning_window
 from .fit import fit_from_draws
@@ -96,7 +95,7 @@ def single_direction_flow(m0, r2_0, a, k: int = 4, c_k: float = 1.0, threshold: 
 
 
 # -- teacher and activation ----------------------------------------------------------
-# (the power-law teacher itself is scaling_sgd._src.model.power_law_coefficients)
+# (the power-law teacher itself is scaling_sgd.power_law_coefficients)
 def kernel_coeffs(activation_spec, degree: int = 12) -> np.ndarray:
     """Hermite coefficients ``c_j`` of an activation as written in a resolved config
     (``"h4"``, ``"relu"``, ``{"4": 1.0}``, ...): ``(J+1,)`` float64."""

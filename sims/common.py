@@ -31,10 +31,11 @@ from pathlib import Path
 
 import numpy as np
 
+from scaling_sgd import load_run
 from scaling_sgd._src import config as cfgmod
 from scaling_sgd._src import sweep
 from scaling_sgd._src.errors import ConfigError
-from scaling_sgd._src.results import atomic_write_json, is_run_dir, read_run
+from scaling_sgd._src.results import atomic_write_json, is_run_dir
 from scaling_sgd.analysis.core import replica_groups, select_replicas
 from scaling_sgd.analysis.emergence import emergence_score, emergence_times
 from scaling_sgd.analysis.fit import MIN_SEEDS  # noqa: F401 - a row needs this many seeds to discriminate
@@ -123,7 +124,8 @@ class Run:
     Attributes:
         settings: swept key (``table.key``) -> value; in a group, ``teacher.beta`` and
             ``train.lr`` are the group's own scalars.
-        cfg: the point's resolved config.  meta: its ``config.json``.
+        cfg: the point's resolved config.  meta: its ``config.json`` fields other than
+            the config (:attr:`scaling_sgd.Result.meta`).
         metrics: the ``metrics.npz`` arrays (a group: its replicas only).
     """
 
@@ -196,8 +198,8 @@ def run_sweep(exp: Experiment, raw: dict | None = None, part: str | None = None,
         raise RuntimeError(f"{exp.tag}: {len(failed)} point(s) failed, see {out}/<point>/error.json: {', '.join(failed)}")
     runs = []
     for p in pl.points:
-        meta, metrics = read_run(out / p.dir)
-        runs.append(Run(dict(p.settings), p.config, meta, metrics))
+        res = load_run(out / p.dir)
+        runs.append(Run(dict(p.settings), p.config, res.meta, res.metrics))
     return runs
 
 
