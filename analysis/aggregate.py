@@ -343,6 +343,7 @@ def analyze_sweep(sweep_dir, observable=None, threshold=None, stream=sys.stdout,
                     }
                     for n, f in g["res"].fits.items()
                 },
+                "no_fit": {n: w["no_fit"] for n, w in g["res"].windows.items() if "no_fit" in w},
             }
             for g in groups
         ],

@@ -37,7 +37,7 @@ from scaling_sgd._src import sweep
 from scaling_sgd._src.errors import ConfigError
 from scaling_sgd._src.results import atomic_write_json, is_run_dir
 from scaling_sgd.analysis.core import replica_groups, select_replicas
-from scaling_sgd.analysis.emergence import emergence_score, emergence_times
+from scaling_sgd.analysis.emergence import emergence_score, emergence_times, loss_fit_window
 from scaling_sgd.analysis.fit import MIN_SEEDS  # noqa: F401 - a row needs this many seeds to discriminate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -397,18 +397,19 @@ def scope(*reasons) -> dict:
 
 
 # A loss row discriminates beta only where the additive model's exponent at the simulated
-# P (over the fitted ranks) lies this close to the asymptote (docs/model.md §3: ~0.05 at
+# P (over the loss fit window) lies this close to the asymptote (docs/model.md §3: ~0.05 at
 # P >= 256); experiments 09 and 13 use it.
 ASYMPTOTE_TOL = 0.1
 
 
 def additive_near_asymptote(beta: float, P: int, sigma: float, asymptote: float) -> tuple[float, bool]:
-    """The additive model's loss exponent at ``P`` over the ranks of the loss fits (2nd to
-    ``P/10``-th emergence, log scatter ``sigma``), and whether it lies within
-    :data:`ASYMPTOTE_TOL` of ``asymptote``: whether a loss row at this P can tell beta apart."""
+    """The additive model's loss exponent at ``P`` over the loss fit window (2nd to
+    ``max(P // 10, 4)``-th median emergence, log scatter ``sigma``), and whether it lies
+    within :data:`ASYMPTOTE_TOL` of ``asymptote``: whether a loss row at this P can tell
+    beta apart."""
     from scaling_sgd.analysis.theory import additive_loss_exponent
 
-    additive = additive_loss_exponent(beta, P, 1.0, sigma, n_seeds=200, hi_frac=0.1)
+    additive = additive_loss_exponent(beta, P, 1.0, sigma, n_seeds=200)
     return additive, math.isfinite(additive) and abs(additive - asymptote) <= ASYMPTOTE_TOL
 
 
@@ -528,24 +529,12 @@ def load_json(path: Path) -> dict:
         return json.load(f)
 
 
-# -- the large-P experiments (09-13) ---------------------------------------------------------
-def rank_window(median_times, lo_rank: int = 2, hi_rank: int | None = None) -> tuple[float, float]:
-    """The fit window between the ``lo_rank``-th and the ``hi_rank``-th smallest finite
-    median emergence step (1-based; ``hi_rank`` defaults to ``P // 10``, the issue's and
-    docs/model.md §3's window for the scaling law).  ``(nan, nan)`` if there are too few."""
-    med = np.sort(np.asarray(median_times, np.float64))
-    med = med[np.isfinite(med)]
-    P = np.asarray(median_times).shape[-1]
-    hi_rank = max(P // 10, lo_rank + 2) if hi_rank is None else hi_rank
-    if med.size < hi_rank:
-        return math.nan, math.nan
-    return float(med[lo_rank - 1]), float(med[hi_rank - 1])
-
-
+# -- the loss exponent of the large-P experiments (09, 13) ------------------------------------
 def loss_exponent(g: Run, x=None, n_boot: int = 400, seed: int = 0, lo_rank: int = 2, hi_rank: int | None = None):
-    """Log-log slope of the seed-mean loss against ``x`` (default: the step) between the
-    ``lo_rank``-th and ``hi_rank``-th median emergence (:func:`rank_window`), with a
-    bootstrap over the non-diverged seeds that recomputes the window from each resample.
+    """Log-log slope of the seed-mean loss against ``x`` (default: the step) over the loss
+    fit window (:func:`scaling_sgd.analysis.emergence.loss_fit_window`, the ``lo_rank``-th to
+    the ``hi_rank``-th median emergence), with a bootstrap over the non-diverged seeds that
+    recomputes the window from each resample.
 
     Returns ``dict(est, lo, hi, wlo, whi, seeds)`` (window in units of ``x``).
     """
@@ -560,13 +549,13 @@ def loss_exponent(g: Run, x=None, n_boot: int = 400, seed: int = 0, lo_rank: int
 
     def fit(ii):
         sub = idx[ii]
-        lo, hi = rank_window(np.median(T[sub], axis=0), lo_rank, hi_rank)
+        lo, hi = loss_fit_window(np.median(T[sub], axis=0), lo_rank, hi_rank)
         if not math.isfinite(lo):
             return math.nan
         return window_slope(x, np.mean(g.metrics["loss"][sub], axis=0), to_x(lo), to_x(hi))
 
     est, lo, hi = bootstrap(fit, idx.size, n_boot, seed=seed)
-    wlo, whi = rank_window(np.median(T[idx], axis=0), lo_rank, hi_rank)
+    wlo, whi = loss_fit_window(np.median(T[idx], axis=0), lo_rank, hi_rank)
     if math.isfinite(wlo):
         wlo, whi = to_x(wlo), to_x(whi)
     return {"est": est, "lo": lo, "hi": hi, "wlo": wlo, "whi": whi, "seeds": int(idx.size)}

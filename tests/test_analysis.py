@@ -11,9 +11,10 @@ from scaling_sgd.analysis.core import replica_groups, select_replicas
 from scaling_sgd.analysis.emergence import (
     emergence_score,
     emergence_times,
-    learning_window,
     log_median,
     log_scatter,
+    loss_fit_rule,
+    loss_fit_window,
     sharpness,
     spread,
 )
@@ -97,10 +98,22 @@ def test_emergence_score_closed_forms():
     assert emergence_score(loss) < 0
 
 
-def test_learning_window_is_second_to_next_to_last_finite_time():
-    assert learning_window(np.array([16.0, 1.0, np.inf, 9.0, 4.0])) == (4.0, 9.0)  # sorted, censored ignored
-    assert learning_window(np.array([1.0, 4.0, 9.0, 16.0]), lo_index=0, hi_index=-1) == (1.0, 16.0)
-    assert all(math.isnan(v) for v in learning_window(np.array([1.0, 2.0, np.inf])))  # fewer than three
+def test_loss_fit_window_is_between_ranks_of_the_finite_median_times():
+    # P = 30: from the 2nd to the max(30 // 10, 4) = 4th finite median, sorted, censored ignored
+    med = np.array([50.0, 10.0, np.inf, 20.0, 40.0, 30.0] + [np.inf] * 24)
+    assert loss_fit_window(med) == (20.0, 40.0)
+    assert loss_fit_rule(30) == "the 2nd to the 4th median emergence"
+    # P = 256: up to the P // 10 = 25th
+    med = np.r_[np.arange(1.0, 31.0)[::-1], np.full(226, np.inf)]
+    assert loss_fit_window(med) == (2.0, 25.0) and loss_fit_rule(256) == "the 2nd to the 25th median emergence"
+    # too few directions learned for the window: no window, so no fit
+    assert all(math.isnan(v) for v in loss_fit_window(np.r_[np.arange(1.0, 25.0), np.full(232, np.inf)]))
+    assert all(math.isnan(v) for v in loss_fit_window(np.full(30, np.inf)))
+    # a negative upper rank counts from the largest finite median: 2nd to next-to-last
+    assert loss_fit_window(np.array([16.0, 1.0, np.inf, 9.0, 4.0]), hi_rank=-2) == (4.0, 9.0)
+    assert loss_fit_window(np.array([1.0, 4.0, 9.0, 16.0]), lo_rank=1, hi_rank=-1) == (1.0, 16.0)
+    assert all(math.isnan(v) for v in loss_fit_window(np.array([1.0, 2.0, np.inf]), hi_rank=-2))  # fewer than three
+    assert loss_fit_rule(8, hi_rank=-2) == "the 2nd to the next-to-last median emergence"
 
 
 def test_log_scatter_recovers_sigma_and_ignores_censored():
@@ -196,6 +209,8 @@ def test_end_to_end_sgd_run_analysed(tmp_path, capsys):
     f = s["fits"]["emergence_time_vs_p"]
     assert f["theory"] == 1.5 and f["ci"][0] < f["slope"] < f["ci"][1]
     assert 0.7 < f["slope"] < 2.5, f
+    # the loss is fitted from the 2nd to the max(P // 10, 4)-th = 4th median emergence
+    assert s["fits"]["loss_vs_step"]["window_rule"]["step"] == [med[1], med[3]]
     for name in ("staircase", "emergence_vs_p", "loss_vs_step", "heatmap"):
         assert (out / f"{name}.png").stat().st_size > 0 and (out / f"{name}.pdf").is_file()
     # the flow theory from the initial overlaps predicts each replica's T_p within a factor 3

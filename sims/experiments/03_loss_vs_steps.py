@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from scaling_sgd.analysis import theory
-from scaling_sgd.analysis.emergence import learning_window, log_scatter
+from scaling_sgd.analysis.emergence import log_scatter, loss_fit_rule, loss_fit_window
 from sims import common as C
 
 
@@ -48,7 +48,7 @@ def run(exp: C.Experiment, force: bool = False) -> C.Outcome:
                 + f"{row['seeds']} seeds; fit window [{C.fmt_steps(row['wlo'])}, {C.fmt_steps(row['whi'])}] steps (2nd to "
                 f"next-to-last median emergence, {row['whi'] / row['wlo']:.1f}x in t). The additive model with T_p = T_1 p^beta "
                 f"exp(sigma xi) (sigma = {row['sigma']:.2f}, the measured seed scatter) gives {row['finite_P']:.2f} at P = {P} "
-                f"over such a window and {row['P1024']:.2f} at P = 1024 (fitted from the 2nd to the 102nd emergence)",
+                f"over such a window and {row['P1024']:.2f} at P = 1024 (fitted from {loss_fit_rule(1024)})",
             )
         )
         checks.append(
@@ -81,13 +81,13 @@ def _fit_series(g: C.Run, nb: int, seed: int) -> dict:
 
     def fit(ii, use_additive=False):
         sub = idx[ii]
-        lo, hi = learning_window(np.median(T[sub], axis=0))
+        lo, hi = loss_fit_window(np.median(T[sub], axis=0), hi_rank=-2)
         curve = theory.additive_loss(step, T[sub], a[sub]) if use_additive else g.metrics["loss"][sub]
         return C.window_slope(step, np.mean(curve, axis=0), lo, hi)
 
     est, lo, hi = C.bootstrap(fit, idx.size, nb, seed=seed)
     med = np.median(T[idx], axis=0)
-    wlo, whi = learning_window(med)
+    wlo, whi = loss_fit_window(med, hi_rank=-2)
     sigma = log_scatter(T[idx])
     P = T.shape[-1]
     th, no_law = C.theory_value("loss_vs_step", b)
@@ -104,8 +104,8 @@ def _fit_series(g: C.Run, nb: int, seed: int) -> dict:
         "wlo": wlo,
         "whi": whi,
         "sigma": sigma,
-        "finite_P": theory.additive_loss_exponent(b, P, float(med[0]), sigma),
-        "P1024": theory.additive_loss_exponent(b, 1024, float(med[0]), sigma, n_seeds=50, hi_frac=0.1),
+        "finite_P": theory.additive_loss_exponent(b, P, float(med[0]), sigma, hi_rank=-2),
+        "P1024": theory.additive_loss_exponent(b, 1024, float(med[0]), sigma, n_seeds=50),
     }
 
 

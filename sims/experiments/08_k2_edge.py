@@ -16,7 +16,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 
-from scaling_sgd.analysis.emergence import learning_window, log_scatter
+from scaling_sgd.analysis.emergence import log_scatter, loss_fit_window
 from scaling_sgd.analysis.fit import fit_power_law
 from scaling_sgd.analysis.theory import additive_loss
 from sims import common as C
@@ -45,7 +45,7 @@ def run(exp: C.Experiment, force: bool = False) -> C.Outcome:
     def loss_slope(ii, curve=None):
         sub = ok[ii]
         y = np.mean(m["loss"][sub] if curve is None else curve[sub], 0)
-        return C.window_slope(step, y, *learning_window(np.median(T[sub], 0)))
+        return C.window_slope(step, y, *loss_fit_window(np.median(T[sub], 0), hi_rank=-2))
 
     e2, l2, h2 = C.bootstrap(loss_slope, ok.size, nb, seed=1)
     # the decoupled additive model sum_p a_p^2 1{t < T_p} with each seed's measured T_p, at

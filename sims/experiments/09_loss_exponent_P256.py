@@ -1,7 +1,7 @@
 """9. The loss exponent where the scaling law exists: P = m = 256, beta in {0.75, 1, 1.5}.
 
 One compiled flow run (betas and seeds are replicas).  Per beta: the seed-mean loss is
-fitted against the step between the 2nd and the P/10-th median emergence
+fitted against the step over the loss fit window, the 2nd to the P/10-th median emergence
 (:func:`sims.common.loss_exponent`, a bootstrap over seeds that recomputes the window), and
 compared with ``-(2 beta - 1)/beta``; beside it, the additive model with ``T_p = T_1 p^beta``
 and the measured log-normal scatter at the same P over the same ranks (what a finite P
@@ -17,7 +17,7 @@ import math
 import matplotlib.pyplot as plt
 import numpy as np
 
-from scaling_sgd.analysis.emergence import log_scatter
+from scaling_sgd.analysis.emergence import log_scatter, loss_fit_rule
 from scaling_sgd.analysis.fit import caveats, fit_power_law
 from sims import common as C
 
@@ -34,7 +34,7 @@ def run(exp: C.Experiment, force: bool = False) -> C.Outcome:
         fit = C.loss_exponent(g, n_boot=nb, seed=j)
         T = g.times[g.ok]
         sigma = log_scatter(T)
-        # the additive model at this P over the same ranks (2nd to P/10-th emergence)
+        # the additive model at this P over the same window
         additive, near = C.additive_near_asymptote(b, P, sigma, th) if not th_why else (math.nan, False)
         enough = fit["seeds"] >= C.MIN_SEEDS
         scope = th_why or (
@@ -50,8 +50,8 @@ def run(exp: C.Experiment, force: bool = False) -> C.Outcome:
                 why="finite P (see the additive-model value in the note)",
                 discriminates=near and enough,
                 scope=scope,
-                note=f"{fit['seeds']} seeds; window [{C.fmt_steps(fit['wlo'])}, {C.fmt_steps(fit['whi'])}] steps (2nd to "
-                f"{max(P // 10, 4)}th median emergence, {fit['whi'] / fit['wlo']:.1f}x in t). The additive model "
+                note=f"{fit['seeds']} seeds; window [{C.fmt_steps(fit['wlo'])}, {C.fmt_steps(fit['whi'])}] steps ("
+                f"{loss_fit_rule(P).removeprefix('the ')}, {fit['whi'] / fit['wlo']:.1f}x in t). The additive model "
                 f"sum_p a_p^2 1{{t < T_p}} with T_p = T_1 p^beta exp(sigma xi) (sigma = {sigma:.2f}, measured) gives "
                 f"{additive:.3f} over the same ranks at P = {P}",
             )

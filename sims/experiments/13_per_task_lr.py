@@ -1,7 +1,7 @@
 """13. The per-task step size: loss vs samples with ``eta(n) = eta0 (1 + n/n0)^(-1/2)``.
 
-The same fit as experiment 9 (seed-mean loss between the 2nd and the P/10-th median
-emergence, bootstrap over seeds), now against the number of samples ``n`` (steps x batch)
+The same fit as experiment 9 (seed-mean loss over the loss fit window, the 2nd to the
+P/10-th median emergence, bootstrap over seeds), now against the number of samples ``n`` (steps x batch)
 under the ``inverse_sqrt`` schedule, compared with ``(1 - 2 beta)/(2 beta)``; the
 constant-lr exponent of experiment 9 is shown beside it.  For the flow the schedule only
 changes the clock, ``tau(n) = 2 n0 (sqrt(1 + n/n0) - 1) ~ sqrt(n)``, so the exponent is half
