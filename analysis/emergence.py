@@ -23,6 +23,8 @@ __all__ = [
     "loss_fit_needs",
     "loss_fit_window",
     "loss_fit_rule",
+    "window_scores",
+    "replica_window_scores",
     "log_scatter",
 ]
 
@@ -154,6 +156,40 @@ def loss_fit_rule(P: int, lo_rank: int = 2, hi_rank: int | None = None) -> str:
 def _ordinal(n: int) -> str:
     suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
     return f"{n}{suffix}"
+
+
+def window_scores(step, skill, loss, T, pad: float):
+    """Emergence scores (:func:`emergence_score`) of one replica on its log-step grid
+    inside the learning window ``[min T / pad, max T * pad]`` (the plateau before any
+    learning would make any curve look abrupt).
+
+    Args: ``step`` ``(T,)``, ``skill`` ``(T, P)``, ``loss`` ``(T,)``, ``T`` ``(P,)`` the
+    replica's emergence steps.  Returns ``(per-direction skill scores (P,), loss score)``;
+    the loss is scored as the gain ``-loss``, so that both are positive for learning.
+    ``nan`` without a window (fewer than 3 log points in it).
+    """
+    fin = T[np.isfinite(T)]
+    sel = (step >= fin.min() / pad) & (step <= fin.max() * pad) if fin.size else np.zeros(step.shape, bool)
+    if sel.sum() < 3:
+        return np.full(skill.shape[-1], np.nan), float("nan")
+    return emergence_score(skill[sel], axis=0), float(emergence_score(-loss[sel]))
+
+
+def replica_window_scores(step, skill, loss, T, pad: float):
+    """Per replica: the median skill score over its learned directions and its loss score
+    (:func:`window_scores`).
+
+    Args: ``step`` ``(T,)``, ``skill`` ``(R, T, P)``, ``loss`` ``(R, T)``, ``T`` ``(R, P)``.
+    Returns ``(skill (R,), loss (R,))``; ``nan`` skill score for a replica that learned
+    no direction.
+    """
+    sk, sl = [], []
+    for i in range(np.shape(T)[0]):
+        s_skill, s_loss = window_scores(step, skill[i], loss[i], T[i], pad)
+        learned = np.isfinite(T[i])
+        sk.append(np.nanmedian(s_skill[learned]) if learned.any() else np.nan)
+        sl.append(s_loss)
+    return np.array(sk, np.float64), np.array(sl, np.float64)
 
 
 def log_scatter(times) -> float:

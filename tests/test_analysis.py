@@ -1,4 +1,5 @@
-"""Analysis: emergence times, spread, sharpness, emergence score, power-law fits, report."""
+"""Analysis: emergence times, spread, sharpness, emergence score, power-law fits, the loss fit window,
+bootstrap intervals, report."""
 
 import json
 import math
@@ -15,10 +16,12 @@ from scaling_sgd.analysis.emergence import (
     log_scatter,
     loss_fit_rule,
     loss_fit_window,
+    replica_window_scores,
     sharpness,
     spread,
+    window_scores,
 )
-from scaling_sgd.analysis.fit import fit_power_law
+from scaling_sgd.analysis.fit import bootstrap, fit_power_law, loss_exponent, window_slope
 
 STEP = np.concatenate([[0], np.unique(np.geomspace(1, 1e6, 300).astype(np.int64))])
 
@@ -333,3 +336,80 @@ def test_fit_statistics_are_the_ordinary_least_squares_ones():
     ref_w = stats.linregress(np.log(x[inside]), np.log(y[inside]))
     assert g.n_points == inside.sum() and g.window == (x[inside].min(), x[inside].max())
     assert g.slope == pytest.approx(ref_w.slope, rel=1e-12) and g.slope_se == pytest.approx(ref_w.stderr, rel=1e-12)
+
+
+def test_window_slope_recovers_exponent_inside_its_window_and_skips_bad_points():
+    x = np.geomspace(1.0, 1e4, 30)
+    y = 3.0 * x**-1.7
+    y[3] = np.inf  # censored
+    y[5] = 0.0  # not positive
+    y[x > 1e3] = 1.0  # a floor outside the window must not count
+    assert window_slope(x, y, 1.0, 1e3) == pytest.approx(-1.7, abs=1e-12)
+    assert math.isnan(window_slope(x, y, 1.0, 2.0))  # fewer than 4 points in the window
+    assert window_slope(x, y, 1.0, 2.2, min_points=2) == pytest.approx(-1.7, abs=1e-12)
+
+
+def test_bootstrap_interval_of_a_mean_matches_its_standard_error():
+    rng = np.random.default_rng(1)
+    z = rng.normal(size=400)
+    est, lo, hi = bootstrap(lambda i: z[i].mean(), z.size, n_boot=2000, seed=3)
+    se = z.std(ddof=1) / math.sqrt(z.size)
+    assert est == pytest.approx(z.mean())
+    # percentile interval of a mean: +-1.96 se, up to bootstrap noise (~5% of the width)
+    assert (hi - lo) == pytest.approx(2 * 1.96 * se, rel=0.1)
+    assert lo < z.mean() < hi
+    # a statistic that is mostly undefined has no interval
+    assert all(math.isnan(v) for v in bootstrap(lambda i: math.nan, 10, n_boot=50)[1:])
+
+
+def test_window_scores_inside_the_learning_window():
+    """Sharp skills, a loss made of their sum: per-direction scores far above the loss
+    score, both positive for learning; the window excludes what lies outside it."""
+    step = np.r_[0.0, np.geomspace(1.0, 1e6, 121)]
+    T = np.array([1e2, 1e3, 1e4])
+    lt = np.log(np.maximum(step, 1e-300))[:, None]
+    skill = np.where(step[:, None] > 0, 1 / (1 + np.exp(-np.clip((lt - np.log(T)) / 0.05, -700, 700))), 0.0)
+    loss = ((1 - skill) * np.array([0.6, 0.3, 0.1])).sum(1)
+    s_skill, s_loss = window_scores(step, skill, loss, T, pad=3.0)
+    assert s_loss > 0 and np.all(s_skill > 20 * s_loss)
+    # a jump outside [min T / pad, max T * pad] does not enter the loss score
+    jumpy = loss.copy()
+    jumpy[step > 1e5] -= 0.05
+    assert window_scores(step, skill, jumpy, T, pad=3.0)[1] == pytest.approx(s_loss)
+    assert window_scores(step, skill, jumpy, T, pad=300.0)[1] != pytest.approx(s_loss)
+    # nothing learned: no window, no score
+    s_skill, s_loss = window_scores(step, skill, loss, np.full(3, np.inf), pad=3.0)
+    assert np.all(np.isnan(s_skill)) and math.isnan(s_loss)
+    # per replica: the median over the learned directions, nan for a replica that learned none
+    T2 = np.stack([T, np.full(3, np.inf)])
+    sk, sl = replica_window_scores(step, np.stack([skill, skill]), np.stack([loss, loss]), T2, pad=3.0)
+    s_skill, s_loss = window_scores(step, skill, loss, T, pad=3.0)
+    assert sk[0] == pytest.approx(np.median(s_skill)) and sl[0] == pytest.approx(s_loss)
+    assert math.isnan(sk[1]) and math.isnan(sl[1])
+
+
+def test_loss_exponent_recovers_a_known_power_law_over_its_window():
+    """The slope of the seed-mean loss over the loss fit window, on synthetic curves whose
+    loss is an exact power law with per-seed prefactors: the slope comes back, the window is
+    the ranks asked for, and against samples ``n = B step`` the slope is the same and the
+    window is B times the steps."""
+    step = np.concatenate([[0.0], np.geomspace(1.0, 1e6, 120)])
+    P, R, s = 40, 8, -0.8
+    rng = np.random.default_rng(0)
+    T = np.sort(np.geomspace(1e2, 1e5, P)[None, :] * np.exp(0.1 * rng.standard_normal((R, P))), axis=1)
+    loss = np.exp(0.2 * rng.standard_normal((R, 1))) * np.maximum(step, 1.0)[None, :] ** s
+    skill = (step[None, :, None] >= T[:, None, :]).astype(float)
+    times = emergence_times(step, skill, 0.5)[0]
+    fit = loss_exponent(step, times, loss, n_boot=100, hi_rank=20)  # a window of many log points
+    assert fit["est"] == pytest.approx(s, abs=1e-6) and fit["lo"] <= s <= fit["hi"] and fit["seeds"] == R
+    med = np.sort(np.median(times, axis=0))
+    assert (fit["wlo"], fit["whi"]) == pytest.approx((med[1], med[19]), rel=1e-9)
+    on_samples = loss_exponent(step, times, loss, x=16 * step, n_boot=100, hi_rank=20)
+    assert on_samples["est"] == pytest.approx(s, abs=1e-6)
+    assert (on_samples["wlo"], on_samples["whi"]) == pytest.approx((16 * med[1], 16 * med[19]), rel=1e-9)
+    # the default window: the 2nd to the max(40 // 10, 4) = 4th median emergence
+    short = loss_exponent(step, times, loss, n_boot=20)
+    assert (short["wlo"], short["whi"]) == pytest.approx((med[1], med[3]), rel=1e-9) and short["est"] == pytest.approx(s)
+    # too few directions learned for the window: no slope, no interval
+    none = loss_exponent(step, np.where(times > med[2], np.inf, times), loss, n_boot=20)
+    assert all(math.isnan(none[k]) for k in ("est", "lo", "hi", "wlo", "whi"))
