@@ -1,4 +1,4 @@
-"""Sweep aggregation: exponents across grid points, beside theory (issue 4).
+"""Sweep aggregation: exponents across grid points, beside theory.
 
 A sweep directory holds ``sweep.json`` (``points`` with ``dir``, ``settings``,
 ``state``) and one ordinary run directory per point.  Traced settings (``beta``, ``lr``,

@@ -30,8 +30,8 @@ __all__ = [
     "loss_exponent",
 ]
 
-# Below this many seeds a bootstrap percentile interval is too coarse to trust (the
-# intervals of SPEC-style tests use at least 8); fits with fewer are flagged.
+# Below this many seeds a bootstrap percentile interval is too coarse to trust: fits with
+# fewer are flagged, and a validation row with fewer cannot discriminate.
 MIN_SEEDS = 8
 
 

@@ -41,7 +41,7 @@ def _synthetic_run(out, d, P, m, betas, seeds, lr, d_slope, rng, noise=0.15):
         "seed": np.tile(np.asarray(seeds), len(betas)),
         "lr": np.full(R, lr),
         "beta": beta,
-        # no "a" and no "overlap": an older results format; a is recomputed from the config
+        # no "a" and no "overlap": both optional; a is computed from the config
     }
     write_run(out, cfg, metrics, {"format": 1})
 

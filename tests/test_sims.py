@@ -47,8 +47,8 @@ def test_trend_words_follow_the_numbers():
 
 
 def test_time_vs_d_note_says_what_the_ratios_do():
-    """04's note on T / exact flow is derived from the ratios (it once said they grow with
-    d whatever they did)."""
+    """04's note on T / exact flow is derived from the ratios: the words follow the
+    numbers, whichever way they go."""
     note = importlib.import_module("sims.experiments.04_time_vs_d")._ratio_note
     ds = np.array([32.0, 64.0, 128.0, 256.0])
     size = 5e-6 * ds**2
