@@ -9,7 +9,8 @@ it (docs/model.md, "Results").
   the results), :func:`analyze_metrics` (arrays in);
 * a sweep: :func:`analyze_sweep`;
 * emergence: :func:`emergence_times`, :func:`spread`, :func:`sharpness`,
-  :func:`emergence_score`, :func:`log_median`, :func:`log_quantiles`;
+  :func:`emergence_score`, :func:`log_median`, :func:`log_quantiles`, and the loss fit
+  window :func:`loss_fit_window` (docs/model.md, "The loss fit window");
 * fits: :func:`fit_power_law`, :func:`fit_from_draws`, :class:`PowerLawFit`;
   the compute frontier: :func:`lower_envelope`;
 * sub-namespaces: :mod:`.theory` (the paper's predictions, checked against the flow
@@ -19,7 +20,7 @@ it (docs/model.md, "Results").
 from . import plots, theory
 from .aggregate import analyze_sweep
 from .core import RunAnalysis, analyze, analyze_metrics
-from .emergence import emergence_score, emergence_times, log_median, log_quantiles, sharpness, spread
+from .emergence import emergence_score, emergence_times, log_median, log_quantiles, loss_fit_window, sharpness, spread
 from .fit import PowerLawFit, fit_from_draws, fit_power_law
 from .frontier import lower_envelope
 from .report import analyze_run
@@ -37,6 +38,7 @@ __all__ = [
     "fit_power_law",
     "log_median",
     "log_quantiles",
+    "loss_fit_window",
     "lower_envelope",
     "plots",
     "sharpness",

@@ -1,4 +1,4 @@
-"""Sweep aggregation: exponents across grid points, beside theory (issue 4).
+"""Sweep aggregation: exponents across grid points, beside theory.
 
 A sweep directory holds ``sweep.json`` (``points`` with ``dir``, ``settings``,
 ``state``) and one ordinary run directory per point.  Traced settings (``beta``, ``lr``,
@@ -32,12 +32,13 @@ from pathlib import Path
 
 import numpy as np
 
+from scaling_sgd import load_run
 from scaling_sgd._src.errors import ResultsError
 from scaling_sgd._src.files import atomic_write_json
 from scaling_sgd._src.sweep import index_from_points
 
 from . import theory
-from .core import analyze_metrics, load_run, replica_groups, replica_values, select_replicas
+from .core import analyze_metrics, replica_groups, replica_values, select_replicas
 from .emergence import log_median
 from .fit import fit_from_draws
 from .frontier import lower_envelope
@@ -97,14 +98,15 @@ def load_groups(sweep_dir, observable=None, threshold=None, n_boot: int = 400, s
             skipped.append((pid, pt.get("state") if pt.get("state") not in (None, "done") else "missing"))
             continue
         try:
-            cj, cfg, metrics = load_run(d)
+            result = load_run(d)
         except ResultsError as e:
             skipped.append((pid, "damaged: " + str(e).removeprefix(f"{e.key}: ").split(";")[0]))
             continue
-        if isinstance(cj.get("hash"), str) and pt.get("id") and cj["hash"] != pt["id"] and d.name == pt["id"]:
-            skipped.append((pid, f"damaged: config.json is another point's (hash {cj['hash']})"))
+        cfg, metrics, meta = result.config, result.metrics, result.meta
+        if isinstance(meta.get("hash"), str) and pt.get("id") and meta["hash"] != pt["id"] and d.name == pt["id"]:
+            skipped.append((pid, f"damaged: config.json is another point's (hash {meta['hash']})"))
             continue
-        if cj.get("partial"):
+        if meta.get("partial"):
             skipped.append((pid, "partial (interrupted run)"))
             continue
         an = cfg.get("analysis", {})
@@ -341,6 +343,7 @@ def analyze_sweep(sweep_dir, observable=None, threshold=None, stream=sys.stdout,
                     }
                     for n, f in g["res"].fits.items()
                 },
+                "no_fit": {n: w["no_fit"] for n, w in g["res"].windows.items() if "no_fit" in w},
             }
             for g in groups
         ],

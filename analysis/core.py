@@ -2,9 +2,8 @@
 
 :func:`analyze_metrics` is the pure core (arrays in, a :class:`RunAnalysis` out), shared
 by a run (:mod:`.report`) and every replica group of a sweep (:mod:`.aggregate`).  It
-reads only the ``metrics.npz`` arrays (docs/model.md, "Results") and tolerates results
-written by older versions: ``overlap``, ``a``, ``beta``, ``lr`` may be missing (``a`` is then
-recomputed from the config).
+reads only the ``metrics.npz`` arrays (docs/model.md, "Results"); of those, ``overlap``,
+``a``, ``beta`` and ``lr`` are optional (``a`` is then computed from the config).
 """
 
 from __future__ import annotations
@@ -14,21 +13,27 @@ import math
 
 import numpy as np
 
-from scaling_sgd._src.api import Result
-from scaling_sgd._src.api import load_run as load_result
+from scaling_sgd import Result, load_run
 from scaling_sgd._src.config import replica_grid
-from scaling_sgd._src.model import power_law_coefficients
-from scaling_sgd._src.results import read_run
+from scaling_sgd._src.model import teacher_coefficients
 
 from . import theory
-from .emergence import emergence_score, emergence_times, resample_log, sharpness, spread
+from .emergence import (
+    emergence_score,
+    emergence_times,
+    loss_fit_needs,
+    loss_fit_rule,
+    loss_fit_window,
+    resample_log,
+    sharpness,
+    spread,
+)
 from .fit import PowerLawFit, fit_from_draws, fit_power_law
 
 __all__ = [
     "RunAnalysis",
     "analyze",
     "analyze_metrics",
-    "load_run",
     "teacher_a",
     "replica_values",
     "replica_groups",
@@ -42,37 +47,27 @@ def analyze(result, observable: str | None = None, threshold: float | None = Non
     directory.  Returns a :class:`RunAnalysis` (emergence times, fits beside theory,
     emergence scores, and ``plot_*`` figures).  Diverged replicas are excluded."""
     if not isinstance(result, Result):
-        result = load_result(result)
+        result = load_run(result)
     observable, threshold = result.criterion(observable, threshold)
     return analyze_metrics(result.metrics, result.config, observable, threshold, n_boot, seed)
 
 
-def load_run(run_dir):
-    """``(config_json, resolved_config, metrics)`` of a run directory (any format version)."""
-    cj, metrics = read_run(run_dir)
-    cfg = cj.get("config", cj)
-    return cj, cfg, metrics
-
-
 def teacher_a(cfg: dict, metrics: dict, R: int) -> np.ndarray:
-    """``(R, P)`` teacher coefficients: ``metrics['a']`` or recomputed from the config."""
+    """``(R, P)`` teacher coefficients: ``metrics['a']``, else those of the config's
+    ``[teacher]`` table for each replica's ``beta``
+    (:func:`scaling_sgd._src.model.teacher_coefficients`)."""
     if "a" in metrics:
         return np.asarray(metrics["a"], np.float64)
-    P = int(cfg["teacher"]["P"])
-    if cfg["teacher"].get("a") is not None:
-        return np.tile(np.asarray(cfg["teacher"]["a"], np.float64), (R, 1))
-    if "beta" in metrics:
-        beta = np.asarray(metrics["beta"], np.float64)
-    else:
-        beta = np.asarray(replica_grid(cfg)["beta"], np.float64)
-        if beta.size != R:
-            beta = np.full(R, float(np.ravel(cfg["teacher"]["beta"])[0]))
-    return power_law_coefficients(beta, P)
+    beta = replica_values(cfg, metrics, "beta", R)
+    if np.isnan(beta).any():  # the replica grid does not give one beta per replica
+        beta = np.full(R, float(np.ravel(cfg["teacher"]["beta"])[0]))
+    return teacher_coefficients(cfg["teacher"], beta)
 
 
 def replica_values(cfg, metrics, name, R):
     """``(R,)`` float values of the replicated setting ``name`` (``beta``, ``lr``, ``seed``):
-    from ``metrics`` or, for old results, from the config's replica grid."""
+    from ``metrics`` or, where ``metrics`` lacks it, from the config's replica grid (``nan``
+    when that grid does not have ``R`` values)."""
     if name in metrics:
         return np.asarray(metrics[name], np.float64).reshape(R)
     v = np.asarray(replica_grid(cfg)[name], np.float64)
@@ -118,7 +113,8 @@ class RunAnalysis:
         sharpness: ``(R, P)`` decades of step from 0.1 to 0.9.
         predicted: ``(R, P)`` flow-theory emergence steps, or ``None``;
             predicted_source: how ``m0`` was obtained.
-        fits: name -> :class:`.fit.PowerLawFit`; windows: name -> window and rule.
+        fits: name -> :class:`.fit.PowerLawFit`; windows: name -> window and rule, with
+            ``no_fit`` (the reason) for a fit that could not be made.
         theory: name -> theory exponent (``None`` where none is predicted).
         theory_reasons: name -> why its theory exponent is ``None`` (e.g. "no power law
             for beta <= 1/2").
@@ -256,22 +252,33 @@ def analyze_metrics(
         a_med = np.median(a, axis=0)
         fits["emergence_time_vs_a"] = fit_power_law(a_med[learned], times[:, learned], None, "median", n_boot, seed=seed)
         windows["emergence_time_vs_a"] = {"a_p": [float(a_med[learned].min()), float(a_med[learned].max())], "rule": "as for p"}
-    # loss vs step: between the first and the last observed emergence (median over seeds);
-    # before T_1 the loss is the untrained plateau, after the last one it is the width /
-    # finite-P floor, neither of which is the power law.
+    else:
+        why = f"{int(learned.sum())} of {P} directions have a finite median emergence time; a slope needs 2"
+        for name in ("emergence_time_vs_p", "emergence_time_vs_a"):
+            windows[name] = {"rule": "directions whose median emergence time is observed", "no_fit": why}
+    # loss vs step: over the loss fit window (docs/model.md, "The loss fit window")
     additive = theory.additive_loss(step, times, a, K1).mean(axis=0)
     models = [("additive model, measured $T_p$", additive)]
     if predicted is not None:
         models.append(("additive model, flow-theory $T_p$", theory.additive_loss(step, predicted, a, K1).mean(axis=0)))
-    if learned.sum() >= 2:
-        lw = (float(np.min(med[learned])), float(np.max(med[learned])))
+    lw = loss_fit_window(med)
+    rule = (
+        f"from {loss_fit_rule(P)}: after the untrained plateau and the first drop, before the "
+        f"finite-P cut-off bends the sum of drops (and the width plateau at m = {m_width})"
+    )
+    if math.isfinite(lw[0]):
         fits["loss_vs_step"] = fit_power_law(step, loss, lw, "mean", n_boot, seed=seed)
-        add_fit = fit_from_draws(step, additive, None, lw)
         windows["loss_vs_step"] = {
             "step": list(lw),
-            "rule": "from the first to the last median emergence time (excludes the untrained plateau, "
-            f"the width plateau at m = {m_width} and the finite-P floor)",
-            "additive_model_slope_same_window": add_fit.slope,
+            "rule": rule,
+            "additive_model_slope_same_window": fit_from_draws(step, additive, None, lw).slope,
+        }
+    else:
+        windows["loss_vs_step"] = {
+            "step": None,
+            "rule": rule,
+            "no_fit": f"{int(learned.sum())} of {P} directions have a finite median emergence time; "
+            f"the window needs {loss_fit_needs(P)}",
         }
 
     # emergence scores (Schaeffer et al.) on a grid of 10 points per decade over the emergence range

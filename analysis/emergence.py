@@ -19,7 +19,12 @@ __all__ = [
     "sharpness",
     "emergence_score",
     "resample_log",
-    "learning_window",
+    "loss_fit_ranks",
+    "loss_fit_needs",
+    "loss_fit_window",
+    "loss_fit_rule",
+    "window_scores",
+    "replica_window_scores",
     "log_scatter",
 ]
 
@@ -93,19 +98,98 @@ def resample_log(step, y, grid, axis: int = -1):
     return np.moveaxis(out, -1, axis)
 
 
-def learning_window(median_times, lo_index: int = 1, hi_index: int = -2) -> tuple[float, float]:
-    """Fit window of the loss power law from median emergence times ``(P,)``.
+def loss_fit_ranks(P: int, lo_rank: int = 2, hi_rank: int | None = None) -> tuple[int, int]:
+    """The ranks (1-based, among the finite median emergence steps in increasing order)
+    between which the loss power law is fitted, for ``P`` directions.
 
-    The ``lo_index``-th to the ``hi_index``-th of the finite times in increasing order (by
-    default the 2nd to the next-to-last): before it the loss is the untrained plateau,
-    after it the finite-P floor, neither of which is the power law.  ``(nan, nan)`` when
-    fewer than three times are finite.
+    By default from the 2nd to the ``max(P // 10, lo_rank + 2)``-th (docs/model.md, "The
+    loss fit window").  A negative ``hi_rank`` counts from the largest finite median
+    (``-1`` the largest, ``-2`` the next-to-last).
+    """
+    if lo_rank < 1:
+        raise ValueError(f"lo_rank must be >= 1, got {lo_rank}")
+    if hi_rank is None:
+        hi_rank = max(P // 10, lo_rank + 2)
+    if hi_rank == 0:
+        raise ValueError("hi_rank must be nonzero (1-based, or negative from the largest)")
+    return lo_rank, hi_rank
+
+
+def loss_fit_needs(P: int, lo_rank: int = 2, hi_rank: int | None = None) -> int:
+    """How many directions need a finite median emergence step for :func:`loss_fit_window`
+    to give a window."""
+    lo, hi = loss_fit_ranks(P, lo_rank, hi_rank)
+    return max(hi, lo) if hi > 0 else lo - 1 - hi
+
+
+def loss_fit_window(median_times, lo_rank: int = 2, hi_rank: int | None = None) -> tuple[float, float]:
+    """The steps between which the loss power law is fitted: the ``lo_rank``-th and the
+    ``hi_rank``-th smallest finite median emergence step (:func:`loss_fit_ranks`; by
+    default the 2nd and the ``max(P // 10, 4)``-th).
+
+    Before the 2nd emergence the loss is the untrained plateau and at most one drop; past
+    about the ``P/10``-th the finite number of directions bends the sum of drops below the
+    power law (docs/model.md, "The loss fit window").
+
+    Args:
+        median_times: ``(P,)`` median emergence steps over seeds (``inf``: censored).
+    Returns:
+        ``(lo, hi)``, or ``(nan, nan)`` when fewer than :func:`loss_fit_needs` directions
+        have a finite median: too few directions learned for a power law, so no fit.
     """
     t = np.asarray(median_times, np.float64)
+    P = t.shape[-1]
+    lo, hi = loss_fit_ranks(P, lo_rank, hi_rank)
     fin = np.sort(t[np.isfinite(t)])
-    if fin.size < 3:
+    if fin.size < loss_fit_needs(P, lo_rank, hi_rank):
         return float("nan"), float("nan")
-    return float(fin[lo_index]), float(fin[hi_index])
+    return float(fin[lo - 1]), float(fin[hi - 1] if hi > 0 else fin[hi])
+
+
+def loss_fit_rule(P: int, lo_rank: int = 2, hi_rank: int | None = None) -> str:
+    """The window of :func:`loss_fit_window` in words, e.g. ``"the 2nd to the 25th median emergence"``."""
+    lo, hi = loss_fit_ranks(P, lo_rank, hi_rank)
+    end = {-1: "last", -2: "next-to-last"}.get(hi, f"{-hi}th from last") if hi < 0 else _ordinal(hi)
+    return f"the {_ordinal(lo)} to the {end} median emergence"
+
+
+def _ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def window_scores(step, skill, loss, T, pad: float):
+    """Emergence scores (:func:`emergence_score`) of one replica on its log-step grid
+    inside the learning window ``[min T / pad, max T * pad]`` (the plateau before any
+    learning would make any curve look abrupt).
+
+    Args: ``step`` ``(T,)``, ``skill`` ``(T, P)``, ``loss`` ``(T,)``, ``T`` ``(P,)`` the
+    replica's emergence steps.  Returns ``(per-direction skill scores (P,), loss score)``;
+    the loss is scored as the gain ``-loss``, so that both are positive for learning.
+    ``nan`` without a window (fewer than 3 log points in it).
+    """
+    fin = T[np.isfinite(T)]
+    sel = (step >= fin.min() / pad) & (step <= fin.max() * pad) if fin.size else np.zeros(step.shape, bool)
+    if sel.sum() < 3:
+        return np.full(skill.shape[-1], np.nan), float("nan")
+    return emergence_score(skill[sel], axis=0), float(emergence_score(-loss[sel]))
+
+
+def replica_window_scores(step, skill, loss, T, pad: float):
+    """Per replica: the median skill score over its learned directions and its loss score
+    (:func:`window_scores`).
+
+    Args: ``step`` ``(T,)``, ``skill`` ``(R, T, P)``, ``loss`` ``(R, T)``, ``T`` ``(R, P)``.
+    Returns ``(skill (R,), loss (R,))``; ``nan`` skill score for a replica that learned
+    no direction.
+    """
+    sk, sl = [], []
+    for i in range(np.shape(T)[0]):
+        s_skill, s_loss = window_scores(step, skill[i], loss[i], T[i], pad)
+        learned = np.isfinite(T[i])
+        sk.append(np.nanmedian(s_skill[learned]) if learned.any() else np.nan)
+        sl.append(s_loss)
+    return np.array(sk, np.float64), np.array(sl, np.float64)
 
 
 def log_scatter(times) -> float:

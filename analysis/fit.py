@@ -16,12 +16,22 @@ import math
 import numpy as np
 from scipy import stats as _st
 
-from .emergence import log_median
+from .emergence import log_median, loss_fit_window
 
-__all__ = ["PowerLawFit", "fit_power_law", "fit_from_draws", "replica_stat", "caveats", "MIN_SEEDS"]
+__all__ = [
+    "PowerLawFit",
+    "fit_power_law",
+    "fit_from_draws",
+    "replica_stat",
+    "caveats",
+    "MIN_SEEDS",
+    "bootstrap",
+    "window_slope",
+    "loss_exponent",
+]
 
-# Below this many seeds a bootstrap percentile interval is too coarse to trust (the
-# intervals of SPEC-style tests use at least 8); fits with fewer are flagged.
+# Below this many seeds a bootstrap percentile interval is too coarse to trust: fits with
+# fewer are flagged, and a validation row with fewer cannot discriminate.
 MIN_SEEDS = 8
 
 
@@ -218,3 +228,69 @@ def caveats(fit: PowerLawFit, replicas: int | None = None) -> list[str]:
     if R is not None and R < MIN_SEEDS:
         out.append(f"{R} seeds < {MIN_SEEDS}")
     return out
+
+
+def bootstrap(stat, n_units: int, n_boot: int = 500, seed: int = 0, level: float = 0.95) -> tuple[float, float, float]:
+    """Percentile bootstrap over independent units (seeds) of a composite statistic.
+
+    Args:
+        stat: ``stat(idx) -> float`` for an index array of resampled units (with
+            repetition); ``stat(arange(n))`` is the point estimate.
+        n_units: number of units.
+    Returns:
+        ``(estimate, lo, hi)``; resamples whose statistic is not finite are dropped, and
+        the interval is ``nan`` when fewer than half of them are left.
+    """
+    rng = np.random.default_rng(seed)
+    est = float(stat(np.arange(n_units)))
+    vals = np.array([stat(rng.integers(0, n_units, n_units)) for _ in range(n_boot)], np.float64)
+    vals = vals[np.isfinite(vals)]
+    if vals.size < n_boot // 2:
+        return est, math.nan, math.nan
+    q = (1.0 - level) / 2.0
+    return est, float(np.quantile(vals, q)), float(np.quantile(vals, 1.0 - q))
+
+
+def window_slope(x, y, lo: float, hi: float, min_points: int = 4) -> float:
+    """Log-log slope of ``y`` vs ``x`` over ``lo <= x <= hi`` (``x > 0``)
+    (:func:`fit_from_draws`); ``nan`` with fewer than ``min_points`` points in the window."""
+    x = np.asarray(x, np.float64)
+    if np.sum((x >= lo) & (x <= hi) & (x > 0)) < min_points:
+        return math.nan
+    return fit_from_draws(x, y, window=(lo, hi)).slope
+
+
+def loss_exponent(step, times, loss, x=None, n_boot: int = 400, seed: int = 0, lo_rank: int = 2, hi_rank: int | None = None):
+    """Log-log slope of the seed-mean loss against ``x`` (default: the step) over the loss
+    fit window (:func:`.emergence.loss_fit_window`, the ``lo_rank``-th to the
+    ``hi_rank``-th median emergence), with a bootstrap over seeds that recomputes the
+    window from each resample.
+
+    Args:
+        step: ``(T,)`` log steps.  times: ``(R, P)`` emergence steps.  loss: ``(R, T)``
+            (both of the replicas to use, e.g. the non-diverged ones).
+        x: ``(T,)`` another abscissa, increasing with the step (e.g. samples).
+    Returns:
+        ``dict(est, lo, hi, wlo, whi, seeds)`` (window in units of ``x``).
+    """
+    step = np.asarray(step, np.float64)
+    T = np.asarray(times, np.float64)
+    loss = np.asarray(loss, np.float64)
+    x = step if x is None else np.asarray(x, np.float64)
+    pos = step > 0
+
+    def to_x(s):  # a step on the log grid -> x, interpolated in log-log
+        return float(np.exp(np.interp(np.log(s), np.log(step[pos]), np.log(x[pos]))))
+
+    def fit(ii):
+        lo, hi = loss_fit_window(np.median(T[ii], axis=0), lo_rank, hi_rank)
+        if not math.isfinite(lo):
+            return math.nan
+        return window_slope(x, np.mean(loss[ii], axis=0), to_x(lo), to_x(hi))
+
+    R = T.shape[0]
+    est, lo, hi = bootstrap(fit, R, n_boot, seed=seed)
+    wlo, whi = loss_fit_window(np.median(T, axis=0), lo_rank, hi_rank)
+    if math.isfinite(wlo):
+        wlo, whi = to_x(wlo), to_x(whi)
+    return {"est": est, "lo": lo, "hi": hi, "wlo": wlo, "whi": whi, "seeds": int(R)}

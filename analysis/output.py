@@ -116,6 +116,7 @@ def summary_json(res: RunAnalysis) -> dict:
         "beta": res.beta_value,
         "information_exponent": res.k,
         "fits": fits,
+        "no_fit": {name: w["no_fit"] for name, w in res.windows.items() if "no_fit" in w},
         "theory_exponents": res.theory,
         "theory_reasons": res.theory_reasons,
         "emergence_scores": {
@@ -221,8 +222,9 @@ def print_table(res: RunAnalysis, stream=sys.stdout):
             f"  R^2 {fmt(f.r2, '5.3f')}{extra}" + (f"  CAUTION: {'; '.join(warn)}" if warn else ""),
             file=stream,
         )
-    if not res.fits:
-        print("  (fewer than two directions emerged: no fit)", file=stream)
+    for key, w in res.windows.items():
+        if "no_fit" in w:
+            print(f"  {names.get(key, key):<24} no fit: {w['no_fit']}", file=stream)
     if "loss_vs_step" in res.fits and P < LOSS_EXPONENT_MIN_P:
         print(
             f"  note: with P = {P} directions the loss is a staircase of {P} drops. Telling beta apart by the loss exponent "

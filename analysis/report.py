@@ -10,9 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
+from scaling_sgd import load_run
 from scaling_sgd._src.files import atomic_write_json
 
-from .core import analyze_metrics, load_run
+from .core import analyze_metrics
 from .figures import make_figures
 from .output import diverged_json, emergence_json, print_table, summary_json
 
@@ -30,16 +31,17 @@ def analyze_run(run_dir, observable=None, threshold=None, stream=None, n_boot: i
         ResultsError: the run folder is damaged (one line naming what is wrong).
     """
     run_dir = Path(run_dir)
-    cj, cfg, metrics = load_run(run_dir)
+    result = load_run(run_dir)
+    cfg, metrics, meta = result.config, result.metrics, result.meta
     an = cfg.get("analysis", {})
     observable = observable or an.get("observable", "skill")
     threshold = float(threshold if threshold is not None else an.get("threshold", 0.5))
     R = metrics["loss"].shape[0]
     if np.asarray(metrics.get("diverged", np.zeros(R, bool)), bool).all():
-        return _all_diverged(run_dir, cj, cfg, metrics, observable, threshold, stream)
+        return _all_diverged(run_dir, meta, cfg, metrics, observable, threshold, stream)
     res = analyze_metrics(metrics, cfg, observable, threshold, n_boot)
     summary = summary_json(res)
-    summary["run"] = {"dir": str(run_dir), "hash": cj.get("hash"), "engine": cj.get("engine", cfg["train"].get("engine"))}
+    summary["run"] = {"dir": str(run_dir), "hash": meta.get("hash"), "engine": meta.get("engine", cfg["train"].get("engine"))}
     if figures:
         t = cfg["teacher"]
         title = f"d={cfg['data']['d']}, P={t['P']}, m={cfg['student']['m']}, beta={t['beta']}, lr={cfg['train']['lr']}"
@@ -52,10 +54,10 @@ def analyze_run(run_dir, observable=None, threshold=None, stream=None, n_boot: i
     return summary
 
 
-def _all_diverged(run_dir: Path, cj: dict, cfg: dict, metrics: dict, observable: str, threshold: float, stream) -> dict:
+def _all_diverged(run_dir: Path, meta: dict, cfg: dict, metrics: dict, observable: str, threshold: float, stream) -> dict:
     """The analysis files of a run whose every replica diverged."""
     summary = diverged_json(metrics, observable, threshold)
-    summary["run"] = {"dir": str(run_dir), "hash": cj.get("hash"), "engine": cj.get("engine", cfg["train"].get("engine"))}
+    summary["run"] = {"dir": str(run_dir), "hash": meta.get("hash"), "engine": meta.get("engine", cfg["train"].get("engine"))}
     atomic_write_json(run_dir / "emergence.json", summary)
     atomic_write_json(run_dir / "summary.json", summary)
     if stream is not None:

@@ -8,10 +8,9 @@ from __future__ import annotations
 import numpy as np
 from scipy.integrate import solve_ivp
 
-from scaling_sgd._src.hermite import activation
-from scaling_sgd._src.model import power_law_coefficients
+from scaling_sgd import activation, power_law_coefficients
 
-from .emergence import learning_window
+from .emergence import loss_fit_window
 from .fit import fit_from_draws
 from .frontier import lower_envelope
 
@@ -96,7 +95,7 @@ def single_direction_flow(m0, r2_0, a, k: int = 4, c_k: float = 1.0, threshold: 
 
 
 # -- teacher and activation ----------------------------------------------------------
-# (the power-law teacher itself is scaling_sgd._src.model.power_law_coefficients)
+# (the power-law teacher itself is scaling_sgd.power_law_coefficients)
 def kernel_coeffs(activation_spec, degree: int = 12) -> np.ndarray:
     """Hermite coefficients ``c_j`` of an activation as written in a resolved config
     (``"h4"``, ``"relu"``, ``{"4": 1.0}``, ...): ``(J+1,)`` float64."""
@@ -396,22 +395,17 @@ def additive_emergence_times(beta: float, P: int, T1: float, sigma: float, n_see
     return T, power_law_coefficients(beta, P)
 
 
-def additive_loss_exponent(beta: float, P: int, T1: float, sigma: float, n_seeds: int = 200, hi_frac=None) -> float:
+def additive_loss_exponent(beta: float, P: int, T1: float, sigma: float, n_seeds: int = 200, hi_rank: int | None = None) -> float:
     """Loss exponent of the additive model ``mean_seeds sum_p a_p^2 1{t < T_p}`` with the
-    times of :func:`additive_emergence_times`, fitted like a simulation: between the 2nd
-    and the next-to-last median emergence (:func:`.emergence.learning_window`), or, with
-    ``hi_frac``, up to the ``hi_frac * P``-th one (away from the finite-P cut).
+    times of :func:`additive_emergence_times`, fitted like a simulation: over the loss fit
+    window of their median emergence steps (:func:`.emergence.loss_fit_window`, the 2nd to
+    the ``max(P // 10, 4)``-th, or to the ``hi_rank``-th).
 
-    At large P and over a long window it tends to ``-(2 beta - 1)/beta``; at P ~ 10 it is
-    steeper whatever beta (docs/model.md §3, "Where the formulas hold").
+    At large P it tends to ``-(2 beta - 1)/beta``; at P ~ 10 it is steeper whatever beta
+    (docs/model.md §3, "Where the formulas hold").
     """
     T, a = additive_emergence_times(beta, P, T1, sigma, n_seeds)
-    med = np.median(T, axis=0)
-    if hi_frac is None:
-        lo, hi = learning_window(med)
-    else:
-        s = np.sort(med)
-        lo, hi = s[1], s[int(hi_frac * P)]
+    lo, hi = loss_fit_window(np.median(T, axis=0), hi_rank=hi_rank)
     t = np.geomspace(lo, hi, 60)
     return fit_from_draws(t, additive_loss(t, T, a).mean(axis=0)).slope
 

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import common as C
+from . import load, output
 
 VERDICT = {True: "yes", False: "**no**", None: "n/a"}
 
@@ -150,13 +150,13 @@ def render(results: dict[str, dict | None], mode: str = "cpu") -> str:
 
 def collect(mode: str = "cpu") -> dict[str, dict | None]:
     out = {}
-    for name in C.experiment_files():
+    for name in load.experiment_files():
         tag = name if mode == "cpu" else f"{name}-{mode}"
-        p = C.RESULT_DIR / f"{tag}.json"
-        out[name] = C.load_json(p) if p.is_file() else None
-        q = C.RESULT_DIR / f"{name}-quick.json"
+        p = output.RESULT_DIR / f"{tag}.json"
+        out[name] = output.load_json(p) if p.is_file() else None
+        q = output.RESULT_DIR / f"{name}-quick.json"
         if out[name] is None and mode != "quick" and q.is_file():
-            out[name] = quick_stand_in(C.load_json(q))
+            out[name] = quick_stand_in(output.load_json(q))
     return out
 
 
@@ -172,10 +172,10 @@ def quick_stand_in(res: dict) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m sims.make_validation")
-    ap.add_argument("--mode", choices=C.MODES, default="cpu")
+    ap.add_argument("--mode", choices=load.MODES, default="cpu")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
-    out = Path(args.out) if args.out else (C.SIMS / ("VALIDATION.md" if args.mode == "cpu" else f"VALIDATION-{args.mode}.md"))
+    out = Path(args.out) if args.out else (load.SIMS / ("VALIDATION.md" if args.mode == "cpu" else f"VALIDATION-{args.mode}.md"))
     text = render(collect(args.mode), args.mode)
     from scaling_sgd._src.files import atomic_write_bytes
 

@@ -20,12 +20,11 @@ import sys
 import time
 import traceback
 
-from . import common as C
-from . import experiments
+from . import experiments, load, output
 
 
 def resolve_names(names: list[str]) -> list[str]:
-    files = list(C.experiment_files())
+    files = list(load.experiment_files())
     out = []
     for n in names:
         if n == "all":
@@ -33,22 +32,22 @@ def resolve_names(names: list[str]) -> list[str]:
             continue
         hits = [f for f in files if f == n or f.startswith(n)]
         if len(hits) != 1:
-            raise C.ExperimentError(f"experiment: {n!r} matches {len(hits)} experiments; accepted: {', '.join(files)}, all")
+            raise load.ExperimentError(f"experiment: {n!r} matches {len(hits)} experiments; accepted: {', '.join(files)}, all")
         out.extend(hits)
     return list(dict.fromkeys(out))
 
 
 def run_one(name: str, mode: str, force: bool = False) -> dict:
-    exp = C.load_experiment(name, mode)
+    exp = load.load_experiment(name, mode)
     print(f"== {exp.tag}: {exp.get('title', name)}", flush=True)
     t0 = time.perf_counter()
     out = experiments.get(name)(exp, force)
     wall = time.perf_counter() - t0
-    path = C.write_result(exp, out, wall)
-    C.print_checks(out.checks)
+    path = output.write_result(exp, out, wall)
+    output.print_checks(out.checks)
     for n in out.notes:
         print(f"  note: {n}")
-    print(f"  figure: {out.figure.relative_to(C.REPO)}   summary: {path.relative_to(C.REPO)}   ({wall:.0f} s)", flush=True)
+    print(f"  figure: {out.figure.relative_to(load.REPO)}   summary: {path.relative_to(load.REPO)}   ({wall:.0f} s)", flush=True)
     return {"name": name, "checks": out.checks, "wall": wall}
 
 
@@ -68,8 +67,8 @@ def main(argv=None) -> int:
     try:
         names = resolve_names(args.names)
         for n in names:  # validate every experiment before running any
-            C.load_experiment(n, mode)
-    except C.ExperimentError as e:
+            load.load_experiment(n, mode)
+    except load.ExperimentError as e:
         print(f"sims.reproduce: error: {e}", file=sys.stderr)
         return 2
     failed = []

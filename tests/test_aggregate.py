@@ -41,7 +41,7 @@ def _synthetic_run(out, d, P, m, betas, seeds, lr, d_slope, rng, noise=0.15):
         "seed": np.tile(np.asarray(seeds), len(betas)),
         "lr": np.full(R, lr),
         "beta": beta,
-        # no "a" and no "overlap": an older results format; a is recomputed from the config
+        # no "a" and no "overlap": both optional; a is computed from the config
     }
     write_run(out, cfg, metrics, {"format": 1})
 
@@ -136,8 +136,12 @@ def test_beta_at_most_one_half_has_no_power_law_theory_value(tmp_path, capsys):
     rows = {r["params"]["beta"]: r for r in s["fits"]["loss_vs_step_vs_beta"][0]["rows"]}
     assert rows[0.25]["theory"] is None and rows[0.25]["theory_reason"] == theory.NO_POWER_LAW
     assert rows[1.0]["theory"] == -1.0
-    group = next(g for g in s["groups"] if g["params"]["beta"] == 0.25)
+    group = next(g for g in s["groups"] if g["params"]["beta"] == 0.25 and g["params"]["m"] == 4)
     assert (
         group["fits"]["loss_vs_step"]["theory"] is None and group["fits"]["loss_vs_step"]["theory_reason"] == theory.NO_POWER_LAW
     )
+    # a width-2 student learns 2 of the 6 directions: too few for the loss fit window (2nd to 4th), so no fit, and why
+    narrow = next(g for g in s["groups"] if g["params"]["beta"] == 0.25 and g["params"]["m"] == 2)
+    assert "loss_vs_step" not in narrow["fits"]
+    assert narrow["no_fit"]["loss_vs_step"] == "2 of 6 directions have a finite median emergence time; the window needs 4"
     assert "  0.500  " not in printed and "2.000" not in printed and "(theory: no power law for beta <= 1/2" in printed

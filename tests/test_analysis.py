@@ -1,4 +1,5 @@
-"""Analysis: emergence times, spread, sharpness, emergence score, power-law fits, report."""
+"""Analysis: emergence times, spread, sharpness, emergence score, power-law fits, the loss fit window,
+bootstrap intervals, report."""
 
 import json
 import math
@@ -11,13 +12,16 @@ from scaling_sgd.analysis.core import replica_groups, select_replicas
 from scaling_sgd.analysis.emergence import (
     emergence_score,
     emergence_times,
-    learning_window,
     log_median,
     log_scatter,
+    loss_fit_rule,
+    loss_fit_window,
+    replica_window_scores,
     sharpness,
     spread,
+    window_scores,
 )
-from scaling_sgd.analysis.fit import fit_power_law
+from scaling_sgd.analysis.fit import bootstrap, fit_power_law, loss_exponent, window_slope
 
 STEP = np.concatenate([[0], np.unique(np.geomspace(1, 1e6, 300).astype(np.int64))])
 
@@ -97,10 +101,22 @@ def test_emergence_score_closed_forms():
     assert emergence_score(loss) < 0
 
 
-def test_learning_window_is_second_to_next_to_last_finite_time():
-    assert learning_window(np.array([16.0, 1.0, np.inf, 9.0, 4.0])) == (4.0, 9.0)  # sorted, censored ignored
-    assert learning_window(np.array([1.0, 4.0, 9.0, 16.0]), lo_index=0, hi_index=-1) == (1.0, 16.0)
-    assert all(math.isnan(v) for v in learning_window(np.array([1.0, 2.0, np.inf])))  # fewer than three
+def test_loss_fit_window_is_between_ranks_of_the_finite_median_times():
+    # P = 30: from the 2nd to the max(30 // 10, 4) = 4th finite median, sorted, censored ignored
+    med = np.array([50.0, 10.0, np.inf, 20.0, 40.0, 30.0] + [np.inf] * 24)
+    assert loss_fit_window(med) == (20.0, 40.0)
+    assert loss_fit_rule(30) == "the 2nd to the 4th median emergence"
+    # P = 256: up to the P // 10 = 25th
+    med = np.r_[np.arange(1.0, 31.0)[::-1], np.full(226, np.inf)]
+    assert loss_fit_window(med) == (2.0, 25.0) and loss_fit_rule(256) == "the 2nd to the 25th median emergence"
+    # too few directions learned for the window: no window, so no fit
+    assert all(math.isnan(v) for v in loss_fit_window(np.r_[np.arange(1.0, 25.0), np.full(232, np.inf)]))
+    assert all(math.isnan(v) for v in loss_fit_window(np.full(30, np.inf)))
+    # a negative upper rank counts from the largest finite median: 2nd to next-to-last
+    assert loss_fit_window(np.array([16.0, 1.0, np.inf, 9.0, 4.0]), hi_rank=-2) == (4.0, 9.0)
+    assert loss_fit_window(np.array([1.0, 4.0, 9.0, 16.0]), lo_rank=1, hi_rank=-1) == (1.0, 16.0)
+    assert all(math.isnan(v) for v in loss_fit_window(np.array([1.0, 2.0, np.inf]), hi_rank=-2))  # fewer than three
+    assert loss_fit_rule(8, hi_rank=-2) == "the 2nd to the next-to-last median emergence"
 
 
 def test_log_scatter_recovers_sigma_and_ignores_censored():
@@ -197,6 +213,8 @@ def test_end_to_end_sgd_run_analysed(tmp_path, capsys):
     f = s["fits"]["emergence_time_vs_p"]
     assert f["theory"] == 1.5 and f["ci"][0] < f["slope"] < f["ci"][1]
     assert 0.7 < f["slope"] < 2.5, f
+    # the loss is fitted from the 2nd to the max(P // 10, 4)-th = 4th median emergence
+    assert s["fits"]["loss_vs_step"]["window_rule"]["step"] == [med[1], med[3]]
     for name in ("staircase", "emergence_vs_p", "loss_vs_step", "heatmap"):
         assert (out / f"{name}.png").stat().st_size > 0 and (out / f"{name}.pdf").is_file()
     # the flow theory from the initial overlaps predicts each replica's T_p within a factor 3
@@ -319,3 +337,80 @@ def test_fit_statistics_are_the_ordinary_least_squares_ones():
     ref_w = stats.linregress(np.log(x[inside]), np.log(y[inside]))
     assert g.n_points == inside.sum() and g.window == (x[inside].min(), x[inside].max())
     assert g.slope == pytest.approx(ref_w.slope, rel=1e-12) and g.slope_se == pytest.approx(ref_w.stderr, rel=1e-12)
+
+
+def test_window_slope_recovers_exponent_inside_its_window_and_skips_bad_points():
+    x = np.geomspace(1.0, 1e4, 30)
+    y = 3.0 * x**-1.7
+    y[3] = np.inf  # censored
+    y[5] = 0.0  # not positive
+    y[x > 1e3] = 1.0  # a floor outside the window must not count
+    assert window_slope(x, y, 1.0, 1e3) == pytest.approx(-1.7, abs=1e-12)
+    assert math.isnan(window_slope(x, y, 1.0, 2.0))  # fewer than 4 points in the window
+    assert window_slope(x, y, 1.0, 2.2, min_points=2) == pytest.approx(-1.7, abs=1e-12)
+
+
+def test_bootstrap_interval_of_a_mean_matches_its_standard_error():
+    rng = np.random.default_rng(1)
+    z = rng.normal(size=400)
+    est, lo, hi = bootstrap(lambda i: z[i].mean(), z.size, n_boot=2000, seed=3)
+    se = z.std(ddof=1) / math.sqrt(z.size)
+    assert est == pytest.approx(z.mean())
+    # percentile interval of a mean: +-1.96 se, up to bootstrap noise (~5% of the width)
+    assert (hi - lo) == pytest.approx(2 * 1.96 * se, rel=0.1)
+    assert lo < z.mean() < hi
+    # a statistic that is mostly undefined has no interval
+    assert all(math.isnan(v) for v in bootstrap(lambda i: math.nan, 10, n_boot=50)[1:])
+
+
+def test_window_scores_inside_the_learning_window():
+    """Sharp skills, a loss made of their sum: per-direction scores far above the loss
+    score, both positive for learning; the window excludes what lies outside it."""
+    step = np.r_[0.0, np.geomspace(1.0, 1e6, 121)]
+    T = np.array([1e2, 1e3, 1e4])
+    lt = np.log(np.maximum(step, 1e-300))[:, None]
+    skill = np.where(step[:, None] > 0, 1 / (1 + np.exp(-np.clip((lt - np.log(T)) / 0.05, -700, 700))), 0.0)
+    loss = ((1 - skill) * np.array([0.6, 0.3, 0.1])).sum(1)
+    s_skill, s_loss = window_scores(step, skill, loss, T, pad=3.0)
+    assert s_loss > 0 and np.all(s_skill > 20 * s_loss)
+    # a jump outside [min T / pad, max T * pad] does not enter the loss score
+    jumpy = loss.copy()
+    jumpy[step > 1e5] -= 0.05
+    assert window_scores(step, skill, jumpy, T, pad=3.0)[1] == pytest.approx(s_loss)
+    assert window_scores(step, skill, jumpy, T, pad=300.0)[1] != pytest.approx(s_loss)
+    # nothing learned: no window, no score
+    s_skill, s_loss = window_scores(step, skill, loss, np.full(3, np.inf), pad=3.0)
+    assert np.all(np.isnan(s_skill)) and math.isnan(s_loss)
+    # per replica: the median over the learned directions, nan for a replica that learned none
+    T2 = np.stack([T, np.full(3, np.inf)])
+    sk, sl = replica_window_scores(step, np.stack([skill, skill]), np.stack([loss, loss]), T2, pad=3.0)
+    s_skill, s_loss = window_scores(step, skill, loss, T, pad=3.0)
+    assert sk[0] == pytest.approx(np.median(s_skill)) and sl[0] == pytest.approx(s_loss)
+    assert math.isnan(sk[1]) and math.isnan(sl[1])
+
+
+def test_loss_exponent_recovers_a_known_power_law_over_its_window():
+    """The slope of the seed-mean loss over the loss fit window, on synthetic curves whose
+    loss is an exact power law with per-seed prefactors: the slope comes back, the window is
+    the ranks asked for, and against samples ``n = B step`` the slope is the same and the
+    window is B times the steps."""
+    step = np.concatenate([[0.0], np.geomspace(1.0, 1e6, 120)])
+    P, R, s = 40, 8, -0.8
+    rng = np.random.default_rng(0)
+    T = np.sort(np.geomspace(1e2, 1e5, P)[None, :] * np.exp(0.1 * rng.standard_normal((R, P))), axis=1)
+    loss = np.exp(0.2 * rng.standard_normal((R, 1))) * np.maximum(step, 1.0)[None, :] ** s
+    skill = (step[None, :, None] >= T[:, None, :]).astype(float)
+    times = emergence_times(step, skill, 0.5)[0]
+    fit = loss_exponent(step, times, loss, n_boot=100, hi_rank=20)  # a window of many log points
+    assert fit["est"] == pytest.approx(s, abs=1e-6) and fit["lo"] <= s <= fit["hi"] and fit["seeds"] == R
+    med = np.sort(np.median(times, axis=0))
+    assert (fit["wlo"], fit["whi"]) == pytest.approx((med[1], med[19]), rel=1e-9)
+    on_samples = loss_exponent(step, times, loss, x=16 * step, n_boot=100, hi_rank=20)
+    assert on_samples["est"] == pytest.approx(s, abs=1e-6)
+    assert (on_samples["wlo"], on_samples["whi"]) == pytest.approx((16 * med[1], 16 * med[19]), rel=1e-9)
+    # the default window: the 2nd to the max(40 // 10, 4) = 4th median emergence
+    short = loss_exponent(step, times, loss, n_boot=20)
+    assert (short["wlo"], short["whi"]) == pytest.approx((med[1], med[3]), rel=1e-9) and short["est"] == pytest.approx(s)
+    # too few directions learned for the window: no slope, no interval
+    none = loss_exponent(step, np.where(times > med[2], np.inf, times), loss, n_boot=20)
+    assert all(math.isnan(none[k]) for k in ("est", "lo", "hi", "wlo", "whi"))

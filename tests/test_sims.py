@@ -1,5 +1,5 @@
 """The reproduction framework (sims/): experiment files and their overrides, the sweep it
-runs through the package, the statistics and checks, the notes, the report generator.
+runs through the package, the checks, the notes, the report generator.
 One tiny sweep runs here (seconds); the experiments themselves run in ``--quick`` mode
 outside the test suite."""
 
@@ -13,86 +13,42 @@ import numpy as np
 import pytest
 
 from scaling_sgd._src.config import config_hash
-from sims import common as C
+from sims import checks, load, output
 from sims import experiments as E
 from sims import make_validation as MV
 
 
 def test_verdict_from_interval_vs_theory():
-    assert C.verdict(1.0, 0.8, 1.2) is True
-    assert C.verdict(1.3, 0.8, 1.2) is False
-    assert C.verdict(0.7, 0.8, 1.2) is False
-    assert C.verdict(1.25, 0.8, 1.2, tol=0.1) is True  # tolerance widens both sides
-    assert C.verdict(1.0, math.nan, 1.2) is None
+    assert checks.verdict(1.0, 0.8, 1.2) is True
+    assert checks.verdict(1.3, 0.8, 1.2) is False
+    assert checks.verdict(0.7, 0.8, 1.2) is False
+    assert checks.verdict(1.25, 0.8, 1.2, tol=0.1) is True  # tolerance widens both sides
+    assert checks.verdict(1.0, math.nan, 1.2) is None
     # a fit that failed is not judged, even with a finite interval around it
-    assert C.verdict(1.0, 0.8, 1.2, fitted=math.nan) is None and C.verdict(1.0, 0.8, 1.2, fitted=1.1) is True
-    assert C.check("q", 1.0, math.nan, 0.8, 1.2)["agrees"] is None
-    assert C.check("q", 1.0, math.nan, 0.8, 1.2, above=True)["agrees"] is None
+    assert checks.verdict(1.0, 0.8, 1.2, fitted=math.nan) is None and checks.verdict(1.0, 0.8, 1.2, fitted=1.1) is True
+    assert checks.check("q", 1.0, math.nan, 0.8, 1.2)["agrees"] is None
+    assert checks.check("q", 1.0, math.nan, 0.8, 1.2, above=True)["agrees"] is None
     # no theory value (beta <= 1/2, an observation): shown, never judged
-    assert C.check("q", math.nan, 1.0, 0.8, 1.2)["agrees"] is None
-    c = C.check("q", -1.0 / 3.0, -0.30, -0.41, -0.35)
+    assert checks.check("q", math.nan, 1.0, 0.8, 1.2)["agrees"] is None
+    c = checks.check("q", -1.0 / 3.0, -0.30, -0.41, -0.35)
     assert c["agrees"] is False and c["fitted"] == pytest.approx(-0.30)
     # one-sided: "score ratio > 0" agrees only when the whole interval is above 0
-    assert C.check("r", 0.0, 1.2, 1.0, 1.5, above=True)["agrees"] is True
-    assert C.check("r", 0.0, 0.2, -0.1, 0.5, above=True)["agrees"] is False
-    assert "> 0.000 |" in MV.row("x", C.check("r", 0.0, 1.2, 1.0, 1.5, above=True))
-
-
-def test_window_slope_recovers_exponent_inside_its_window_and_skips_bad_points():
-    x = np.geomspace(1.0, 1e4, 30)
-    y = 3.0 * x**-1.7
-    y[3] = np.inf  # censored
-    y[5] = 0.0  # not positive
-    y[x > 1e3] = 1.0  # a floor outside the window must not count
-    assert C.window_slope(x, y, 1.0, 1e3) == pytest.approx(-1.7, abs=1e-12)
-    assert math.isnan(C.window_slope(x, y, 1.0, 2.0))  # fewer than 4 points in the window
-    assert C.window_slope(x, y, 1.0, 2.2, min_points=2) == pytest.approx(-1.7, abs=1e-12)
-
-
-def test_bootstrap_interval_of_a_mean_matches_its_standard_error():
-    rng = np.random.default_rng(1)
-    z = rng.normal(size=400)
-    est, lo, hi = C.bootstrap(lambda i: z[i].mean(), z.size, n_boot=2000, seed=3)
-    se = z.std(ddof=1) / math.sqrt(z.size)
-    assert est == pytest.approx(z.mean())
-    # percentile interval of a mean: +-1.96 se, up to bootstrap noise (~5% of the width)
-    assert (hi - lo) == pytest.approx(2 * 1.96 * se, rel=0.1)
-    assert lo < z.mean() < hi
-    # a statistic that is mostly undefined has no interval
-    assert all(math.isnan(v) for v in C.bootstrap(lambda i: math.nan, 10, n_boot=50)[1:])
-
-
-def test_emergence_scores_inside_the_learning_window():
-    """Sharp skills, a loss made of their sum: per-direction scores far above the loss
-    score, both positive for learning; the window excludes what lies outside it."""
-    step = np.r_[0.0, np.geomspace(1.0, 1e6, 121)]
-    T = np.array([1e2, 1e3, 1e4])
-    lt = np.log(np.maximum(step, 1e-300))[:, None]
-    skill = np.where(step[:, None] > 0, 1 / (1 + np.exp(-np.clip((lt - np.log(T)) / 0.05, -700, 700))), 0.0)
-    loss = ((1 - skill) * np.array([0.6, 0.3, 0.1])).sum(1)
-    s_skill, s_loss = C.emergence_scores(step, skill, loss, T, pad=3.0)
-    assert s_loss > 0 and np.all(s_skill > 20 * s_loss)
-    # a jump outside [min T / pad, max T * pad] does not enter the loss score
-    jumpy = loss.copy()
-    jumpy[step > 1e5] -= 0.05
-    assert C.emergence_scores(step, skill, jumpy, T, pad=3.0)[1] == pytest.approx(s_loss)
-    assert C.emergence_scores(step, skill, jumpy, T, pad=300.0)[1] != pytest.approx(s_loss)
-    # nothing learned: no window, no score
-    s_skill, s_loss = C.emergence_scores(step, skill, loss, np.full(3, np.inf), pad=3.0)
-    assert np.all(np.isnan(s_skill)) and math.isnan(s_loss)
+    assert checks.check("r", 0.0, 1.2, 1.0, 1.5, above=True)["agrees"] is True
+    assert checks.check("r", 0.0, 0.2, -0.1, 0.5, above=True)["agrees"] is False
+    assert "> 0.000 |" in MV.row("x", checks.check("r", 0.0, 1.2, 1.0, 1.5, above=True))
 
 
 def test_trend_words_follow_the_numbers():
-    assert C.trend([0.90, 0.95, 0.99]) == "rises"
-    assert C.trend([0.99, 0.95, 0.91]) == "falls"
-    assert C.trend([0.98, 0.99, 0.95, 0.91]) == "is not monotone"  # the h4 T/flow ratios of 04
-    assert C.trend([1.0, 1.0]) == "does not change"
-    assert C.trend([1.0, math.nan]) == "is undetermined"
+    assert checks.trend([0.90, 0.95, 0.99]) == "rises"
+    assert checks.trend([0.99, 0.95, 0.91]) == "falls"
+    assert checks.trend([0.98, 0.99, 0.95, 0.91]) == "is not monotone"  # the h4 T/flow ratios of 04
+    assert checks.trend([1.0, 1.0]) == "does not change"
+    assert checks.trend([1.0, math.nan]) == "is undetermined"
 
 
 def test_time_vs_d_note_says_what_the_ratios_do():
-    """04's note on T / exact flow is derived from the ratios (it once said they grow with
-    d whatever they did)."""
+    """04's note on T / exact flow is derived from the ratios: the words follow the
+    numbers, whichever way they go."""
     note = importlib.import_module("sims.experiments.04_time_vs_d")._ratio_note
     ds = np.array([32.0, 64.0, 128.0, 256.0])
     size = 5e-6 * ds**2
@@ -108,7 +64,7 @@ def test_time_vs_d_note_says_what_the_ratios_do():
 def test_grid_tolerance_is_half_the_log_spacing_at_the_emergence_steps():
     M = importlib.import_module("sims.experiments.04_time_vs_d")
     step = np.r_[0.0, np.geomspace(1.0, 1e6, 121)]  # a factor 10^(1/20) between log points
-    run = C.Run({}, {}, {}, {"step": step})
+    run = load.Run({}, {}, {}, {"step": step})
     tol, q = M._grid_tolerance([run], [np.array([5e3, 2e5, np.inf])], [np.array([True, True, True])])
     assert q == pytest.approx(10 ** (1 / 20)) and tol == pytest.approx(10 ** (1 / 40) - 1)
 
@@ -116,22 +72,22 @@ def test_grid_tolerance_is_half_the_log_spacing_at_the_emergence_steps():
 def test_scope_of_a_row_names_every_reason_it_cannot_discriminate():
     from scaling_sgd.analysis.fit import fit_from_draws, fit_power_law
 
-    assert C.scope() == {"discriminates": True, "scope": ""}
-    assert C.scope("", []) == {"discriminates": True, "scope": ""}
-    assert C.scope("a", ["b", "a"]) == {"discriminates": False, "scope": "a; b"}
-    assert C.finite_p(8).startswith("P = 8: finite-P illustration") and C.finite_p(256) == ""
-    assert C.few(seeds=3) == ["3 seeds < 8"] and C.few(seeds=8) == [] and C.few(points=2) == ["2-point fit"]
+    assert checks.scope() == {"discriminates": True, "scope": ""}
+    assert checks.scope("", []) == {"discriminates": True, "scope": ""}
+    assert checks.scope("a", ["b", "a"]) == {"discriminates": False, "scope": "a; b"}
+    assert checks.finite_p(8).startswith("P = 8: finite-P illustration") and checks.finite_p(256) == ""
+    assert checks.few(seeds=3) == ["3 seeds < 8"] and checks.few(seeds=8) == [] and checks.few(points=2) == ["2-point fit"]
     rng = np.random.default_rng(0)
     two = fit_power_law(np.array([1.0, 2.0]), np.exp(rng.normal(size=(12, 2))), n_boot=50)
-    assert C.few(fit=two) == ["2 points"]
+    assert checks.few(fit=two) == ["2 points"]
     few_seeds = fit_power_law(np.arange(1.0, 5.0), np.exp(rng.normal(size=(4, 4))), n_boot=50)
-    assert C.few(fit=few_seeds) == ["4 seeds < 8"]
-    assert C.few(fit=fit_from_draws(np.arange(1.0, 5.0), np.arange(1.0, 5.0))) == []
-    assert C.beyond_theorem(4) == "" and C.beyond_theorem(6) == ""
-    assert "k = 3, an odd activation" in C.beyond_theorem(3) and "k = 2" in C.beyond_theorem(2)
-    value, why = C.theory_value("loss_vs_step", 0.25)
+    assert checks.few(fit=few_seeds) == ["4 seeds < 8"]
+    assert checks.few(fit=fit_from_draws(np.arange(1.0, 5.0), np.arange(1.0, 5.0))) == []
+    assert checks.beyond_theorem(4) == "" and checks.beyond_theorem(6) == ""
+    assert "k = 3, an odd activation" in checks.beyond_theorem(3) and "k = 2" in checks.beyond_theorem(2)
+    value, why = checks.theory_value("loss_vs_step", 0.25)
     assert math.isnan(value) and why.startswith("no power law for beta <= 1/2")
-    assert C.theory_value("loss_vs_step", 1.5) == (pytest.approx(-4 / 3), "")
+    assert checks.theory_value("loss_vs_step", 1.5) == (pytest.approx(-4 / 3), "")
 
 
 def test_divergence_lr_is_a_logistic_fit_that_survives_perfect_separation():
@@ -163,43 +119,43 @@ def test_divergence_lr_is_a_logistic_fit_that_survives_perfect_separation():
 
 
 def test_every_experiment_config_loads_in_every_mode():
-    names = list(C.experiment_files())
+    names = list(load.experiment_files())
     assert names == E.names(), "every sims/NN_*.toml needs sims/experiments/NN_*.py and vice versa"
     for name in names:
         assert callable(E.get(name))
-        for mode in C.MODES:
-            exp = C.load_experiment(name, mode)  # resolves every sweep point
+        for mode in load.MODES:
+            exp = load.load_experiment(name, mode)  # resolves every sweep point
             assert exp.plan().points and exp.run_root.name == exp.tag
             assert exp.tag == name if mode == "cpu" else exp.tag == f"{name}-{mode}"
 
 
 def test_bad_experiment_input_is_one_line_naming_the_key(tmp_path, monkeypatch):
-    monkeypatch.setattr(C, "SIMS", tmp_path)
+    monkeypatch.setattr(load, "SIMS", tmp_path)
     (tmp_path / "01_bad.toml").write_text("[data]\nd = 16\n[sweep]\nwidth = [1, 2]\n")
-    with pytest.raises(C.ExperimentError, match=r"^sweep\.width: unknown sweep key"):
-        C.load_experiment("01_bad")
+    with pytest.raises(load.ExperimentError, match=r"^sweep\.width: unknown sweep key"):
+        load.load_experiment("01_bad")
     (tmp_path / "01_bad.toml").write_text("[data]\nd = 16\n[sweep]\nm = [1, 0]\n")
-    with pytest.raises(C.ExperimentError, match=r"^student\.m: .*in sweep point student\.m=0"):
-        C.load_experiment("01_bad")
+    with pytest.raises(load.ExperimentError, match=r"^student\.m: .*in sweep point student\.m=0"):
+        load.load_experiment("01_bad")
     (tmp_path / "01_bad.toml").write_text('[data]\nd = 16\n[quick]\n"steps" = 10\n')
-    C.load_experiment("01_bad")  # the cpu mode does not read [quick]
-    with pytest.raises(C.ExperimentError, match=r"^sims/01_bad\.toml \[quick\]: 'steps' must be table\.key"):
-        C.load_experiment("01_bad", "quick")
-    with pytest.raises(C.ExperimentError, match=r"^experiment: unknown name '02_none'"):
-        C.load_experiment("02_none")
+    load.load_experiment("01_bad")  # the cpu mode does not read [quick]
+    with pytest.raises(load.ExperimentError, match=r"^sims/01_bad\.toml \[quick\]: 'steps' must be table\.key"):
+        load.load_experiment("01_bad", "quick")
+    with pytest.raises(load.ExperimentError, match=r"^experiment: unknown name '02_none'"):
+        load.load_experiment("02_none")
 
 
 def test_overrides_go_through_the_package_sweep_plan(tmp_path, monkeypatch):
     """[quick] replaces a zip axis and a base key before planning; lr/seed lists are
     replicas of one point, not points (the package's sweep dialect)."""
-    monkeypatch.setattr(C, "SIMS", tmp_path)
+    monkeypatch.setattr(load, "SIMS", tmp_path)
     (tmp_path / "01_z.toml").write_text(
         "[experiment]\nn_boot = 400\n"
         '[train]\nlr = [1e-5, 2e-5]\nseed = [0, 1, 2]\n[sweep]\nactivation = ["h4", "h3"]\n'
         "zip = [{d = 16, steps = 10}, {d = 32, steps = 20}]\n"
         '[quick]\n"sweep.zip" = [{d = 8, steps = 5}]\n"train.seed" = [0]\n"experiment.n_boot" = 10\n'
     )
-    exp = C.load_experiment("01_z")
+    exp = load.load_experiment("01_z")
     pts = exp.plan().points
     assert [(p.settings["teacher.activation"], p.settings["data.d"], p.settings["train.steps"]) for p in pts] == [
         ("h4", 16, 10),
@@ -208,24 +164,24 @@ def test_overrides_go_through_the_package_sweep_plan(tmp_path, monkeypatch):
         ("h3", 32, 20),
     ]
     assert all(p.replicas == 6 for p in pts) and exp.get("n_boot") == 400
-    assert exp.run_root == C.RUN_ROOT / "01_z"
+    assert exp.run_root == load.RUN_ROOT / "01_z"
     assert all(p.id == config_hash(p.config) for p in pts)  # a point is its config hash: resumable
-    quick = C.load_experiment("01_z", "quick")
+    quick = load.load_experiment("01_z", "quick")
     pts = quick.plan().points
     assert [(p.settings["teacher.activation"], p.settings["data.d"]) for p in pts] == [("h4", 8), ("h3", 8)]
     assert all(p.replicas == 2 for p in pts) and quick.get("n_boot") == 10
-    assert quick.run_root == C.RUN_ROOT / "01_z-quick"
+    assert quick.run_root == load.RUN_ROOT / "01_z-quick"
 
 
 def test_run_sweep_writes_a_package_sweep_reuses_it_and_splits_replica_groups(tmp_path, monkeypatch):
-    monkeypatch.setattr(C, "SIMS", tmp_path)
-    monkeypatch.setattr(C, "RUN_ROOT", tmp_path / "runs")
+    monkeypatch.setattr(load, "SIMS", tmp_path)
+    monkeypatch.setattr(load, "RUN_ROOT", tmp_path / "runs")
     (tmp_path / "01_t.toml").write_text(
         "[teacher]\nP = 1\nbeta = [1.0, 2.0]\n[student]\nm = 1\n[data]\nd = 8\n"
         "[train]\nsteps = 40\nlr = 1e-3\nseed = [0, 1]\nprogress = false\n[log]\npoints = 5\n[sweep]\nm = [1, 2]\n"
     )
-    exp = C.load_experiment("01_t", "quick")
-    runs = C.run_sweep(exp)
+    exp = load.load_experiment("01_t", "quick")
+    runs = load.run_sweep(exp)
     root = tmp_path / "runs" / "01_t-quick"
     assert (root / "sweep.json").is_file()
     assert [r.settings["student.m"] for r in runs] == [1, 2]
@@ -246,24 +202,24 @@ def test_run_sweep_writes_a_package_sweep_reuses_it_and_splits_replica_groups(tm
         raise AssertionError("a complete point was recomputed")
 
     monkeypatch.setattr("scaling_sgd._src.runner.run", no_run)
-    again = C.run_sweep(exp)  # resumable by config hash: nothing runs
+    again = load.run_sweep(exp)  # resumable by config hash: nothing runs
     np.testing.assert_array_equal(again[0].metrics["loss"], runs[0].metrics["loss"])
     with pytest.raises(RuntimeError, match="1 point\\(s\\) failed"):  # a new point fails: the experiment stops
-        C.run_sweep(exp, {**exp.raw, "sweep": {"m": [1, 3]}})
+        load.run_sweep(exp, {**exp.raw, "sweep": {"m": [1, 3]}})
 
 
 def test_write_result_keeps_the_row_format_and_the_mode_in_its_name(tmp_path, monkeypatch):
-    monkeypatch.setattr(C, "SIMS", tmp_path)
-    monkeypatch.setattr(C, "RESULT_DIR", tmp_path / "results")
-    monkeypatch.setattr(C, "FIG_DIR", tmp_path / "figures")
+    monkeypatch.setattr(load, "SIMS", tmp_path)
+    monkeypatch.setattr(output, "RESULT_DIR", tmp_path / "results")
+    monkeypatch.setattr(output, "FIG_DIR", tmp_path / "figures")
     (tmp_path / "01_w.toml").write_text('[experiment]\ntitle = "W"\n[data]\nd = 16\n[sweep]\nm = [1, 2]\n')
-    exp = C.load_experiment("01_w", "quick")
-    run = C.Run({"student.m": 1}, exp.plan().points[0].config, {"wall_time_s": 2.5}, {})
-    fig = C.figure_path(exp)
-    out = C.Outcome([C.check("q", 1.0, 1.1, 0.9, 1.2)], fig, ["n"], [run, run], {"x": 1})
-    path = C.write_result(exp, out, 3.0)
+    exp = load.load_experiment("01_w", "quick")
+    run = load.Run({"student.m": 1}, exp.plan().points[0].config, {"wall_time_s": 2.5}, {})
+    fig = output.figure_path(exp)
+    out = output.Outcome([checks.check("q", 1.0, 1.1, 0.9, 1.2)], fig, ["n"], [run, run], {"x": 1})
+    path = output.write_result(exp, out, 3.0)
     assert path.name == "01_w-quick.json" and fig.name == "01_w-quick.png"
-    res = C.load_json(path)
+    res = output.load_json(path)
     assert set(res) == {
         "name", "mode", "title", "prediction", "checks", "figure", "notes", "wall_time_s", "compute_s",
         "engines", "grid", "settings", "runs", "backend", "date", "extra",
@@ -284,10 +240,10 @@ def test_report_table_from_synthetic_results():
         "title": "T",
         "prediction": "p",
         "checks": [
-            C.check("slope a", 1.0, 1.05, 0.9, 1.2, why="never shown: agrees"),
-            C.check("slope b", -2.0, -1.2, -1.4, -1.0, note="finite P", why="finite P"),
-            C.check("slope c", -1.5, -1.45, -1.6, -1.3, discriminates=False, scope="P = 8: finite-P illustration"),
-            C.check("slope d (observed, no theory)", math.nan, -1.0, -1.2, -0.8, **C.scope("observed, no theory")),
+            checks.check("slope a", 1.0, 1.05, 0.9, 1.2, why="never shown: agrees"),
+            checks.check("slope b", -2.0, -1.2, -1.4, -1.0, note="finite P", why="finite P"),
+            checks.check("slope c", -1.5, -1.45, -1.6, -1.3, discriminates=False, scope="P = 8: finite-P illustration"),
+            checks.check("slope d (observed, no theory)", math.nan, -1.0, -1.2, -0.8, **checks.scope("observed, no theory")),
         ],
         "figure": "figures/x.png",
         "notes": ["a note"],
@@ -315,10 +271,10 @@ def test_report_table_from_synthetic_results():
 
 
 def test_a_missing_full_run_is_shown_by_its_quick_form_and_never_counted(tmp_path, monkeypatch):
-    monkeypatch.setattr(C, "RESULT_DIR", tmp_path)
-    monkeypatch.setattr(C, "experiment_files", lambda: {"01_x": None, "02_y": None})
-    quick = {"title": "T", "checks": [C.check("slope a", 1.0, 1.05, 0.9, 1.2)], "runs": 1, "compute_s": 1.0}
-    full = {"title": "U", "checks": [C.check("slope b", 2.0, 2.05, 1.9, 2.2)], "runs": 1, "compute_s": 1.0}
+    monkeypatch.setattr(output, "RESULT_DIR", tmp_path)
+    monkeypatch.setattr(load, "experiment_files", lambda: {"01_x": None, "02_y": None})
+    quick = {"title": "T", "checks": [checks.check("slope a", 1.0, 1.05, 0.9, 1.2)], "runs": 1, "compute_s": 1.0}
+    full = {"title": "U", "checks": [checks.check("slope b", 2.0, 2.05, 1.9, 2.2)], "runs": 1, "compute_s": 1.0}
     (tmp_path / "01_x-quick.json").write_text(json.dumps(quick))
     (tmp_path / "02_y.json").write_text(json.dumps(full))
     (tmp_path / "02_y-quick.json").write_text(json.dumps(quick))
@@ -330,32 +286,9 @@ def test_a_missing_full_run_is_shown_by_its_quick_form_and_never_counted(tmp_pat
     assert MV.collect("quick")["02_y"]["title"] == "T"  # the quick report reads only quick runs
 
 
-def test_rank_window_and_loss_exponent_recover_a_known_power_law():
-    """The large-P experiments' fit: the window between the 2nd and the P/10-th median
-    emergence, and the slope of the seed-mean loss over it, on synthetic curves whose loss is
-    an exact power law with per-seed prefactors (the slope must come back; the window must be
-    the ranks asked for)."""
-    med = np.array([50.0, 10.0, np.inf, 20.0, 40.0, 30.0] + [np.inf] * 24)  # P = 30: hi rank max(3, 4) = 4
-    assert C.rank_window(med) == (20.0, 40.0)
-    assert all(math.isnan(v) for v in C.rank_window(np.full(30, np.inf)))
-    step = np.concatenate([[0.0], np.geomspace(1.0, 1e6, 120)])
-    P, R, s = 40, 8, -0.8
-    rng = np.random.default_rng(0)
-    T = np.sort(np.geomspace(1e2, 1e5, P)[None, :] * np.exp(0.1 * rng.standard_normal((R, P))), axis=1)
-    loss = np.exp(0.2 * rng.standard_normal((R, 1))) * np.maximum(step, 1.0)[None, :] ** s
-    skill = (step[None, :, None] >= T[:, None, :]).astype(float)
-    metrics = {"step": step, "loss": loss, "skill": skill, "diverged": np.zeros(R, bool), "a": np.ones((R, P))}
-    cfg = {"analysis": {"observable": "skill", "threshold": 0.5}}
-    g = C.Run({}, cfg, {}, metrics)
-    fit = C.loss_exponent(g, n_boot=100, hi_rank=20)  # a window of many log points
-    assert fit["est"] == pytest.approx(s, abs=1e-6) and fit["lo"] <= s <= fit["hi"] and fit["seeds"] == R
-    med_T = np.median(g.times, axis=0)
-    assert fit["wlo"] == pytest.approx(np.sort(med_T)[1], rel=1e-9)
-
-
 def _synthetic_run(P, betas, seeds, activation="h4", noise=0.3, seed=0, clock=None, **over):
     """A sweep point whose skills are logistic in log tau around T_p = 1e3 p^beta e^(noise z)
-    and whose loss is the additive model of those skills (+1e-6), as ``common.Run``; tau is
+    and whose loss is the additive model of those skills (+1e-6), as ``sims.load.Run``; tau is
     the step, or ``clock(step)`` (a schedule's flow clock).  ``over``: more config keys."""
     from scaling_sgd import power_law_coefficients
 
@@ -387,14 +320,14 @@ def _synthetic_run(P, betas, seeds, activation="h4", noise=0.3, seed=0, clock=No
         "beta": beta,
         "a": a,
     }
-    return C.Run({}, cfg, {"wall_time_s": 0.0}, metrics)
+    return load.Run({}, cfg, {"wall_time_s": 0.0}, metrics)
 
 
 def _run_experiment(name, runs, monkeypatch, tmp_path, **params):
-    monkeypatch.setattr(C, "FIG_DIR", tmp_path)
-    monkeypatch.setattr(C, "run_sweep", lambda *a, **k: runs)
-    monkeypatch.setattr(C, "load_experiment", lambda *a, **k: None)
-    exp = C.Experiment(name, "quick", {}, {"n_boot": 60, **params})
+    monkeypatch.setattr(output, "FIG_DIR", tmp_path)
+    monkeypatch.setattr(load, "run_sweep", lambda *a, **k: runs)
+    monkeypatch.setattr(load, "load_experiment", lambda *a, **k: None)
+    exp = load.Experiment(name, "quick", {}, {"n_boot": 60, **params})
     return E.get(name)(exp)
 
 
@@ -461,10 +394,10 @@ def test_per_task_rows_carry_the_clock_of_the_schedule(monkeypatch, tmp_path, n0
 
     const = _synthetic_run(32, [1.0], range(12), data__d=64)
     sched = _synthetic_run(32, [1.0], range(12), clock=clock, data__d=64, train__schedule="inverse_sqrt", train__schedule_n0=n0)
-    monkeypatch.setattr(C, "FIG_DIR", tmp_path)
-    monkeypatch.setattr(C, "load_experiment", lambda *a, **k: "constant")
-    monkeypatch.setattr(C, "run_sweep", lambda exp, **k: [const] if exp == "constant" else [sched])
-    out = E.get("13_per_task_lr")(C.Experiment("13_per_task_lr", "quick", {}, {"n_boot": 60, "constant_lr": "09"}))
+    monkeypatch.setattr(output, "FIG_DIR", tmp_path)
+    monkeypatch.setattr(load, "load_experiment", lambda *a, **k: "constant")
+    monkeypatch.setattr(load, "run_sweep", lambda exp, **k: [const] if exp == "constant" else [sched])
+    out = E.get("13_per_task_lr")(load.Experiment("13_per_task_lr", "quick", {}, {"n_boot": 60, "constant_lr": "09"}))
     main, ref = out.checks
     assert main["predicted"] == -0.5
     assert ("window too close to n0" in main["scope"]) == (n0 > 1.0) and main["discriminates"] == (n0 == 1.0)

@@ -11,19 +11,24 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 
-from sims import common as C
+from scaling_sgd.analysis.emergence import replica_window_scores
+from scaling_sgd.analysis.fit import bootstrap
+from sims import load
+from sims.checks import check, few, scope
+from sims.load import Experiment
+from sims.output import Outcome, draw_skills, save_figure
 
 
-def run(exp: C.Experiment, force: bool = False) -> C.Outcome:
-    (r,) = [run.single() for run in C.run_sweep(exp, force=force)]
+def run(exp: Experiment, force: bool = False) -> Outcome:
+    (r,) = [run.single() for run in load.run_sweep(exp, force=force)]
     T, ok = r.times, r.ok
     P = T.shape[-1]
     pad = float(exp.get("window_pad", 3.0))
-    sk, sl = C.score_ratios(r, pad)
+    sk, sl = replica_window_scores(r.step, r.metrics["skill"][ok], r.metrics["loss"][ok], T[ok], pad)
     ratio = np.log10(sk / sl)
-    est, lo, hi = C.bootstrap(lambda idx: np.median(ratio[idx]), ratio.size, int(exp.get("n_boot", 400)))
+    est, lo, hi = bootstrap(lambda idx: np.median(ratio[idx]), ratio.size, int(exp.get("n_boot", 400)))
     checks = [
-        C.check(
+        check(
             "log10(skill score / loss score) > 0",
             0.0,
             est,
@@ -32,7 +37,7 @@ def run(exp: C.Experiment, force: bool = False) -> C.Outcome:
             note=f"median per-direction skill score {np.median(sk):.1f} vs loss score {np.median(sl):.1f} "
             f"(a steady ramp over n log points scores ~n); agreement = interval entirely above 0",
             above=True,
-            **C.scope(C.few(seeds=int(np.isfinite(ratio).sum()))),
+            **scope(few(seeds=int(np.isfinite(ratio).sum()))),
         )
     ]
     nlearn = [int(np.isfinite(T[i]).sum()) for i in np.flatnonzero(ok)]
@@ -43,7 +48,7 @@ def run(exp: C.Experiment, force: bool = False) -> C.Outcome:
     ]
     figure = _figure(exp, r, T, ok, sk, sl)
     extra = {"skill_scores": sk.tolist(), "loss_scores": sl.tolist(), "emergence_steps": np.where(np.isfinite(T), T, -1).tolist()}
-    return C.Outcome(checks, figure, notes, [r], extra)
+    return Outcome(checks, figure, notes, [r], extra)
 
 
 def _figure(exp, r, T, ok, sk, sl):
@@ -53,7 +58,7 @@ def _figure(exp, r, T, ok, sk, sl):
     i0 = int(np.flatnonzero(ok)[0]) if ok.any() else 0
     fig, (a1, a2) = plt.subplots(2, 1, figsize=(7, 6), sharex=True, gridspec_kw={"height_ratios": [3, 2]})
     title = f"{exp.get('title')} - seed {int(m['seed'][i0])}; colour = p (1 dark ... {P} light)"
-    C.draw_skills(a1, step, m["skill"][i0], title)
+    draw_skills(a1, step, m["skill"][i0], title)
     a1.title.set_fontsize(9)
     a1.set_ylim(-0.05, 1.2)
     sel = step > 0
@@ -67,4 +72,4 @@ def _figure(exp, r, T, ok, sk, sl):
     for ax in (a1, a2):
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    return C.save_figure(fig, exp)
+    return save_figure(fig, exp)

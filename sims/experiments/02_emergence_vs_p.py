@@ -14,11 +14,14 @@ from scaling_sgd.analysis import theory
 from scaling_sgd.analysis.core import select_replicas
 from scaling_sgd.analysis.fit import fit_power_law
 from scaling_sgd.analysis.plots import integer_ticks
-from sims import common as C
+from sims import load
+from sims.checks import check, few, scope, trend
+from sims.load import Experiment
+from sims.output import Outcome, save_figure
 
 
-def run(exp: C.Experiment, force: bool = False) -> C.Outcome:
-    (r,) = C.run_sweep(exp, force=force)
+def run(exp: Experiment, force: bool = False) -> Outcome:
+    (r,) = load.run_sweep(exp, force=force)
     nb = int(exp.get("n_boot", 400))
     P = r.cfg["teacher"]["P"]
     p = np.arange(1, P + 1)
@@ -29,7 +32,7 @@ def run(exp: C.Experiment, force: bool = False) -> C.Outcome:
         med = np.median(T, axis=0)  # inf (censored) counts as larger than any step
         note = f"{T.shape[0]}/{g.ok.size} replicas stable; {int(np.isfinite(med).sum())}/{P} directions with a finite median"
         checks.append(
-            C.check(
+            check(
                 f"slope of T_p vs p, beta={b:g}",
                 b,
                 f.slope,
@@ -37,7 +40,7 @@ def run(exp: C.Experiment, force: bool = False) -> C.Outcome:
                 f.ci[1],
                 note=note,
                 why="finite P and seeds",
-                **C.scope(C.few(fit=f)),
+                **scope(few(fit=f)),
             )
         )
         series.append((b, g, T, med, f))
@@ -46,7 +49,7 @@ def run(exp: C.Experiment, force: bool = False) -> C.Outcome:
     if scatter:
         notes.append(scatter)
     figure = _figure(exp, p, series)
-    return C.Outcome(checks, figure, notes, [r], {"median_T": {str(b): med.tolist() for b, _, _, med, _ in series}})
+    return Outcome(checks, figure, notes, [r], {"median_T": {str(b): med.tolist() for b, _, _, med, _ in series}})
 
 
 def _censoring_note(r, series) -> str:
@@ -63,7 +66,7 @@ def _order_note(series) -> str:
     parts = []
     for b, _, T, med, _ in series:
         ordered = sum(bool(np.all(np.diff(t[np.isfinite(t)]) > 0)) for t in T)
-        parts.append(f"beta={b:g}: {ordered}/{T.shape[0]} seeds, and the median T_p {C.trend(med)} with p")
+        parts.append(f"beta={b:g}: {ordered}/{T.shape[0]} seeds, and the median T_p {trend(med)} with p")
     return "Seeds whose own T_p (learned directions) increase with p: " + "; ".join(parts) + "."
 
 
@@ -122,4 +125,4 @@ def _figure(exp, p, series):
         integer_ticks(ax, p)  # plain 1, 2, ..., P: no 2x10^0 labels running into each other
         ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
-    return C.save_figure(fig, exp)
+    return save_figure(fig, exp)

@@ -16,16 +16,20 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from scaling_sgd.analysis import theory
-from scaling_sgd.analysis.emergence import learning_window, log_scatter
-from sims import common as C
+from scaling_sgd.analysis.emergence import log_scatter, loss_fit_rule, loss_fit_window
+from scaling_sgd.analysis.fit import bootstrap, window_slope
+from sims import load
+from sims.checks import check, few, finite_p, fmt_steps, scope, theory_value
+from sims.load import Experiment, Run
+from sims.output import Outcome, save_figure
 
 
-def run(exp: C.Experiment, force: bool = False) -> C.Outcome:
+def run(exp: Experiment, force: bool = False) -> Outcome:
     sources = exp.get("runs_of", ["02_emergence_vs_p"])
     sources = [sources] if isinstance(sources, str) else list(sources)
     runs, groups = [], []
     for name in sources:  # --force reruns them in their own experiment, not here
-        rr = C.run_sweep(C.load_experiment(name, exp.mode), force=False)
+        rr = load.run_sweep(load.load_experiment(name, exp.mode), force=False)
         runs += rr
         groups += [g for r in rr for g in r.groups()]
     nb = int(exp.get("n_boot", 400))
@@ -34,25 +38,25 @@ def run(exp: C.Experiment, force: bool = False) -> C.Outcome:
         row = _fit_series(g, nb, seed=j)
         rows.append(row)
         b, P = row["beta"], row["P"]
-        seeds = C.few(seeds=row["seeds"])
+        seeds = few(seeds=row["seeds"])
         checks.append(
-            C.check(
+            check(
                 f"loss exponent, beta={b:g}, P={P}",
                 row["theory"],
                 row["est"],
                 row["lo"],
                 row["hi"],
                 why="finite P: the power law needs many directions (see the additive-model row)",
-                **C.scope(C.finite_p(P), seeds),
+                **scope(finite_p(P), seeds),
                 note=(f"no theory value: {row['no_law']}; " if row["no_law"] else "")
-                + f"{row['seeds']} seeds; fit window [{C.fmt_steps(row['wlo'])}, {C.fmt_steps(row['whi'])}] steps (2nd to "
+                + f"{row['seeds']} seeds; fit window [{fmt_steps(row['wlo'])}, {fmt_steps(row['whi'])}] steps (2nd to "
                 f"next-to-last median emergence, {row['whi'] / row['wlo']:.1f}x in t). The additive model with T_p = T_1 p^beta "
                 f"exp(sigma xi) (sigma = {row['sigma']:.2f}, the measured seed scatter) gives {row['finite_P']:.2f} at P = {P} "
-                f"over such a window and {row['P1024']:.2f} at P = 1024 (fitted from the 2nd to the 102nd emergence)",
+                f"over such a window and {row['P1024']:.2f} at P = 1024 (fitted from {loss_fit_rule(1024)})",
             )
         )
         checks.append(
-            C.check(
+            check(
                 f"loss exponent, beta={b:g}, P={P}: additive model with the measured T_p",
                 row["additive"],
                 row["est"],
@@ -65,32 +69,32 @@ def run(exp: C.Experiment, force: bool = False) -> C.Outcome:
                 + (
                     f"; at P = {P} any beta gives about the same slope (the additive model with T_p = T_1 p^beta gives "
                     f"{row['finite_P']:.2f} here), so it does not test the exponent's dependence on beta"
-                    if C.finite_p(P)
+                    if finite_p(P)
                     else ""
                 ),
-                **C.scope(C.finite_p(P, "the additive-model exponent"), seeds),
+                **scope(finite_p(P, "the additive-model exponent"), seeds),
             )
         )
     figure = _figure(exp, groups, rows)
-    return C.Outcome(checks, figure, _notes(rows), runs, {"runs_of": sources})
+    return Outcome(checks, figure, _notes(rows), runs, {"runs_of": sources})
 
 
-def _fit_series(g: C.Run, nb: int, seed: int) -> dict:
+def _fit_series(g: Run, nb: int, seed: int) -> dict:
     b, step, T, a = g.common("beta"), g.step, g.times, g.metrics["a"]
     idx = np.flatnonzero(g.ok)
 
     def fit(ii, use_additive=False):
         sub = idx[ii]
-        lo, hi = learning_window(np.median(T[sub], axis=0))
+        lo, hi = loss_fit_window(np.median(T[sub], axis=0), hi_rank=-2)
         curve = theory.additive_loss(step, T[sub], a[sub]) if use_additive else g.metrics["loss"][sub]
-        return C.window_slope(step, np.mean(curve, axis=0), lo, hi)
+        return window_slope(step, np.mean(curve, axis=0), lo, hi)
 
-    est, lo, hi = C.bootstrap(fit, idx.size, nb, seed=seed)
+    est, lo, hi = bootstrap(fit, idx.size, nb, seed=seed)
     med = np.median(T[idx], axis=0)
-    wlo, whi = learning_window(med)
+    wlo, whi = loss_fit_window(med, hi_rank=-2)
     sigma = log_scatter(T[idx])
     P = T.shape[-1]
-    th, no_law = C.theory_value("loss_vs_step", b)
+    th, no_law = theory_value("loss_vs_step", b)
     return {
         "beta": b,
         "P": P,
@@ -104,8 +108,8 @@ def _fit_series(g: C.Run, nb: int, seed: int) -> dict:
         "wlo": wlo,
         "whi": whi,
         "sigma": sigma,
-        "finite_P": theory.additive_loss_exponent(b, P, float(med[0]), sigma),
-        "P1024": theory.additive_loss_exponent(b, 1024, float(med[0]), sigma, n_seeds=50, hi_frac=0.1),
+        "finite_P": theory.additive_loss_exponent(b, P, float(med[0]), sigma, hi_rank=-2),
+        "P1024": theory.additive_loss_exponent(b, 1024, float(med[0]), sigma, n_seeds=50),
     }
 
 
@@ -199,4 +203,4 @@ def _figure(exp, groups, rows):
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
-    return C.save_figure(fig, exp)
+    return save_figure(fig, exp)

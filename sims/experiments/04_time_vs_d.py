@@ -17,10 +17,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from scaling_sgd._src import config as cfgmod
-from scaling_sgd.analysis.fit import fit_from_draws, fit_power_law
+from scaling_sgd.analysis.fit import bootstrap, fit_from_draws, fit_power_law
 from scaling_sgd.analysis.plots import integer_ticks
 from scaling_sgd.analysis.theory import kernel_coeffs, predicted_emergence_steps
-from sims import common as C
+from sims import load
+from sims.checks import beyond_theorem, check, few, scope, trend
+from sims.load import Experiment, Run
+from sims.output import Outcome, save_figure
 
 
 def _k(cfg) -> int:
@@ -28,7 +31,7 @@ def _k(cfg) -> int:
     return next(j for j in range(1, c.size) if c[j] != 0.0)
 
 
-def _flow_prediction(r: C.Run) -> np.ndarray:
+def _flow_prediction(r: Run) -> np.ndarray:
     """Per replica, the emergence step of the exact one-neuron population flow from the
     neurons' own initial cosines and norms (step 0), the overlay of the analysis
     (:func:`scaling_sgd.analysis.theory.predicted_emergence_steps`): with P = 1 the neuron
@@ -40,8 +43,8 @@ def _flow_prediction(r: C.Run) -> np.ndarray:
     return predicted_emergence_steps(m, coeffs, m["a"], an["threshold"], an["observable"])[0][:, 0]
 
 
-def run(exp: C.Experiment, force: bool = False) -> C.Outcome:
-    runs = [r.single() for r in C.run_sweep(exp, force=force)]
+def run(exp: Experiment, force: bool = False) -> Outcome:
+    runs = [r.single() for r in load.run_sweep(exp, force=force)]
     nb = int(exp.get("n_boot", 400))
     checks, notes, extra = [], [], {}
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
@@ -62,11 +65,11 @@ def run(exp: C.Experiment, force: bool = False) -> C.Outcome:
         with np.errstate(invalid="ignore", divide="ignore"):
             ratio = [float(np.median((t / p)[w])) for t, p, w in zip(Ts, preds, inside)]
             pooled = np.concatenate([(t / p)[w] for t, p, w in zip(Ts, preds, inside)])
-        r_est, r_lo, r_hi = C.bootstrap(lambda ii, x=pooled: np.median(x[ii]), pooled.size, nb, seed=10 + j)
-        beyond = C.beyond_theorem(k)
+        r_est, r_lo, r_hi = bootstrap(lambda ii, x=pooled: np.median(x[ii]), pooled.size, nb, seed=10 + j)
+        beyond = beyond_theorem(k)
         tol, spacing = _grid_tolerance(rs, Ts, oks)
         checks.append(
-            C.check(
+            check(
                 f"slope of T vs d, k={k} ({act})",
                 k / 2 - 1,
                 f.slope,
@@ -76,11 +79,11 @@ def run(exp: C.Experiment, force: bool = False) -> C.Outcome:
                 note="T / (this project's exact one-neuron flow from each seed's initial overlaps): "
                 + ", ".join(f"d={int(d)}: {q:.2f}" for d, q in zip(ds, ratio))
                 + (f"; k = {k}: d^(k/2 - 1) is the theorem's scaling carried outside its assumptions" if beyond else ""),
-                **C.scope(beyond, C.few(fit=f)),
+                **scope(beyond, few(fit=f)),
             )
         )
         checks.append(
-            C.check(
+            check(
                 f"T / this project's exact one-neuron flow, k={k} ({act})",
                 1.0,
                 r_est,
@@ -94,7 +97,7 @@ def run(exp: C.Experiment, force: bool = False) -> C.Outcome:
                 f"inside the budget. Tolerance +-{tol:.3f}: half the spacing of the log points at the emergence steps "
                 f"(a factor {spacing:.3f} between neighbours); an emergence step is located between two log points, "
                 "so agreement finer than that is not claimed",
-                **C.scope(beyond, C.few(seeds=R)),
+                **scope(beyond, few(seeds=R)),
             )
         )
         lr = rs[0].common("lr")
@@ -132,7 +135,7 @@ def run(exp: C.Experiment, force: bool = False) -> C.Outcome:
     for ax in axes:
         ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
-    return C.Outcome(checks, C.save_figure(fig, exp), notes, runs + stab_runs, extra)
+    return Outcome(checks, save_figure(fig, exp), notes, runs + stab_runs, extra)
 
 
 def _grid_tolerance(rs, Ts, oks) -> tuple[float, float]:
@@ -158,7 +161,7 @@ def _ratio_note(act, k, ds, ratio, size, tol: float = 0.0) -> str:
         return f"{act} (k={k}): T / exact flow is finite at fewer than two d ({values}): no trend with d."
     out = [int(d) for d, q in zip(ds, ratio) if math.isfinite(q) and abs(q - 1.0) > tol]
     return (
-        f"{act} (k={k}): T / exact flow {C.trend(ratio)} with d ({values}), while lr d^(k/2) goes from "
+        f"{act} (k={k}): T / exact flow {trend(ratio)} with d ({values}), while lr d^(k/2) goes from "
         f"{size[fin][0]:.2g} to {size[fin][-1]:.2g}; "
         + (
             f"every d within the log-grid tolerance 1 +- {tol:.3f}."
@@ -228,7 +231,7 @@ def _stability(exp, force, ax):
     grids = {d: lr_ref * (d / 64.0) ** (-k / 2) * 2.0 ** (np.arange(-4, 5) / 2) for d in ds}
     steps = {d: int(steps_ref * (d / 64.0) ** (k / 2 + 1)) for d in ds}  # ~ T at the top of the stable range
     raw["sweep"] = {"zip": [{"data.d": d, "train.lr": [float(x) for x in grids[d]], "train.steps": steps[d]} for d in ds]}
-    runs = C.run_sweep(exp, raw, part="stability", force=force)
+    runs = load.run_sweep(exp, raw, part="stability", force=force)
     table, fits = [], []
     for d, r in zip(ds, runs):
         mtr, lrs, ok = r.metrics, grids[d], r.ok
@@ -277,7 +280,7 @@ def _stability(exp, force, ax):
     integer_ticks(ax, ds)
     n_seeds = int(min(row["seeds"] for row in table))
     checks = [
-        C.check(
+        check(
             f"slope of lr at 50% divergence vs d, k={k} (observed, no theory)",
             math.nan,
             s,
@@ -289,9 +292,9 @@ def _stability(exp, force, ax):
             "diverge at an lr where no seed did (where the seeds separate perfectly, lr50 drawn uniformly in that grid "
             f"cell). Budget ~ d^(k/2+1) steps. The theorem's step size ~ a/d^(k/2) "
             f"(slope {-k / 2:g}) is sufficient for learning, not a stability threshold: no predicted value",
-            **C.scope(
+            **scope(
                 "observed, no theory: the theorem's step size is sufficient, not a stability threshold",
-                C.few(seeds=n_seeds, points=int(fin.sum())),
+                few(seeds=n_seeds, points=int(fin.sum())),
             ),
         )
     ]

@@ -12,9 +12,12 @@ import math
 import matplotlib.pyplot as plt
 import numpy as np
 
-from scaling_sgd.analysis.fit import fit_from_draws
+from scaling_sgd.analysis.fit import bootstrap, fit_from_draws
 from scaling_sgd.analysis.plots import integer_ticks
-from sims import common as C
+from sims import load
+from sims.checks import check, few, scope, theory_value
+from sims.load import Experiment
+from sims.output import Outcome, save_figure
 
 
 def _plateaus(runs, frac):
@@ -42,8 +45,8 @@ def _plateaus(runs, frac):
     return out
 
 
-def run(exp: C.Experiment, force: bool = False) -> C.Outcome:
-    runs = [r.single() for r in C.run_sweep(exp, force=force)]
+def run(exp: Experiment, force: bool = False) -> Outcome:
+    runs = [r.single() for r in load.run_sweep(exp, force=force)]
     sgd = [r for r in runs if r.cfg["train"]["engine"] != "flow"]
     flow = [r for r in runs if r.cfg["train"]["engine"] == "flow"]
     nb, frac = int(exp.get("n_boot", 400)), float(exp.get("plateau_frac", 0.1))
@@ -55,16 +58,16 @@ def run(exp: C.Experiment, force: bool = False) -> C.Outcome:
     tail = np.array([np.sum(a[int(mm) :] ** 2) for mm in ms])
     plateaus = [w["plateau"] for w in rows]
     R = min(p.size for p in plateaus)
-    est, lo, hi = C.bootstrap(lambda ii: fit_from_draws(ms, [np.nanmedian(p[ii]) for p in plateaus]).slope, R, nb)
-    slope_theory, no_law = C.theory_value("plateau_vs_m", beta)
+    est, lo, hi = bootstrap(lambda ii: fit_from_draws(ms, [np.nanmedian(p[ii]) for p in plateaus]).slope, R, nb)
+    slope_theory, no_law = theory_value("plateau_vs_m", beta)
     s_tail = fit_from_draws(ms, tail).slope
     ratios = [w["plateau"] / w["unlearned"] for w in rows]
     pooled = np.concatenate(ratios)
     pooled = pooled[np.isfinite(pooled)]
-    u_est, u_lo, u_hi = C.bootstrap(lambda ii: np.median(pooled[ii]), pooled.size, nb, seed=1)
+    u_est, u_lo, u_hi = bootstrap(lambda ii: np.median(pooled[ii]), pooled.size, nb, seed=1)
     med = np.array([np.nanmedian(p) for p in plateaus])
     checks = [
-        C.check(
+        check(
             f"slope of plateau vs m, beta={beta:g}",
             slope_theory,
             est,
@@ -73,9 +76,9 @@ def run(exp: C.Experiment, force: bool = False) -> C.Outcome:
             why="at m < P neurons also pick weaker directions (next row: still additive)",
             note=(f"no theory value: {no_law}; " if no_law else "")
             + f"exact finite-P (P={P}) tail sum_{{p>m}} a_p^2 has slope {s_tail:.2f} over the same m",
-            **C.scope(C.few(seeds=R, points=ms.size)),
+            **scope(few(seeds=R, points=ms.size)),
         ),
-        C.check(
+        check(
             "plateau / sum of a_p^2 over the unlearned directions",
             1.0,
             u_est,
@@ -85,7 +88,7 @@ def run(exp: C.Experiment, force: bool = False) -> C.Outcome:
             note=f"the additive model: median over {pooled.size} runs (all widths and seeds); against the top-m tail "
             "sum_{p>m} a_p^2 instead, the median plateau is "
             + ", ".join(f"m={int(mm)}: {q:.2f}x" for mm, q in zip(ms, med / tail)),
-            **C.scope(C.few(seeds=R)),
+            **scope(few(seeds=R)),
         ),
     ]
     above = [(p > 1.05 * t) & np.isfinite(p) for p, t in zip(plateaus, tail)]
@@ -130,15 +133,15 @@ def run(exp: C.Experiment, force: bool = False) -> C.Outcome:
     ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
     extra = {"m": ms.tolist(), "median_plateau": med.tolist(), "tail": tail.tolist()}
-    return C.Outcome(checks, C.save_figure(fig, exp), notes, sgd + flow, extra)
+    return Outcome(checks, save_figure(fig, exp), notes, sgd + flow, extra)
 
 
 def _flow_check(flow, frac, nb) -> dict:
     """The same widths and seeds under the population flow: plateau / unlearned sum."""
     fr = np.concatenate([w["plateau"] / w["unlearned"] for w in _plateaus(flow, frac)])
     fr = fr[np.isfinite(fr)]
-    f_est, f_lo, f_hi = C.bootstrap(lambda ii: np.median(fr[ii]), fr.size, nb, seed=2)
-    return C.check(
+    f_est, f_lo, f_hi = bootstrap(lambda ii: np.median(fr[ii]), fr.size, nb, seed=2)
+    return check(
         "plateau / unlearned sum, flow (lr -> 0)",
         1.0,
         f_est,
@@ -148,5 +151,5 @@ def _flow_check(flow, frac, nb) -> dict:
         f"{abs(f_est - 1):.0e} (agreement within a 1e-3 tolerance for the flow's finite horizon)",
         tol=1e-3,
         why="flow not converged within the horizon",
-        **C.scope(C.few(seeds=min(r.metrics["loss"].shape[0] for r in flow))),
+        **scope(few(seeds=min(r.metrics["loss"].shape[0] for r in flow))),
     )

@@ -14,10 +14,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from scaling_sgd.analysis.emergence import log_scatter
-from scaling_sgd.analysis.fit import fit_from_draws
+from scaling_sgd.analysis.fit import bootstrap, fit_from_draws
 from scaling_sgd.analysis.frontier import lower_envelope
 from scaling_sgd.analysis.theory import additive_frontier_slope
-from sims import common as C
+from sims import load
+from sims.checks import check, few, finite_p, scope, theory_value, verdict
+from sims.load import Experiment
+from sims.output import Outcome, save_figure
 
 
 def _frontier(runs, idx_by_run):
@@ -32,11 +35,11 @@ def _frontier(runs, idx_by_run):
     return lower_envelope(curves, grid)
 
 
-def run(exp: C.Experiment, force: bool = False) -> C.Outcome:
-    runs = [r.single() for r in C.run_sweep(exp, force=force)]
+def run(exp: Experiment, force: bool = False) -> Outcome:
+    runs = [r.single() for r in load.run_sweep(exp, force=force)]
     nb = int(exp.get("n_boot", 300))
     beta = runs[0].common("beta")
-    theory, no_law = C.theory_value("compute_frontier", beta)
+    theory, no_law = theory_value("compute_frontier", beta)
     lo_l, hi_l = exp.get("fit_loss", [0.02, 0.5])
     oks = [np.flatnonzero(r.ok) for r in runs]
 
@@ -46,14 +49,14 @@ def run(exp: C.Experiment, force: bool = False) -> C.Outcome:
         return fit_from_draws(grid[sel], env[sel]).slope if sel.sum() >= 4 else math.nan
 
     n_seeds = min(o.size for o in oks)
-    est, lo, hi = C.bootstrap(slope, n_seeds, nb)
+    est, lo, hi = bootstrap(slope, n_seeds, nb)
     grid, curves, env = _frontier(runs, oks)
     sel = np.isfinite(env) & (env >= lo_l) & (env <= hi_l)
     P = runs[0].metrics["a"].shape[1]
-    finite, seeds = C.finite_p(P, "the frontier slope"), C.few(seeds=n_seeds)
+    finite, seeds = finite_p(P, "the frontier slope"), few(seeds=n_seeds)
     th_text = f"{theory:.3f}" if math.isfinite(theory) else "none"
     checks = [
-        C.check(
+        check(
             f"slope of compute frontier, beta={beta:g}",
             theory,
             est,
@@ -66,7 +69,7 @@ def run(exp: C.Experiment, force: bool = False) -> C.Outcome:
                 if sel.any()
                 else "empty fit window"
             ),
-            **C.scope(finite, seeds),
+            **scope(finite, seeds),
         )
     ]
     widths = [int(r.settings["student.m"]) for r in runs]
@@ -75,7 +78,7 @@ def run(exp: C.Experiment, force: bool = False) -> C.Outcome:
     fin_pred = additive_frontier_slope(beta, P, widths, 1.0, sig, (lo_l, hi_l))
     big_pred = additive_frontier_slope(beta, 1024, [2**j for j in range(11)], 1.0, sig, (lo_l, hi_l), n_seeds=40)
     checks.append(
-        C.check(
+        check(
             f"slope of compute frontier, additive model at P={P}",
             fin_pred,
             est,
@@ -91,14 +94,14 @@ def run(exp: C.Experiment, force: bool = False) -> C.Outcome:
                 if finite
                 else ""
             ),
-            **C.scope(C.finite_p(P, "the additive-model frontier"), seeds),
+            **scope(finite_p(P, "the additive-model frontier"), seeds),
         )
     )
     notes = [
         f"P = {P} (the paper: P = 1024, d = 2048). The frontier is the lower envelope over widths of the seed-mean loss "
         f"vs C = m x steps; {int(sel.sum())} of its points lie in the loss window [{lo_l}, {hi_l}]."
     ]
-    inside = C.verdict(fin_pred, lo, hi, fitted=est)
+    inside = verdict(fin_pred, lo, hi, fitted=est)
     if inside is not None:
         explained = inside and math.isfinite(theory) and abs(big_pred - theory) <= 0.05
         notes.append(
@@ -107,7 +110,7 @@ def run(exp: C.Experiment, force: bool = False) -> C.Outcome:
             + (": the deviation from the asymptotic slope is the finite number of directions." if explained else ".")
         )
     notes.append(_widths_note(runs, widths, beta, P, sig, (lo_l, hi_l), est, lo, hi))
-    return C.Outcome(checks, _figure(exp, runs, grid, curves, env, sel, est, lo, hi, theory), notes, runs)
+    return Outcome(checks, _figure(exp, runs, grid, curves, env, sel, est, lo, hi, theory), notes, runs)
 
 
 def _widths_note(runs, widths, beta, P, sig, window, est, lo, hi) -> str:
@@ -120,7 +123,7 @@ def _widths_note(runs, widths, beta, P, sig, window, est, lo, hi) -> str:
     with_t1 = (
         additive_frontier_slope(beta, P, [w for w, k in zip(widths, ok) if k], t1[ok], sig, window) if ok.sum() >= 2 else math.nan
     )
-    inside = C.verdict(with_t1, lo, hi, fitted=est)
+    inside = verdict(with_t1, lo, hi, fitted=est)
     return (
         "Per width m = "
         + ", ".join(str(w) for w in widths)
@@ -157,4 +160,4 @@ def _figure(exp, runs, grid, curves, env, sel, est, lo, hi, theory):
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
-    return C.save_figure(fig, exp)
+    return save_figure(fig, exp)

@@ -15,13 +15,17 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from scaling_sgd.analysis.emergence import log_quantiles
-from sims import common as C
+from scaling_sgd.analysis.fit import bootstrap
+from sims import load
+from sims.checks import check, few, scope
+from sims.load import Experiment
+from sims.output import Outcome, save_figure
 
 REF = "sgd"
 
 
-def run(exp: C.Experiment, force: bool = False) -> C.Outcome:
-    runs = [r.single() for r in C.run_sweep(exp, force=force)]
+def run(exp: Experiment, force: bool = False) -> Outcome:
+    runs = [r.single() for r in load.run_sweep(exp, force=force)]
     nb = int(exp.get("n_boot", 400))
     by = {r.settings["train.engine"]: r for r in runs}
     Ts = {e: np.where(r.ok[:, None], r.times, np.nan) for e, r in by.items()}  # diverged: nan
@@ -29,7 +33,7 @@ def run(exp: C.Experiment, force: bool = False) -> C.Outcome:
     for e in ("reduced", "flow"):
         if e not in by or REF not in by:
             checks.append(
-                C.check(f"median T_p ratio {e}/sgd", 1.0, math.nan, math.nan, math.nan, note="not run (not in the sweep)")
+                check(f"median T_p ratio {e}/sgd", 1.0, math.nan, math.nan, math.nan, note="not run (not in the sweep)")
             )
             continue
         A, B = Ts[e], Ts[REF]
@@ -43,12 +47,12 @@ def run(exp: C.Experiment, force: bool = False) -> C.Outcome:
                 warnings.simplefilter("ignore", RuntimeWarning)
                 return float(np.exp(np.nanmean(np.nanmedian(x[ii], axis=0))))
 
-        est, lo, hi = C.bootstrap(stat, R, nb)
+        est, lo, hi = bootstrap(stat, R, nb)
         o_e, o_s = by[e].metrics.get("overlap"), by[REF].metrics.get("overlap")
         same = o_e is not None and o_s is not None and np.allclose(o_e[:R, 0], o_s[:R, 0], atol=1e-4)
         notes.append(f"{e} and sgd {'share' if same else 'do not share'} the initial student of each seed (overlap at step 0).")
         checks.append(
-            C.check(
+            check(
                 f"median T_p ratio {e}/sgd",
                 1.0,
                 est,
@@ -56,14 +60,14 @@ def run(exp: C.Experiment, force: bool = False) -> C.Outcome:
                 hi,
                 why="finite lr (flow) or engine mismatch",
                 note=f"paired by seed; geometric mean over p of the per-direction median ratio; {R} seeds",
-                **C.scope(C.few(seeds=R)),
+                **scope(few(seeds=R)),
             )
         )
     ndiv = {e: int((~r.ok).sum()) for e, r in by.items() if (~r.ok).any()}
     if ndiv:
         notes.append("Diverged replicas (excluded): " + ", ".join(f"{e}: {n}" for e, n in ndiv.items()) + ".")
     extra = {e: {"median_T": np.nanmedian(T, 0).tolist()} for e, T in Ts.items()}
-    return C.Outcome(checks, _figure(exp, by, Ts), notes, runs, extra)
+    return Outcome(checks, _figure(exp, by, Ts), notes, runs, extra)
 
 
 def _figure(exp, by, Ts):
@@ -99,4 +103,4 @@ def _figure(exp, by, Ts):
             ax.legend(fontsize=8)
         ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
-    return C.save_figure(fig, exp)
+    return save_figure(fig, exp)

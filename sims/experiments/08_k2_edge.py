@@ -16,45 +16,48 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 
-from scaling_sgd.analysis.emergence import learning_window, log_scatter
-from scaling_sgd.analysis.fit import fit_power_law
+from scaling_sgd.analysis.emergence import log_scatter, loss_fit_window, replica_window_scores
+from scaling_sgd.analysis.fit import bootstrap, fit_power_law, window_slope
 from scaling_sgd.analysis.theory import additive_loss
-from sims import common as C
+from sims import load
+from sims.checks import beyond_theorem, check, few, finite_p, scope, theory_value, verdict
+from sims.load import Experiment
+from sims.output import Outcome, draw_skills, save_figure
 
 
-def run(exp: C.Experiment, force: bool = False) -> C.Outcome:
-    (r,) = [run.single() for run in C.run_sweep(exp, force=force)]
+def run(exp: Experiment, force: bool = False) -> Outcome:
+    (r,) = [run.single() for run in load.run_sweep(exp, force=force)]
     m, T, step = r.metrics, r.times, r.step
     ok = np.flatnonzero(r.ok)
     b, nb, P = r.common("beta"), int(exp.get("n_boot", 400)), T.shape[-1]
     p = np.arange(1, P + 1)
     f = fit_power_law(p, T[ok], stat="median", n_boot=nb)
-    k2 = C.beyond_theorem(2)
+    k2 = beyond_theorem(2)
     checks = [
-        C.check(
+        check(
             f"slope of T_p vs p, beta={b:g} (k=2)",
             b,
             f.slope,
             f.ci[0],
             f.ci[1],
             why="k = 2: escape ~ log(1/m0)/a_p plus an O(1) growth time, not a_p^-1 m0^-(k-2)",
-            **C.scope(k2, C.few(fit=f)),
+            **scope(k2, few(fit=f)),
         )
     ]
 
     def loss_slope(ii, curve=None):
         sub = ok[ii]
         y = np.mean(m["loss"][sub] if curve is None else curve[sub], 0)
-        return C.window_slope(step, y, *learning_window(np.median(T[sub], 0)))
+        return window_slope(step, y, *loss_fit_window(np.median(T[sub], 0), hi_rank=-2))
 
-    e2, l2, h2 = C.bootstrap(loss_slope, ok.size, nb, seed=1)
+    e2, l2, h2 = bootstrap(loss_slope, ok.size, nb, seed=1)
     # the decoupled additive model sum_p a_p^2 1{t < T_p} with each seed's measured T_p, at
     # this P, fitted over the same window: what decoupled directions give at a finite P
     additive = loss_slope(np.arange(ok.size), curve=additive_loss(step, T, m["a"]))
-    loss_theory, no_law = C.theory_value("loss_vs_step", b)
-    finite = C.finite_p(P)
+    loss_theory, no_law = theory_value("loss_vs_step", b)
+    finite = finite_p(P)
     checks.append(
-        C.check(
+        check(
             f"loss exponent, beta={b:g} (k=2)",
             loss_theory,
             e2,
@@ -66,15 +69,15 @@ def run(exp: C.Experiment, force: bool = False) -> C.Outcome:
             f"{additive:.2f} against {e2:.2f} simulated"
             + (
                 ", inside its interval: decoupled directions at this finite P account for the exponent"
-                if C.verdict(additive, l2, h2, fitted=e2)
+                if verdict(additive, l2, h2, fitted=e2)
                 else ", outside its interval"
             )
             + (f"; {no_law}" if no_law else ""),
-            **C.scope(k2, finite, C.few(seeds=ok.size)),
+            **scope(k2, finite, few(seeds=ok.size)),
         )
     )
     checks.append(
-        C.check(
+        check(
             f"loss exponent, beta={b:g} (k=2): additive model with the measured T_p",
             additive,
             e2,
@@ -83,14 +86,14 @@ def run(exp: C.Experiment, force: bool = False) -> C.Outcome:
             why="seed noise of the emergence steps",
             note="sum_p a_p^2 1{t < T_p} with each seed's measured emergence steps, averaged and fitted like the loss: "
             f"tests that the h2 loss is the sum of its per-direction drops at P = {P}, not the exponent's beta dependence",
-            **C.scope(k2, C.finite_p(P, "the additive-model exponent"), C.few(seeds=ok.size)),
+            **scope(k2, finite_p(P, "the additive-model exponent"), few(seeds=ok.size)),
         )
     )
-    sk, sl = C.score_ratios(r, float(exp.get("window_pad", 3.0)))
+    sk, sl = replica_window_scores(step, m["skill"][ok], m["loss"][ok], T[ok], float(exp.get("window_pad", 3.0)))
     ratio = np.log10(sk / sl)
-    e3, l3, h3 = C.bootstrap(lambda ii: np.median(ratio[ii]), ratio.size, nb, seed=2)
+    e3, l3, h3 = bootstrap(lambda ii: np.median(ratio[ii]), ratio.size, nb, seed=2)
     checks.append(
-        C.check(
+        check(
             "log10(skill score / loss score) > 0 (k=2)",
             0.0,
             e3,
@@ -99,7 +102,7 @@ def run(exp: C.Experiment, force: bool = False) -> C.Outcome:
             why="k = 2: each skill rises over a longer stretch of log-time (escape ~ log(1/m0))",
             note=f"median skill score {np.nanmedian(sk):.1f} vs loss score {np.nanmedian(sl):.1f}",
             above=True,
-            **C.scope(k2, C.few(seeds=int(np.isfinite(ratio).sum()))),
+            **scope(k2, few(seeds=int(np.isfinite(ratio).sum()))),
         )
     )
     ordered = sum(bool(np.all(np.diff(t[np.isfinite(t)]) > 0)) for t in T[ok])
@@ -125,7 +128,7 @@ def run(exp: C.Experiment, force: bool = False) -> C.Outcome:
     med = np.median(T[ok], 0)
     figure = _figure(exp, r, ok[0], med, f, b)
     extra = {"median_T": med.tolist(), "skill_scores": sk.tolist(), "loss_scores": sl.tolist()}
-    return C.Outcome(checks, figure, [n for n in notes if n], [r], extra)
+    return Outcome(checks, figure, [n for n in notes if n], [r], extra)
 
 
 def _scatter_note(r, T, ok) -> str | None:
@@ -159,7 +162,7 @@ def _figure(exp, r, i0, med, f, b):
     P = med.size
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4.2))
     sel = step > 0
-    C.draw_skills(a1, step, m["skill"][i0], f"h2 staircase, seed {int(m['seed'][i0])}")
+    draw_skills(a1, step, m["skill"][i0], f"h2 staircase, seed {int(m['seed'][i0])}")
     a1b = a1.twinx()
     a1b.plot(step[sel], m["loss"][i0, sel], "k", lw=2, alpha=0.5)
     a1b.set(yscale="log", ylabel="loss (grey)")
@@ -173,4 +176,4 @@ def _figure(exp, r, i0, med, f, b):
     for ax in (a1, a2):
         ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
-    return C.save_figure(fig, exp)
+    return save_figure(fig, exp)

@@ -1,8 +1,9 @@
 """9. The loss exponent where the scaling law exists: P = m = 256, beta in {0.75, 1, 1.5}.
 
 One compiled flow run (betas and seeds are replicas).  Per beta: the seed-mean loss is
-fitted against the step between the 2nd and the P/10-th median emergence
-(:func:`sims.common.loss_exponent`, a bootstrap over seeds that recomputes the window), and
+fitted against the step over the loss fit window, the 2nd to the P/10-th median emergence
+(:func:`scaling_sgd.analysis.fit.loss_exponent`, a bootstrap over seeds that recomputes the
+window), and
 compared with ``-(2 beta - 1)/beta``; beside it, the additive model with ``T_p = T_1 p^beta``
 and the measured log-normal scatter at the same P over the same ranks (what a finite P
 predicts).  The emergence slope ``T_p ~ p^beta`` is fitted over every direction whose
@@ -17,31 +18,34 @@ import math
 import matplotlib.pyplot as plt
 import numpy as np
 
-from scaling_sgd.analysis.emergence import log_scatter
-from scaling_sgd.analysis.fit import caveats, fit_power_law
-from sims import common as C
+from scaling_sgd.analysis.emergence import log_scatter, loss_fit_rule
+from scaling_sgd.analysis.fit import MIN_SEEDS, caveats, fit_power_law, loss_exponent
+from sims import load
+from sims.checks import additive_near_asymptote, check, fmt_steps, theory_value
+from sims.load import Experiment, Run
+from sims.output import Outcome, save_figure
 
 
-def run(exp: C.Experiment, force: bool = False) -> C.Outcome:
-    (r,) = C.run_sweep(exp, force=force)
+def run(exp: Experiment, force: bool = False) -> Outcome:
+    (r,) = load.run_sweep(exp, force=force)
     nb = int(exp.get("n_boot", 400))
     P = int(r.cfg["teacher"]["P"])
     p = np.arange(1, P + 1)
     checks, rows = [], []
     for j, g in enumerate(r.groups()):
         b = g.common("beta")
-        th, th_why = C.theory_value("loss_vs_step", b, 4)
-        fit = C.loss_exponent(g, n_boot=nb, seed=j)
+        th, th_why = theory_value("loss_vs_step", b, 4)
+        fit = loss_exponent(g.step, g.times[g.ok], g.metrics["loss"][g.ok], n_boot=nb, seed=j)
         T = g.times[g.ok]
         sigma = log_scatter(T)
-        # the additive model at this P over the same ranks (2nd to P/10-th emergence)
-        additive, near = C.additive_near_asymptote(b, P, sigma, th) if not th_why else (math.nan, False)
-        enough = fit["seeds"] >= C.MIN_SEEDS
+        # the additive model at this P over the same window
+        additive, near = additive_near_asymptote(b, P, sigma, th) if not th_why else (math.nan, False)
+        enough = fit["seeds"] >= MIN_SEEDS
         scope = th_why or (
-            "" if (near and enough) else (f"{fit['seeds']} seeds < {C.MIN_SEEDS}" if not enough else f"P = {P}: finite-P")
+            "" if (near and enough) else (f"{fit['seeds']} seeds < {MIN_SEEDS}" if not enough else f"P = {P}: finite-P")
         )
         checks.append(
-            C.check(
+            check(
                 f"loss exponent, beta={b:g}, P={P}",
                 th,
                 fit["est"],
@@ -50,8 +54,8 @@ def run(exp: C.Experiment, force: bool = False) -> C.Outcome:
                 why="finite P (see the additive-model value in the note)",
                 discriminates=near and enough,
                 scope=scope,
-                note=f"{fit['seeds']} seeds; window [{C.fmt_steps(fit['wlo'])}, {C.fmt_steps(fit['whi'])}] steps (2nd to "
-                f"{max(P // 10, 4)}th median emergence, {fit['whi'] / fit['wlo']:.1f}x in t). The additive model "
+                note=f"{fit['seeds']} seeds; window [{fmt_steps(fit['wlo'])}, {fmt_steps(fit['whi'])}] steps ("
+                f"{loss_fit_rule(P).removeprefix('the ')}, {fit['whi'] / fit['wlo']:.1f}x in t). The additive model "
                 f"sum_p a_p^2 1{{t < T_p}} with T_p = T_1 p^beta exp(sigma xi) (sigma = {sigma:.2f}, measured) gives "
                 f"{additive:.3f} over the same ranks at P = {P}",
             )
@@ -61,7 +65,7 @@ def run(exp: C.Experiment, force: bool = False) -> C.Outcome:
         fp = fit_power_law(p[learned], T[:, learned], stat="median", n_boot=nb, seed=100 + j)
         warn = caveats(fp)
         checks.append(
-            C.check(
+            check(
                 f"slope of T_p vs p, beta={b:g}, P={P}",
                 b,
                 fp.slope,
@@ -81,10 +85,10 @@ def run(exp: C.Experiment, force: bool = False) -> C.Outcome:
             for w in rows
         }
     }
-    return C.Outcome(checks, _figure(exp, rows), notes, [r], extra)
+    return Outcome(checks, _figure(exp, rows), notes, [r], extra)
 
 
-def _notes(r: C.Run, rows) -> list[str]:
+def _notes(r: Run, rows) -> list[str]:
     out = []
     for w in rows:
         f, th = w["fit"], w["theory"]
@@ -94,7 +98,7 @@ def _notes(r: C.Run, rows) -> list[str]:
             f"beta = {w['beta']:g}: fitted {f['est']:.3f} [{f['lo']:.3f}, {f['hi']:.3f}] against {th:.3f} "
             f"({'inside' if inside else 'outside'} the interval; the additive model at this P gives {w['additive']:.3f}); "
             f"{learned} of {len(w['med'])} directions have a finite median emergence step by step "
-            f"{C.fmt_steps(float(r.step[-1]))}."
+            f"{fmt_steps(float(r.step[-1]))}."
         )
     ests = [w["fit"]["est"] for w in rows]
     order = "falls" if all(np.diff(ests) < 0) else "does not fall monotonically"
@@ -147,4 +151,4 @@ def _figure(exp, rows):
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
-    return C.save_figure(fig, exp)
+    return save_figure(fig, exp)

@@ -4,9 +4,10 @@ is close to its asymptotic slope (experiment 6 at P = 16 is a finite-P illustrat
 
 from __future__ import annotations
 
-from sims import common as C
 from sims.experiments import get
+from sims.load import Experiment
+from sims.output import Outcome
 
 
-def run(exp: C.Experiment, force: bool = False) -> C.Outcome:
+def run(exp: Experiment, force: bool = False) -> Outcome:
     return get(exp.get("analysis", "06_compute_frontier"))(exp, force)

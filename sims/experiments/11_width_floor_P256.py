@@ -13,13 +13,16 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 
-from scaling_sgd.analysis.fit import fit_from_draws
+from scaling_sgd.analysis.fit import MIN_SEEDS, bootstrap, fit_from_draws
 from scaling_sgd.analysis.plots import integer_ticks
-from sims import common as C
+from sims import load
+from sims.checks import check, theory_value
+from sims.load import Experiment
+from sims.output import Outcome, save_figure
 
 
-def run(exp: C.Experiment, force: bool = False) -> C.Outcome:
-    runs = [r.single() for r in C.run_sweep(exp, force=force)]
+def run(exp: Experiment, force: bool = False) -> Outcome:
+    runs = [r.single() for r in load.run_sweep(exp, force=force)]
     nb, frac = int(exp.get("n_boot", 400)), float(exp.get("plateau_frac", 0.1))
     lo_m, hi_m = exp.get("fit_m", [4, 64])
     beta = runs[0].common("beta")
@@ -34,19 +37,19 @@ def run(exp: C.Experiment, force: bool = False) -> C.Outcome:
     moving = [int(np.sum(r.metrics["loss"][:, -1] < 0.99 * r.metrics["loss"][:, int(np.argmax(w))])) for r, w in zip(runs, late)]
     sel = (ms >= lo_m) & (ms <= hi_m)
     R = min(p.size for p in plateaus)
-    est, lo, hi = C.bootstrap(
+    est, lo, hi = bootstrap(
         lambda ii: fit_from_draws(ms[sel], [np.nanmedian(p[ii]) for p, s in zip(plateaus, sel) if s]).slope, R, nb
     )
     tail = np.array([np.sum(a[int(m) :] ** 2) for m in ms])
     s_tail = fit_from_draws(ms[sel], tail[sel]).slope
     ratios = np.concatenate([p / u for p, u in zip(plateaus, unlearned)])
     ratios = ratios[np.isfinite(ratios)]
-    u_est, u_lo, u_hi = C.bootstrap(lambda ii: np.median(ratios[ii]), ratios.size, nb, seed=1)
-    theory, th_why = C.theory_value("plateau_vs_m", beta)
-    enough = R >= C.MIN_SEEDS
+    u_est, u_lo, u_hi = bootstrap(lambda ii: np.median(ratios[ii]), ratios.size, nb, seed=1)
+    theory, th_why = theory_value("plateau_vs_m", beta)
+    enough = R >= MIN_SEEDS
     near = not th_why and abs(s_tail - theory) <= 0.1
     checks = [
-        C.check(
+        check(
             f"slope of plateau vs m, beta={beta:g}, P={P}",
             theory,
             est,
@@ -55,11 +58,11 @@ def run(exp: C.Experiment, force: bool = False) -> C.Outcome:
             why="the finite-P tail (see the note)",
             discriminates=enough and near and int(sel.sum()) >= 3,
             scope=th_why
-            or ("" if (enough and near) else (f"{R} seeds < {C.MIN_SEEDS}" if not enough else f"P = {P}: finite-P tail")),
+            or ("" if (enough and near) else (f"{R} seeds < {MIN_SEEDS}" if not enough else f"P = {P}: finite-P tail")),
             note=f"widths {ms[sel].astype(int).tolist()} (of {ms.astype(int).tolist()}); the exact finite-P tail "
             f"sum_{{p>m}}^{P} a_p^2 has slope {s_tail:.3f} over the same widths; {R} seeds",
         ),
-        C.check(
+        check(
             "plateau / sum of a_p^2 over the unlearned directions",
             1.0,
             u_est,
@@ -68,7 +71,7 @@ def run(exp: C.Experiment, force: bool = False) -> C.Outcome:
             tol=0.01,
             why="a neuron shared between directions, or a plateau not reached",
             discriminates=enough,
-            scope="" if enough else f"{R} seeds < {C.MIN_SEEDS}",
+            scope="" if enough else f"{R} seeds < {MIN_SEEDS}",
             note=f"median over {ratios.size} runs (all widths and seeds); tolerance 0.01 for the flow's rtol and the "
             "averaging window",
         ),
@@ -83,7 +86,7 @@ def run(exp: C.Experiment, force: bool = False) -> C.Outcome:
         + ".",
     ]
     med = np.array([np.nanmedian(p) for p in plateaus])
-    return C.Outcome(
+    return Outcome(
         checks, _figure(exp, ms, plateaus, med, tail, est, lo, hi, theory, sel), notes, runs, {"median_plateau": med.tolist()}
     )
 
@@ -102,4 +105,4 @@ def _figure(exp, ms, plateaus, med, tail, est, lo, hi, theory, sel):
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
-    return C.save_figure(fig, exp)
+    return save_figure(fig, exp)

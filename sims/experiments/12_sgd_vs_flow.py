@@ -14,11 +14,15 @@ import math
 import matplotlib.pyplot as plt
 import numpy as np
 
-from sims import common as C
+from scaling_sgd.analysis.fit import MIN_SEEDS, bootstrap
+from sims import load
+from sims.checks import check, fmt_steps
+from sims.load import Experiment
+from sims.output import Outcome, save_figure
 
 
-def run(exp: C.Experiment, force: bool = False) -> C.Outcome:
-    runs = C.run_sweep(exp, force=force)
+def run(exp: Experiment, force: bool = False) -> Outcome:
+    runs = load.run_sweep(exp, force=force)
     sgd = next(r for r in runs if r.cfg["train"]["engine"] != "flow")
     flow = next(r for r in runs if r.cfg["train"]["engine"] == "flow")
     nb, tol = int(exp.get("n_boot", 400)), float(exp.get("ratio_tol", 0.05))
@@ -36,12 +40,12 @@ def run(exp: C.Experiment, force: bool = False) -> C.Outcome:
         def med(ii, ratio=ratio):
             return float(np.nanmedian(ratio[ii])) if np.isfinite(ratio[ii]).any() else math.nan
 
-        est, lo, hi = C.bootstrap(med, seeds.size, nb)
-        enough = seeds.size >= C.MIN_SEEDS
+        est, lo, hi = bootstrap(med, seeds.size, nb)
+        enough = seeds.size >= MIN_SEEDS
         n_div = int(np.sum(gs.metrics["diverged"]))
         div_step = gs.metrics["diverged_step"][gs.metrics["diverged"]]
         checks.append(
-            C.check(
+            check(
                 f"median T_p(SGD) / T_p(flow), lr={lr:g}, P={gs.metrics['a'].shape[1]}",
                 1.0,
                 est,
@@ -50,7 +54,7 @@ def run(exp: C.Experiment, force: bool = False) -> C.Outcome:
                 tol=tol,
                 why="finite-lr correction (compare the two lr)",
                 discriminates=enough,
-                scope="" if enough else f"{seeds.size} seeds < {C.MIN_SEEDS}" + (f" ({n_div} diverged)" if n_div else ""),
+                scope="" if enough else f"{seeds.size} seeds < {MIN_SEEDS}" + (f" ({n_div} diverged)" if n_div else ""),
                 note=f"{int(both.sum())} (seed, direction) pairs learned by both engines of {both.size}; "
                 f"tolerance {tol} (the precision at which the flow is taken to stand for SGD)",
             )
@@ -96,12 +100,10 @@ def run(exp: C.Experiment, force: bool = False) -> C.Outcome:
         if w["n_div"]:
             notes.append(
                 f"lr = {w['lr']:g}: {w['n_div']} of {w['n']} SGD seeds diverged (frozen and flagged, left out of every "
-                f"fit), at steps {C.fmt_steps(float(np.min(w['div_step'])))} to {C.fmt_steps(float(np.max(w['div_step'])))}: "
+                f"fit), at steps {fmt_steps(float(np.min(w['div_step'])))} to {fmt_steps(float(np.max(w['div_step'])))}: "
                 "this lr is above the stable step size at this d, P and m."
             )
-    return C.Outcome(
-        checks, _figure(exp, rows), notes, runs, {"ratio": {str(w["lr"]): [w["est"], w["lo"], w["hi"]] for w in rows}}
-    )
+    return Outcome(checks, _figure(exp, rows), notes, runs, {"ratio": {str(w["lr"]): [w["est"], w["lo"], w["hi"]] for w in rows}})
 
 
 def _figure(exp, rows):
@@ -122,4 +124,4 @@ def _figure(exp, rows):
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
-    return C.save_figure(fig, exp)
+    return save_figure(fig, exp)

@@ -1,7 +1,7 @@
 """13. The per-task step size: loss vs samples with ``eta(n) = eta0 (1 + n/n0)^(-1/2)``.
 
-The same fit as experiment 9 (seed-mean loss between the 2nd and the P/10-th median
-emergence, bootstrap over seeds), now against the number of samples ``n`` (steps x batch)
+The same fit as experiment 9 (seed-mean loss over the loss fit window, the 2nd to the
+P/10-th median emergence, bootstrap over seeds), now against the number of samples ``n`` (steps x batch)
 under the ``inverse_sqrt`` schedule, compared with ``(1 - 2 beta)/(2 beta)``; the
 constant-lr exponent of experiment 9 is shown beside it.  For the flow the schedule only
 changes the clock, ``tau(n) = 2 n0 (sqrt(1 + n/n0) - 1) ~ sqrt(n)``, so the exponent is half
@@ -19,13 +19,17 @@ import numpy as np
 
 from scaling_sgd._src import schedules
 from scaling_sgd.analysis.emergence import log_scatter
-from sims import common as C
+from scaling_sgd.analysis.fit import MIN_SEEDS, loss_exponent
+from sims import load
+from sims.checks import ASYMPTOTE_TOL, additive_near_asymptote, check, fmt_steps, theory_value
+from sims.load import Experiment
+from sims.output import Outcome, save_figure
 
 
 def _theory(beta: float) -> float:
     """The per-task samples exponent (1 - 2 beta)/(2 beta): half the fixed-lr exponent, and
-    no power law for beta <= 1/2 (:func:`sims.common.theory_value`)."""
-    value, _ = C.theory_value("loss_vs_step", beta)
+    no power law for beta <= 1/2 (:func:`sims.checks.theory_value`)."""
+    value, _ = theory_value("loss_vs_step", beta)
     return 0.5 * value
 
 
@@ -40,39 +44,42 @@ def _clock_slope(n_lo: float, n_hi: float, n0: float) -> float:
     return math.log(t_hi / t_lo) / math.log(n_hi / n_lo)
 
 
-def run(exp: C.Experiment, force: bool = False) -> C.Outcome:
-    (r,) = C.run_sweep(exp, force=force)
+def run(exp: Experiment, force: bool = False) -> Outcome:
+    (r,) = load.run_sweep(exp, force=force)
     nb = int(exp.get("n_boot", 400))
     B = int(r.cfg["train"]["batch_size"])
     P = int(r.cfg["teacher"]["P"])
     const = {}
     name = exp.get("constant_lr")
     if name:  # reused when computed (never recomputed from here unless missing)
-        (rc,) = C.run_sweep(C.load_experiment(name, exp.mode))
-        const = {g.common("beta"): C.loss_exponent(g, n_boot=nb, seed=50 + j) for j, g in enumerate(rc.groups())}
+        (rc,) = load.run_sweep(load.load_experiment(name, exp.mode))
+        const = {
+            g.common("beta"): loss_exponent(g.step, g.times[g.ok], g.metrics["loss"][g.ok], n_boot=nb, seed=50 + j)
+            for j, g in enumerate(rc.groups())
+        }
     n0 = float(r.cfg["train"]["schedule_n0"])
     checks, rows = [], []
     for j, g in enumerate(r.groups()):
         b = g.common("beta")
-        th, th_why = C.theory_value("loss_vs_step", b)
-        fit = C.loss_exponent(g, x=g.step * B, n_boot=nb, seed=j)
+        th, th_why = theory_value("loss_vs_step", b)
+        fit = loss_exponent(g.step, g.times[g.ok], g.metrics["loss"][g.ok], x=g.step * B, n_boot=nb, seed=j)
         c = const.get(b)
         # What the rows can test, from models only (never from the fit): the constant-lr
         # exponent is near its asymptote at this P (the additive model with the scatter of
         # the emergence times on the flow clock, as in experiment 9), and the schedule's
         # clock grows as ~sqrt(n) over the fitted window.
         T_tau = schedules.tau_over_lr("inverse_sqrt", g.times[g.ok], float(g.step[-1]), n0)
-        additive, near = C.additive_near_asymptote(b, P, log_scatter(T_tau), th) if not th_why else (math.nan, False)
+        additive, near = additive_near_asymptote(b, P, log_scatter(T_tau), th) if not th_why else (math.nan, False)
         clock = _clock_slope(fit["wlo"] / B, fit["whi"] / B, n0)
         scope = [th_why] if th_why else []
-        if fit["seeds"] < C.MIN_SEEDS:
-            scope.append(f"{fit['seeds']} seeds < {C.MIN_SEEDS}")
+        if fit["seeds"] < MIN_SEEDS:
+            scope.append(f"{fit['seeds']} seeds < {MIN_SEEDS}")
         if not th_why and not near:
             scope.append(f"P = {P}: finite-P")
-        if not th_why and not abs(th * clock - 0.5 * th) <= C.ASYMPTOTE_TOL:
+        if not th_why and not abs(th * clock - 0.5 * th) <= ASYMPTOTE_TOL:
             scope.append("window too close to n0")
         checks.append(
-            C.check(
+            check(
                 f"loss vs samples exponent, per-task step size, beta={b:g}, P={P}",
                 _theory(b),
                 fit["est"],
@@ -81,7 +88,7 @@ def run(exp: C.Experiment, force: bool = False) -> C.Outcome:
                 why="finite window: tau(n) grows faster than sqrt(n) there (next row)",
                 discriminates=not scope,
                 scope="; ".join(scope),
-                note=f"window [{C.fmt_steps(fit['wlo'])}, {C.fmt_steps(fit['whi'])}] samples (n0 = {n0:,.0f}, "
+                note=f"window [{fmt_steps(fit['wlo'])}, {fmt_steps(fit['whi'])}] samples (n0 = {n0:,.0f}, "
                 f"{fit['wlo'] / n0:.0f}x to {fit['whi'] / n0:.0f}x n0), where the clock tau(n) grows as n^{clock:.3f} "
                 f"on average (1/2 for n >> n0); the additive model gives a constant-lr exponent of {additive:.3f} "
                 f"at P = {P}"
@@ -90,7 +97,7 @@ def run(exp: C.Experiment, force: bool = False) -> C.Outcome:
         )
         if c and math.isfinite(c["est"]) and math.isfinite(clock):
             checks.append(
-                C.check(
+                check(
                     f"loss vs samples exponent, per-task step size, beta={b:g}, P={P}: "
                     "experiment 9's exponent x the clock's mean log-slope",
                     c["est"] * clock,
@@ -115,7 +122,7 @@ def run(exp: C.Experiment, force: bool = False) -> C.Outcome:
                 f"clock tau(n) grows as n^{w['clock']:.3f} on average, so the constant-lr exponent predicts "
                 f"{w['const']['est'] * w['clock']:.3f} here."
             )
-    return C.Outcome(checks, _figure(exp, rows, B, n0), notes, [r], {"exponents": {str(w["beta"]): w["fit"] for w in rows}})
+    return Outcome(checks, _figure(exp, rows, B, n0), notes, [r], {"exponents": {str(w["beta"]): w["fit"] for w in rows}})
 
 
 def _figure(exp, rows, B, n0):
@@ -145,4 +152,4 @@ def _figure(exp, rows, B, n0):
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
-    return C.save_figure(fig, exp)
+    return save_figure(fig, exp)

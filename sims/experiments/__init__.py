@@ -1,7 +1,7 @@
 """The experiments, one module each: ``sims/experiments/NN_name.py`` beside its config
 ``sims/NN_name.toml``.
 
-Each module has ``run(exp, force) -> common.Outcome``: it runs (or reuses) its sweep,
+Each module has ``run(exp, force) -> sims.output.Outcome``: it runs (or reuses) its sweep,
 fits the predicted quantities, checks them against theory, draws
 ``sims/figures/<name>.png`` and writes notes derived from its numbers.
 

@@ -1,0 +1,196 @@
+"""Experiments and their runs: the experiment files, their sweeps, the runs read back.
+
+An experiment is a config ``sims/NN_name.toml`` and a module
+``sims/experiments/NN_name.py``.  The config holds ordinary scaling-sgd tables, its
+``[sweep]`` table included (the package's one sweep dialect, docs/sweeps.md: aliases,
+``zip`` axes, and ``lr``/``seed``/``beta`` lists folded into vmapped replicas of one
+point), and three tables of its own:
+
+* ``[experiment]``: title, prediction and analysis settings (fit windows, ...), free-form;
+* ``[gpu]`` and ``[quick]``: ``"table.key" = value`` overrides for a larger (GPU) and a
+  tiny (smoke-test) setting, applied with :func:`scaling_sgd._src.config.set_key` before
+  the sweep is planned (``"sweep.zip"`` replaces an axis, ``"experiment.x"`` a setting).
+
+The runs of an experiment are a sweep directory ``results/sims/<name>[-gpu|-quick]/``
+(:func:`scaling_sgd._src.sweep.plan` and :func:`~scaling_sgd._src.sweep.run_sweep`): a point
+whose config hash is already complete there is reused, so an interrupted
+``reproduce all`` resumes where it stopped.  Because a point folds ``beta`` and ``lr``
+into its replicas, :meth:`Run.groups` splits it into groups of one setting
+(:func:`scaling_sgd.analysis.core.replica_groups`, as the sweep analysis does).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+import numpy as np
+
+from scaling_sgd import ConfigError, load_run
+from scaling_sgd._src import config as cfgmod
+from scaling_sgd._src import sweep
+from scaling_sgd._src.results import is_run_dir
+from scaling_sgd.analysis.core import replica_groups, select_replicas
+from scaling_sgd.analysis.emergence import emergence_times
+
+REPO = Path(__file__).resolve().parents[1]
+SIMS = REPO / "sims"
+RUN_ROOT = REPO / "results" / "sims"
+MODES = ("cpu", "gpu", "quick")
+_OWN_TABLES = ("experiment", "gpu", "quick")
+
+
+class ExperimentError(ValueError):
+    """A bad experiment name or file: one line naming the key and what is accepted."""
+
+
+def experiment_files() -> dict[str, Path]:
+    """``{name: path}`` of every experiment config ``sims/NN_*.toml`` (sorted)."""
+    return {p.stem: p for p in sorted(SIMS.glob("[0-9][0-9]_*.toml"))}
+
+
+@dataclasses.dataclass
+class Experiment:
+    """A loaded experiment.
+
+    Attributes:
+        name: file stem, e.g. ``"02_emergence_vs_p"``.  mode: ``"cpu"``, ``"gpu"`` or
+        ``"quick"``.  raw: the scaling-sgd tables (``[sweep]`` included) with the mode's
+        overrides applied.  params: the ``[experiment]`` table.
+    """
+
+    name: str
+    mode: str
+    raw: dict
+    params: dict
+
+    @property
+    def tag(self) -> str:
+        return self.name if self.mode == "cpu" else f"{self.name}-{self.mode}"
+
+    @property
+    def run_root(self) -> Path:
+        return RUN_ROOT / self.tag
+
+    @property
+    def grid(self) -> dict:
+        return self.plan().grid
+
+    def plan(self, raw: dict | None = None) -> sweep.Plan:
+        """The sweep plan of ``raw`` (default: the experiment's own tables)."""
+        return sweep.plan(self.raw if raw is None else raw)
+
+    def get(self, key: str, default=None):
+        return self.params.get(key, default)
+
+
+def load_experiment(name: str, mode: str = "cpu") -> Experiment:
+    """Read ``sims/<name>.toml``, apply the ``[gpu]`` or ``[quick]`` overrides and resolve
+    every sweep point (bad input is an :class:`ExperimentError` before any compute)."""
+    files = experiment_files()
+    if name not in files:
+        raise ExperimentError(f"experiment: unknown name {name!r}; accepted: {', '.join(files)}, all")
+    if mode not in MODES:
+        raise ExperimentError(f"mode: got {mode!r}; accepted: {', '.join(MODES)}")
+    with files[name].open("rb") as f:
+        raw = tomllib.load(f)
+    where = f"sims/{name}.toml" + ("" if mode == "cpu" else f" [{mode}]")
+    try:
+        if mode != "cpu":
+            for dotted, value in raw.get(mode, {}).items():
+                cfgmod.set_key(raw, dotted, value, where=where)
+        params = dict(raw.get("experiment", {}))
+        exp = Experiment(name, mode, {k: v for k, v in raw.items() if k not in _OWN_TABLES}, params)
+        exp.plan()
+    except ConfigError as e:
+        raise ExperimentError(f"{e} (in {where})") from None
+    return exp
+
+
+@dataclasses.dataclass
+class Run:
+    """The results of one sweep point, or of one group of its replicas.
+
+    Attributes:
+        settings: swept key (``table.key``) -> value; in a group, ``teacher.beta`` and
+            ``train.lr`` are the group's own scalars.
+        cfg: the point's resolved config.  meta: its ``config.json`` fields other than
+            the config (:attr:`scaling_sgd.Result.meta`).
+        metrics: the ``metrics.npz`` arrays (a group: its replicas only).
+    """
+
+    settings: dict
+    cfg: dict
+    meta: dict
+    metrics: dict
+
+    def groups(self) -> list[Run]:
+        """One :class:`Run` per ``(beta, lr)`` of the replicas, seeds as replicas."""
+        out = []
+        for (b, lr), idx in replica_groups(self.cfg, self.metrics):
+            settings = {**self.settings, "teacher.beta": b, "train.lr": lr}
+            out.append(Run(settings, self.cfg, self.meta, select_replicas(self.metrics, idx)))
+        return out
+
+    def single(self) -> Run:
+        """This run, checked to hold one ``(beta, lr)`` group (its replicas differ only in
+        ``seed``): for the experiments whose statistics pool every replica of a point."""
+        n = len(replica_groups(self.cfg, self.metrics))
+        if n != 1:
+            raise ValueError(f"a point of {self.settings} holds {n} (beta, lr) groups; this experiment needs one per point")
+        return self
+
+    def common(self, name: str) -> float:
+        """The value of the replicated setting ``name`` (``beta``, ``lr``) shared by every
+        replica; ``ValueError`` if they differ (split with :meth:`groups` first)."""
+        v = np.asarray(self.metrics[name], np.float64)
+        if not np.all(v == v[0]):
+            raise ValueError(f"the replicas have several values of {name}: split them with Run.groups()")
+        return float(v[0])
+
+    @property
+    def ok(self) -> np.ndarray:
+        """``(R,)`` bool: the replicas that did not diverge."""
+        return ~np.asarray(self.metrics["diverged"], bool)
+
+    @property
+    def times(self) -> np.ndarray:
+        """``(R, P)`` emergence steps with the config's observable and threshold."""
+        an = self.cfg["analysis"]
+        return emergence_times(self.metrics["step"], self.metrics[an["observable"]], an["threshold"])[0]
+
+    @property
+    def step(self) -> np.ndarray:
+        return np.asarray(self.metrics["step"], np.float64)
+
+
+def run_sweep(exp: Experiment, raw: dict | None = None, part: str | None = None, force: bool = False) -> list[Run]:
+    """Compute the points of ``exp``'s sweep that are not done (all with ``force``) and
+    return every point's results in grid order.
+
+    Args:
+        raw: another set of tables to plan (default: the experiment's own).
+        part: a sub-directory of the experiment's run directory for such a second sweep.
+    Raises:
+        RuntimeError: when a point failed (its ``error.json`` says why).
+    """
+    pl = exp.plan(raw)
+    out = exp.run_root if part is None else exp.run_root / part
+    t0 = time.perf_counter()
+    counts = sweep.run_sweep(pl, out, force=force, stream=sys.stdout)
+    print(
+        f"  [{exp.tag}{'/' + part if part else ''}] {counts['computed']} point(s) computed, "
+        f"{counts['already_done']} reused, in {time.perf_counter() - t0:.1f} s",
+        flush=True,
+    )
+    failed = [p.dir for p in pl.points if not is_run_dir(out / p.dir)]
+    if failed:
+        raise RuntimeError(f"{exp.tag}: {len(failed)} point(s) failed, see {out}/<point>/error.json: {', '.join(failed)}")
+    runs = []
+    for p in pl.points:
+        res = load_run(out / p.dir)
+        runs.append(Run(dict(p.settings), p.config, res.meta, res.metrics))
+    return runs
