@@ -14,7 +14,9 @@ it (docs/model.md, "Results").
 * fits: :func:`fit_power_law`, :func:`fit_from_draws`, :class:`PowerLawFit`;
   the compute frontier: :func:`lower_envelope`;
 * sub-namespaces: :mod:`.theory` (the paper's predictions, checked against the flow
-  engine) and :mod:`.plots` (figures; importing it changes nothing in matplotlib).
+  engine, and ``theory.race``, the race model: a finite-size prediction of a run's own
+  emergence steps, :mod:`.race`) and :mod:`.plots` (figures; importing it changes
+  nothing in matplotlib).
 """
 
 from . import plots, theory

@@ -170,6 +170,19 @@ class Result:
         )
         return ds
 
+    def initial_observables(self) -> dict:
+        """The observables of every replica at step 0, recomputed from the run's config and
+        seeds (:func:`..engines.driver.initial_observables`): ``overlap`` ``(R, m, P)`` (the
+        cosines ``M_ip(0)``, logged or not), ``norm2`` ``(R, m)``, ``skill``, ``alignment``
+        ``(R, P)``, ``loss`` ``(R,)``."""
+        from .engines.driver import initial_observables
+        from .runner import precision
+        from .spec import build_spec
+
+        spec = build_spec(self.config)
+        with precision(spec.static.dtype):
+            return initial_observables(spec.engine, spec.static, spec.replicas, spec.steps)
+
     # -- emergence (docs/model.md §1) ---------------------------------------------------
     def criterion(self, observable: str | None = None, threshold: float | None = None) -> tuple[str, float]:
         """The emergence criterion: the given one, else the config's ``[analysis]``."""

@@ -41,7 +41,7 @@ from ..progress import NoProgress
 from ..schedules import tau_over_lr
 from .base import MAX_STEPS_INT32, Engine, Grid, Replicas, Static, Target, divergence_check
 
-__all__ = ["simulate", "Chunk", "Interrupted", "place_replicas", "replica_padding", "pad_replicas", "compiled_programs"]
+__all__ = ["simulate", "initial_observables", "Chunk", "Interrupted", "place_replicas", "replica_padding", "pad_replicas", "compiled_programs"]
 
 
 class Interrupted(KeyboardInterrupt):
@@ -275,6 +275,21 @@ def simulate(
         finally:
             progress.close()
     return _collect(engine, static, chunk, T, log_steps)
+
+
+def initial_observables(engine: Engine, static: Static, reps: Replicas, log_steps) -> dict:
+    """The observables of every replica at step 0, with the full cosine matrix ``overlap``
+    ``(R, m, P)`` whatever ``static.with_overlap`` says: the numbers a run with this engine,
+    description and replicas logs at its first log point, recomputed from the seeds
+    (numpy, ``(R, ...)``)."""
+    log_steps = _check_steps(log_steps)
+    static = dataclasses.replace(static, with_overlap=True)
+    grid = Grid(
+        step=jnp.asarray(log_steps, jnp.int32),
+        tau=jnp.asarray(tau_over_lr(static.schedule, log_steps, log_steps[-1], static.schedule_n0)),
+    )
+    chunk = _start(engine, static, _on_devices(reps), grid)
+    return {k: np.asarray(v[0]) for k, v in jax.device_get(chunk.obs).items()}
 
 
 def _collect(engine: Engine, static: Static, chunk: Chunk, j: int, log_steps) -> dict:
