@@ -199,6 +199,8 @@ def censored_power_law(
     label: str = "x",
     paired: bool = True,
     intercepts=None,
+    blocks=None,
+    names=None,
 ) -> PowerLawFit:
     """Fit ``T ~ C x^s`` to right-censored times by the censored regression of ``log T``
     on ``log x`` (the module's Tobit model), with a percentile interval from a bootstrap
@@ -214,7 +216,10 @@ def censored_power_law(
             together); ``False``: every point resamples its own seeds (points of a sweep).
         intercepts: ``(N,)`` labels; points with different labels get their own
             intercept (one slope: e.g. the directions of a d sweep), ``None``: one.
-        label: the name of ``x`` in the reasons (``"p"``, ``"d"``).
+        blocks: ``(N,)`` labels of the runs: the points of one block resample their
+            seeds together (overrides ``paired``).
+        label: the name of ``x`` in the reasons (``"p"``, ``"d"``); names: ``(N,)``
+            the points' names in the reasons (default ``"{label} = {x}"``).
     Returns:
         A :class:`PowerLawFit` whose ``excluded`` names every point left out and why
         (outside the window; every seed censored, a bound only); ``no_fit`` says why
@@ -229,7 +234,7 @@ def censored_power_law(
     obs = np.isfinite(t)
     excluded, use = [], np.zeros(N, bool)
     for j in range(N):
-        name = f"{label} = {x[j]:g}"
+        name = f"{label} = {x[j]:g}" if names is None else names[j]
         if not (lo <= x[j] <= hi) or x[j] <= 0:
             excluded.append(f"{name}: outside the fit window")
         elif not obs[:, j].any():
@@ -262,16 +267,15 @@ def censored_power_law(
     n_boot_ok, ci, se = 0, (math.nan, math.nan), math.nan
     if n_boot > 0 and R >= 2:
         rng = np.random.default_rng(seed)
-        if paired:
-            cnt = np.stack([np.bincount(rng.integers(0, R, R), minlength=R) for _ in range(n_boot)])  # (B, R)
-            wts = cnt[:, rows].astype(np.float64)
-        else:
-            wts = np.zeros((n_boot, rows.size))
-            for j in cols:
-                sel = np.flatnonzero(pts_j == j)
-                pick = rng.integers(0, sel.size, size=(n_boot, sel.size))
-                for bi in range(n_boot):
-                    np.add.at(wts[bi], sel[pick[bi]], 1.0)
+        blk = np.asarray(blocks) if blocks is not None else (np.zeros(N, int) if paired else np.arange(N))
+        wts = np.zeros((n_boot, rows.size))
+        for bv in np.unique(blk[cols]):
+            # the seeds of one block, resampled together: a count per seed and draw
+            in_b = np.isin(pts_j, np.flatnonzero(blk == bv))
+            seeds = np.unique(rows[in_b])
+            cnt = np.stack([np.bincount(rng.integers(0, seeds.size, seeds.size), minlength=seeds.size) for _ in range(n_boot)])
+            pos = np.searchsorted(seeds, rows[in_b])
+            wts[:, in_b] = cnt[:, pos]
         # a draw must keep two abscissae with an observed time
         seen = np.stack([np.unique(x[pts_j][(wts[bi] > 0) & ~cens]).size for bi in range(n_boot)])
         bd, _ = tobit(X, y, cens, lc, wts)
