@@ -6,16 +6,11 @@ A sweep directory holds ``sweep.json`` (``points`` with ``dir``, ``settings``,
 per-replica ``beta`` and ``lr`` arrays; a group is one physical setting
 ``(d, P, m, batch_size, engine, beta, lr, other swept keys)`` with its seeds as replicas.
 
-Each group is analysed by :func:`.core.analyze_metrics`.  Cross-group fits use
-the group's central statistic and its bootstrap draws over seeds (draw ``b`` of every
-group is fitted together, so the interval carries the seed noise of every point):
-
-* loss exponent and emergence slope vs ``beta`` (theory ``-(2beta-1)/beta`` and ``beta``);
-* emergence time vs ``d`` at fixed ``lr`` (theory ``k/2 - 1``);
-* loss plateau vs width ``m`` for ``m < P`` (theory ``1 - 2beta``);
-* compute frontier ``min_m MSE`` vs ``C = m x steps x batch`` (theory ``(1-2beta)/(1+beta)``).
-
-Each only when the sweep varies the relevant parameter.  The theory values come from
+Each group is analysed by :func:`.core.analyze_metrics`; the cross-group fits are
+:mod:`.crossfit`'s (emergence time vs ``d``, plateau vs ``m``, compute frontier, the
+exponents vs ``beta``), each only when the sweep varies the relevant parameter, and each
+naming the points it leaves out.  A partial (interrupted) point is skipped, named
+"partial: stopped at step N of M".  The theory values come from
 :func:`.theory.exponent`: ``None`` with a ``theory_reason`` where no power law is
 predicted (the loss, plateau and frontier exponents for ``beta <= 1/2``).
 """
@@ -23,11 +18,9 @@ predicted (the loss, plateau and frontier exponents for ``beta <= 1/2``).
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import sys
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -38,10 +31,9 @@ from scaling_sgd._src.files import atomic_write_json
 from scaling_sgd._src.sweep import index_from_points
 
 from . import theory
-from .core import analyze_metrics, replica_groups, replica_values, select_replicas
+from .core import analyze_metrics, partial_text, replica_groups, replica_values, select_replicas
+from .crossfit import _covers, _label, cross_fits
 from .emergence import log_median
-from .fit import fit_from_draws
-from .frontier import lower_envelope
 from .output import fmt, json_clean
 
 __all__ = ["load_groups", "read_index", "analyze_sweep", "cross_fits"]
@@ -107,7 +99,7 @@ def load_groups(sweep_dir, observable=None, threshold=None, n_boot: int = 400, s
             skipped.append((pid, f"damaged: config.json is another point's (hash {meta['hash']})"))
             continue
         if meta.get("partial"):
-            skipped.append((pid, "partial (interrupted run)"))
+            skipped.append((pid, partial_text(cfg, meta, metrics["step"])))
             continue
         an = cfg.get("analysis", {})
         obs = observable or an.get("observable", "skill")
@@ -172,145 +164,9 @@ def _draws(res: dict, n_boot: int, rng) -> dict:
     }
 
 
-def _series(groups, axis: str):
-    """Groups that differ only in ``axis`` (steps ignored): ``{label: [group, ...]}``."""
-    out = defaultdict(list)
-    for g in groups:
-        key = tuple((k, v) for k, v in sorted(g["params"].items()) if k != axis)
-        out[key].append(g)
-    return {k: sorted(v, key=lambda g: g["params"][axis]) for k, v in out.items() if len({g["params"][axis] for g in v}) >= 2}
-
-
-def _label(key) -> str:
-    return ", ".join(f"{k}={v}" for k, v in key if v not in ("", None))
-
-
 def _slug(label: str) -> str:
     """A file-name form of a series label: ``"P=8, beta=1.0"`` -> ``"P=8_beta=1.0"``."""
     return re.sub(r"[^A-Za-z0-9=.+-]+", "_", label).strip("_") or "all"
-
-
-def _beta_of(series_key):
-    return dict(series_key).get("beta")
-
-
-def cross_fits(groups) -> dict:
-    """Every cross-group fit the sweep supports.  Returns ``{name: [entry, ...]}`` with the
-    fit, theory value, series label and the per-group points."""
-    out: dict[str, list] = {}
-    k = next((g["res"].k for g in groups if g["res"].k), None)
-
-    # emergence time vs d at fixed lr: the directions every point of the series learned
-    for key, gs in _series(groups, "d").items():
-        learned = np.all([np.isfinite(g["T_med"]) for g in gs], axis=0)
-        if not learned.any():
-            continue
-        x = np.array([g["params"]["d"] for g in gs], np.float64)
-        y = np.array([np.exp(np.mean(np.log(g["T_med"][learned]))) for g in gs])
-        nb = min(len(g["T_draws"]) for g in gs)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            yd = np.stack([np.exp(np.mean(np.log(g["T_draws"][:nb, learned]), axis=1)) for g in gs], axis=1) if nb else None
-        fit = fit_from_draws(x, y, yd)
-        out.setdefault("emergence_time_vs_d", []).append(
-            {
-                "series": _label(key),
-                "fit": fit,
-                **_theory("emergence_time_vs_d", 1.0, k),
-                "x": x,
-                "y": y,
-                "directions": (np.nonzero(learned)[0] + 1).tolist(),
-                "statistic": "geometric mean over the directions learned at every d of the median (over seeds) emergence step",
-            }
-        )
-
-    # loss plateau vs m (m < P: a wider student learns everything and has no plateau)
-    for key, gs in _series(groups, "m").items():
-        P = dict(key)["P"]
-        gs_p = [g for g in gs if g["params"]["m"] < P]
-        b = _beta_of(key)
-        if len({g["params"]["m"] for g in gs_p}) >= 2:
-            x = np.array([g["params"]["m"] for g in gs_p], np.float64)
-            y = np.array([g["plateau"] for g in gs_p])
-            nb = min(len(g["plateau_draws"]) for g in gs_p)
-            yd = np.stack([g["plateau_draws"][:nb] for g in gs_p], axis=1) if nb else None
-            out.setdefault("plateau_vs_m", []).append(
-                {
-                    "series": _label(key),
-                    "fit": fit_from_draws(x, y, yd),
-                    **_theory("plateau_vs_m", b, k),
-                    "x": x,
-                    "y": y,
-                    "statistic": "mean over seeds of the loss at the last log step; widths m < P only",
-                }
-            )
-        # compute frontier: lower envelope over widths of the mean loss vs C = m * step * batch
-        fr = _frontier(gs)
-        if fr is not None:
-            C, env, env_d, win = fr
-            out.setdefault("compute_frontier", []).append(
-                {
-                    "series": _label(key),
-                    "fit": fit_from_draws(C, env, env_d, win),
-                    **_theory("compute_frontier", b, k),
-                    "x": C,
-                    "y": env,
-                    "statistic": "min over widths of the seed-mean loss at compute C = m x step x batch_size, "
-                    "window from the first to the last emergence (in compute) over widths",
-                }
-            )
-
-    # exponents within each group vs beta
-    betas = {g["params"]["beta"] for g in groups}
-    if len(betas) >= 2:
-        for name in ("loss_vs_step", "emergence_time_vs_p"):
-            rows = []
-            for g in sorted(groups, key=lambda g: g["params"]["beta"]):
-                f = g["res"].fits.get(name)
-                if f is None:
-                    continue
-                b = g["params"]["beta"]
-                rows.append({"params": g["params"], "fit": f, **_theory(name, b, k)})
-            if rows:
-                out.setdefault(f"{name}_vs_beta", []).append({"series": "all groups", "rows": rows})
-    return out
-
-
-def _theory(name: str, beta, k) -> dict:
-    """``{"theory": value}`` of :func:`.theory.exponent`, with ``"theory_reason"`` where
-    there is no value (e.g. no power law for beta <= 1/2)."""
-    value, why = theory.exponent(name, beta, k)
-    return {"theory": value} if value is not None else {"theory": None, "theory_reason": why}
-
-
-def _covers(fit, value):
-    """Whether the fit's interval holds the theory value; ``None`` without a value."""
-    return bool(fit.covers(value)) if value is not None and math.isfinite(value) else None
-
-
-def _frontier(gs, n_grid: int = 200):
-    widths = {g["params"]["m"] for g in gs}
-    if len(widths) < 2:
-        return None
-    lo, hi, wlo, whi = np.inf, 0.0, np.inf, 0.0
-    curves = []
-    for g in gs:
-        res = g["res"]
-        step = res.step
-        pos = step > 0
-        scale = g["params"]["m"] * g["params"]["batch_size"]
-        C = step[pos] * scale
-        lo, hi = min(lo, C.min()), max(hi, C.max())
-        med = g["T_med"][np.isfinite(g["T_med"])]
-        if med.size:
-            wlo, whi = min(wlo, med.min() * scale), max(whi, med.max() * scale)
-        curves.append((C, g["loss_mean"][pos], g["loss_draws"][:, pos]))
-    if not np.isfinite(wlo) or whi <= wlo:
-        return None
-    grid = np.geomspace(lo, hi, n_grid)
-    _, _, central = lower_envelope([(c, r) for c, r, _ in curves], grid)
-    nb = min(d.shape[0] for _, _, d in curves)
-    draws = lower_envelope([(c, d[:nb]) for c, _, d in curves], grid)[2] if nb else None
-    return grid, central, draws, (wlo, whi)
 
 
 def analyze_sweep(sweep_dir, observable=None, threshold=None, stream=sys.stdout, n_boot: int = 400, figures: bool = True) -> dict:
@@ -380,6 +236,7 @@ def analyze_sweep(sweep_dir, observable=None, threshold=None, stream=sys.stdout,
                         **({"theory_reason": e["theory_reason"]} if "theory_reason" in e else {}),
                         "theory_in_interval": _covers(e["fit"], e["theory"]),
                         "statistic": e["statistic"],
+                        **({"censored_points": e["censored_points"]} if e.get("censored_points") else {}),
                         "points": {"x": e["x"], "y": e["y"]},
                     }
                 )
@@ -405,6 +262,8 @@ def _figures(fits, out_dir: Path) -> list[str]:
         for e in entries:
             # named by the series' own values (e.g. compute_frontier_P=8_beta=1.0), not by position
             stem = out_dir / (name if len(entries) == 1 else f"{name}_{_slug(e['series'])}")
+            if name in spec and e["fit"].no_fit:
+                continue  # nothing to draw; the table and summary.json say why
             if name in spec:
                 xl, yl, tl = spec[name]
                 fig = plots.loglog_fit(
@@ -447,14 +306,28 @@ def _print(summary: dict, stream):
             rows = e.get("rows", [e])
             for r in rows:
                 lab = e["series"] if "rows" not in e else _label(sorted(r["params"].items()))
-                ci = r.get("ci") or [None, None]
-                warn = r.get("caveats") or []
-                print(
-                    f"  {name:<28} {fmt(r.get('slope'), '7.3f')} [{fmt(ci[0], '7.3f')}, {fmt(ci[1], '7.3f')}] "
-                    f"{fmt(r.get('theory'), '7.3f')}  {lab}"
-                    + (f"  (theory: {r['theory_reason']})" if r.get("theory_reason") else "")
-                    + (f"  CAUTION: {'; '.join(warn)}" if warn else ""),
-                    file=stream,
-                )
+                if r.get("no_fit"):
+                    print(f"  {name:<28} no fit: {r['no_fit']}  {lab}", file=stream)
+                else:
+                    ci = r.get("ci") or [None, None]
+                    warn = r.get("caveats") or []
+                    print(
+                        f"  {name:<28} {fmt(r.get('slope'), '7.3f')} [{fmt(ci[0], '7.3f')}, {fmt(ci[1], '7.3f')}] "
+                        f"{fmt(r.get('theory'), '7.3f')}  {lab}"
+                        + (f"  (theory: {r['theory_reason']})" if r.get("theory_reason") else "")
+                        + (f"  CAUTION: {'; '.join(warn)}" if warn else ""),
+                        file=stream,
+                    )
+                for why in (r.get("excluded") or [])[:5]:
+                    print(f"      left out {why}", file=stream)
+                if len(r.get("excluded") or []) > 5:
+                    print(f"      ... and {len(r['excluded']) - 5} more left out (see summary.json)", file=stream)
+                for why in (r.get("censored_points") or [])[:5]:
+                    print(f"      censored, kept in the fit: {why}", file=stream)
     if not summary["fits"]:
-        print("  (the sweep varies none of beta, d, m: no cross-point exponent)", file=stream)
+        swept = ", ".join(summary.get("swept") or []) or "nothing"
+        print(
+            f"  (no cross-point exponent: the sweep varies {swept}; the cross-point fits need two or more values of "
+            "d, m or beta among the analysed groups)",
+            file=stream,
+        )

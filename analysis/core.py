@@ -18,6 +18,7 @@ from scaling_sgd._src.config import replica_grid
 from scaling_sgd._src.model import teacher_coefficients
 
 from . import theory
+from .censored import censored_power_law, km_median_ci
 from .emergence import (
     emergence_score,
     emergence_times,
@@ -32,7 +33,8 @@ from .fit import PowerLawFit, fit_from_draws, fit_power_law
 
 __all__ = [
     "RunAnalysis",
-    "analyze",
+    "analyze_one",
+    "partial_text",
     "analyze_metrics",
     "teacher_a",
     "replica_values",
@@ -42,14 +44,37 @@ __all__ = [
 
 
 # -- inputs --------------------------------------------------------------------------
-def analyze(result, observable: str | None = None, threshold: float | None = None, n_boot: int = 1000, seed: int = 0):
-    """Analyse a run: a :class:`scaling_sgd.Result` (from ``run`` or ``load_run``) or a run
-    directory.  Returns a :class:`RunAnalysis` (emergence times, fits beside theory,
-    emergence scores, and ``plot_*`` figures).  Diverged replicas are excluded."""
+def analyze_one(result, observable: str | None = None, threshold: float | None = None, n_boot: int = 1000, seed: int = 0):
+    """Analyse one run as one group: a :class:`scaling_sgd.Result` (from ``run`` or
+    ``load_run``) or a run directory.  Returns a :class:`RunAnalysis` (emergence times,
+    fits beside theory, emergence scores, and ``plot_*`` figures).  Diverged replicas are
+    excluded; an interrupted run is analysed and named ``partial``."""
     if not isinstance(result, Result):
         result = load_run(result)
     observable, threshold = result.criterion(observable, threshold)
-    return analyze_metrics(result.metrics, result.config, observable, threshold, n_boot, seed)
+    return analyze_metrics(result.metrics, result.config, observable, threshold, n_boot, seed, meta=result.meta)
+
+
+def partial_text(cfg: dict, meta: dict | None, step) -> str | None:
+    """``"partial: stopped at step N of M"`` for an interrupted run, else ``None``."""
+    if not (meta or {}).get("partial"):
+        return None
+    last = meta.get("last_step", float(np.asarray(step)[-1]))
+    return f"partial: stopped at step {int(last):,} of {int(cfg['train']['steps']):,}"
+
+
+def _pooled_reason(beta, cfg) -> str | None:
+    """Why the beta-dependent fits are not made over these replicas: several values of
+    ``beta`` (each with its own theory exponents), unless the teacher's ``a_p`` are given."""
+    if cfg["teacher"].get("a") is not None:
+        return None
+    vals = np.unique(np.asarray(beta, np.float64)[np.isfinite(beta)])
+    if vals.size <= 1:
+        return None
+    return (
+        f"the replicas have {vals.size} values of beta ({', '.join(f'{v:g}' for v in vals)}), whose theory "
+        'exponents differ: not pooled; use analyze(result, by="beta")'
+    )
 
 
 def teacher_a(cfg: dict, metrics: dict, R: int) -> np.ndarray:
@@ -123,6 +148,8 @@ class RunAnalysis:
         scores: emergence scores (Schaeffer et al.).
         replicas: analysed replicas.  diverged: excluded replicas.
         plateau: mean final loss.
+        partial: ``"partial: stopped at step N of M"`` for an interrupted run, else ``None``.
+        group: the setting this analysis is one group of (``{"beta": 1.5}``), else ``{}``.
     """
 
     step: np.ndarray
@@ -151,6 +178,8 @@ class RunAnalysis:
     replicas: int
     diverged: int
     plateau: float
+    partial: str | None = None
+    group: dict = dataclasses.field(default_factory=dict)
 
     # -- figures (scaling_sgd.analysis.plots), each returned for a notebook to show --------
     def plot_staircase(self, replica: int = 0):
@@ -191,11 +220,20 @@ class RunAnalysis:
 
 
 def analyze_metrics(
-    metrics: dict, cfg: dict, observable: str = "skill", threshold: float = 0.5, n_boot: int = 1000, seed: int = 0
+    metrics: dict,
+    cfg: dict,
+    observable: str = "skill",
+    threshold: float = 0.5,
+    n_boot: int = 1000,
+    seed: int = 0,
+    meta: dict | None = None,
+    group: dict | None = None,
 ) -> RunAnalysis:
-    """Everything the report needs, from ``metrics.npz`` arrays and the resolved config.
+    """Everything the report needs, from ``metrics.npz`` arrays and the resolved config
+    (``meta``: the run's ``config.json`` fields, for ``partial``).
 
-    Diverged replicas are excluded (and counted).  Raises ``ValueError`` when every
+    Diverged replicas are excluded (and counted).  The beta-dependent fits are refused,
+    with the reason, over replicas of several ``beta``.  Raises ``ValueError`` when every
     replica diverged.
     """
     step = np.asarray(metrics["step"], np.float64)
@@ -242,20 +280,25 @@ def analyze_metrics(
 
     p = np.arange(1, P + 1, dtype=np.float64)
     med = spr["median"]
+    _, spr["median_lo"], spr["median_hi"] = km_median_ci(times, n_boot=min(n_boot, 400), seed=seed)
     learned = np.isfinite(med)
     fits, windows = {}, {}
-    # emergence time vs p (and vs a_p): every direction whose median time is observed
-    if learned.sum() >= 2:
-        pw = (1.0, float(p[learned].max()))
-        fits["emergence_time_vs_p"] = fit_power_law(p, times, pw, "median", n_boot, seed=seed)
-        windows["emergence_time_vs_p"] = {"p": list(pw), "rule": "directions whose median emergence time is observed"}
-        a_med = np.median(a, axis=0)
-        fits["emergence_time_vs_a"] = fit_power_law(a_med[learned], times[:, learned], None, "median", n_boot, seed=seed)
-        windows["emergence_time_vs_a"] = {"a_p": [float(a_med[learned].min()), float(a_med[learned].max())], "rule": "as for p"}
-    else:
-        why = f"{int(learned.sum())} of {P} directions have a finite median emergence time; a slope needs 2"
-        for name in ("emergence_time_vs_p", "emergence_time_vs_a"):
-            windows[name] = {"rule": "directions whose median emergence time is observed", "no_fit": why}
+    pooled = _pooled_reason(beta, cfg)
+    # emergence time vs p (and vs a_p): censored regression over every direction with an
+    # observed time; a direction no seed learned is left out, named, as a bound only
+    rule = "censored regression (Tobit) of log T on log p over the directions with an observed time"
+    a_med = np.median(a, axis=0)
+    for name, x, lab in (("emergence_time_vs_p", p, "p"), ("emergence_time_vs_a", a_med, "a_p")):
+        if pooled:
+            windows[name] = {"rule": rule, "no_fit": pooled}
+            continue
+        f = censored_power_law(x, times, float(step[-1]), None, n_boot, seed=seed, label=lab, paired=True)
+        windows[name] = {"rule": rule.replace("log p", f"log {lab}"), "excluded": list(f.excluded)}
+        if f.no_fit:
+            windows[name]["no_fit"] = f.no_fit
+        else:
+            fits[name] = f
+            windows[name][lab] = list(f.window)
     # loss vs step: over the loss fit window (docs/model.md, "The loss fit window")
     additive = theory.additive_loss(step, times, a, K1).mean(axis=0)
     models = [("additive model, measured $T_p$", additive)]
@@ -266,7 +309,9 @@ def analyze_metrics(
         f"from {loss_fit_rule(P)}: after the untrained plateau and the first drop, before the "
         f"finite-P cut-off bends the sum of drops (and the width plateau at m = {m_width})"
     )
-    if math.isfinite(lw[0]):
+    if pooled:
+        windows["loss_vs_step"] = {"step": None, "rule": rule, "no_fit": pooled}
+    elif math.isfinite(lw[0]):
         fits["loss_vs_step"] = fit_power_law(step, loss, lw, "mean", n_boot, seed=seed)
         windows["loss_vs_step"] = {
             "step": list(lw),
@@ -328,4 +373,6 @@ def analyze_metrics(
         replicas=int(R),
         diverged=int(diverged.sum()),
         plateau=float(np.mean(loss[:, -1])),
+        partial=partial_text(cfg, meta, step),
+        group=dict(group or {}),
     )

@@ -50,6 +50,10 @@ class PowerLawFit:
         n_points: points used.  window: ``(x_lo, x_hi)`` used.  n_boot: valid draws.
         method: how the interval was obtained.  replicas: seeds the bootstrap resampled
             (``None`` when not known).
+        excluded: every point left out of the fit, with its reason
+            (``"p = 7: 4 of 4 seeds censored at step 1,000,000 ..."``).
+        censored: censored observations the fit used (censored regression), else 0.
+        no_fit: why there is no slope (then every number is ``nan``), else ``None``.
     """
 
     slope: float
@@ -65,6 +69,9 @@ class PowerLawFit:
     n_boot: int
     method: str
     replicas: int | None = None
+    excluded: tuple[str, ...] = ()
+    censored: int = 0
+    no_fit: str | None = None
 
     def predict(self, x):
         return np.exp(self.intercept) * np.asarray(x, np.float64) ** self.slope
@@ -76,13 +83,14 @@ class PowerLawFit:
         d = dataclasses.asdict(self)
         d["ci"] = list(self.ci)
         d["window"] = list(self.window)
+        d["excluded"] = list(self.excluded)
         d["caveats"] = caveats(self)
         return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
 
 
-def _nan_fit(window, level, method) -> PowerLawFit:
+def _nan_fit(window, level, method, why: str) -> PowerLawFit:
     nan = float("nan")
-    return PowerLawFit(nan, nan, nan, (nan, nan), level, nan, nan, None, 0, window, 0, method)
+    return PowerLawFit(nan, nan, nan, (nan, nan), level, nan, nan, None, 0, window, 0, method, no_fit=why)
 
 
 def _ols(lx, ly, w):
@@ -131,7 +139,8 @@ def fit_from_draws(x, y, y_draws=None, window=None, level: float = 0.95, method:
     win = (float(x[used].min()), float(x[used].max())) if used.any() else (lo, hi)
     n = int(used.sum())
     if n < 2 or np.ptp(lx[used]) == 0:
-        return _nan_fit(win, level, method)
+        why = f"{n} of {x.size} points are in the window with a positive, finite value at distinct x; a slope needs 2"
+        return _nan_fit(win, level, method, why)
     slope, icpt = (float(v) for v in _ols(lx, ly, w))
     resid = ly[used] - (icpt + slope * lx[used])
     ss_res = float(np.sum(resid**2))

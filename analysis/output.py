@@ -68,6 +68,7 @@ def emergence_json(res: RunAnalysis) -> dict:
             "times": t[:, q],
             "censored": res.censored[:, q],
             "median": spr["median"][q],
+            "median_95": [spr["median_lo"][q], spr["median_hi"][q]],
             "q10": spr["q_lo"][q],
             "q90": spr["q_hi"][q],
             "n_censored": int(spr["n_censored"][q]),
@@ -85,7 +86,10 @@ def emergence_json(res: RunAnalysis) -> dict:
         {
             "observable": res.observable,
             "threshold": res.threshold,
+            **({"partial": res.partial} if res.partial else {}),
+            **({"group": res.group} if res.group else {}),
             "units": "SGD steps; null = right-censored (never reached)",
+            "median": "Kaplan-Meier median over seeds (censored at the last step); median_95: seed bootstrap",
             "interpolation": "linear in log(step) between log points",
             "replicas": res.replicas,
             "diverged_excluded": res.diverged,
@@ -111,12 +115,15 @@ def summary_json(res: RunAnalysis) -> dict:
     out = {
         "observable": res.observable,
         "threshold": res.threshold,
+        **({"partial": res.partial} if res.partial else {}),
+        **({"group": res.group} if res.group else {}),
         "replicas": res.replicas,
         "diverged_excluded": res.diverged,
         "beta": res.beta_value,
         "information_exponent": res.k,
         "fits": fits,
         "no_fit": {name: w["no_fit"] for name, w in res.windows.items() if "no_fit" in w},
+        "excluded": {name: w["excluded"] for name, w in res.windows.items() if w.get("excluded")},
         "theory_exponents": res.theory,
         "theory_reasons": res.theory_reasons,
         "emergence_scores": {
@@ -171,6 +178,8 @@ def fmt(v, spec=".3g"):
 def print_table(res: RunAnalysis, stream=sys.stdout):
     spr = res.spread
     P = res.times.shape[1]
+    if res.partial:
+        print(res.partial, file=stream)
     print(
         f"emergence ({res.observable} >= {res.threshold}), {res.replicas} replicas"
         + (f", {res.diverged} diverged excluded" if res.diverged else "")
@@ -178,7 +187,7 @@ def print_table(res: RunAnalysis, stream=sys.stdout):
         file=stream,
     )
     print(
-        f"  {'p':>3} {'a_p':>7} {'median T_p':>11} {'10%':>10} {'90%':>10} {'flow th.':>10} {'width':>6} {'score':>6}"
+        f"  {'p':>3} {'a_p':>7} {'median T_p':>11} {'95% interval':>23} {'10%':>10} {'90%':>10} {'flow th.':>10} {'width':>6} {'score':>6}"
         f" {'learned':>8} {'diverged':>8}",
         file=stream,
     )
@@ -187,7 +196,8 @@ def print_table(res: RunAnalysis, stream=sys.stdout):
     sc = res.scores.get("continuous_mean_curve", np.full(P, np.nan))
     for q in range(P):
         print(
-            f"  {q + 1:>3} {np.median(res.a[:, q]):7.4f} {fmt(spr['median'][q], '11,.0f')} {fmt(spr['q_lo'][q], '10,.0f')} "
+            f"  {q + 1:>3} {np.median(res.a[:, q]):7.4f} {fmt(spr['median'][q], '11,.0f')} "
+            f"[{fmt(spr['median_lo'][q], '10,.0f')}, {fmt(spr['median_hi'][q], '10,.0f')}] {fmt(spr['q_lo'][q], '10,.0f')} "
             f"{fmt(spr['q_hi'][q], '10,.0f')} {fmt(pred[q], '10,.0f')} {fmt(float(np.median(res.sharpness[:, q])), '6.2f')} "
             f"{fmt(float(sc[q]), '6.1f')} {int(np.isfinite(res.times[:, q]).sum()):>4}/{R_all:<3} {res.diverged:>8}",
             file=stream,
@@ -199,7 +209,8 @@ def print_table(res: RunAnalysis, stream=sys.stdout):
             file=stream,
         )
         print(
-            "  width = decades of step from 0.1 to 0.9; flow th. = exact flow escape from the initial overlaps / lr; "
+            "  median: Kaplan-Meier (censored at the last step), 95% interval from a seed bootstrap (- : censored); "
+            "width = decades of step from 0.1 to 0.9; flow th. = exact flow escape from the initial overlaps / lr; "
             "a quantile among replicas that never learned the direction is -",
             file=stream,
         )
@@ -225,6 +236,11 @@ def print_table(res: RunAnalysis, stream=sys.stdout):
     for key, w in res.windows.items():
         if "no_fit" in w:
             print(f"  {names.get(key, key):<24} no fit: {w['no_fit']}", file=stream)
+    for key, w in res.windows.items():
+        for why in w.get("excluded", [])[:5]:
+            print(f"  {names.get(key, key):<24} left out {why}", file=stream)
+        if len(w.get("excluded", [])) > 5:
+            print(f"  {names.get(key, key):<24} ... and {len(w['excluded']) - 5} more left out (see summary.json)", file=stream)
     if "loss_vs_step" in res.fits and P < LOSS_EXPONENT_MIN_P:
         print(
             f"  note: with P = {P} directions the loss is a staircase of {P} drops. Telling beta apart by the loss exponent "

@@ -14,7 +14,16 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-__all__ = ["staircase", "save", "emergence_vs_p", "loss_vs_step", "skill_heatmap", "loglog_fit", "exponent_vs_param"]
+__all__ = [
+    "staircase",
+    "save",
+    "emergence_vs_p",
+    "emergence_vs_p_groups",
+    "loss_vs_step",
+    "skill_heatmap",
+    "loglog_fit",
+    "exponent_vs_param",
+]
 
 PAPER = {"font.size": 9, "axes.labelsize": 9, "legend.fontsize": 7, "xtick.labelsize": 8, "ytick.labelsize": 8}
 
@@ -390,5 +399,49 @@ def exponent_vs_param(x, slopes, cis, theory_fn=None, theory_label="", xlabel=""
     ax.set_title(title, fontsize=9)
     ax.legend(frameon=False)
     ax.grid(True, alpha=0.25)
+    fig.tight_layout()
+    return fig
+
+
+@_paper_style
+def emergence_vs_p_groups(groups, title=""):
+    """Emergence step vs ``p`` for several groups (e.g. one per ``beta``), one colour
+    each: the Kaplan-Meier median per direction (an arrow at the budget where it is
+    censored), the group's censored fit over its window, and its own theory line (dashed,
+    slope ``theory["emergence_time_vs_p"]``, through the fit at the window's middle).
+
+    Args: ``groups`` ``[(label, RunAnalysis), ...]``.
+    """
+    fig, ax = plt.subplots(figsize=(4.6, 3.6))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    allp = []
+    for i, (label, a) in enumerate(groups):
+        col = colors[i % len(colors)]
+        P = a.times.shape[1]
+        p = np.arange(1, P + 1, dtype=np.float64)
+        allp.append(p)
+        med = a.spread["median"]
+        ok = np.isfinite(med)
+        ax.plot(p[ok], med[ok], "o", color=col, ms=4, label=f"{label}: median")
+        if (~ok).any():
+            ax.plot(p[~ok], np.full((~ok).sum(), a.step[-1]), "^", color=col, ms=5, mfc="none")
+        fit, th = a.fits.get("emergence_time_vs_p"), a.theory.get("emergence_time_vs_p")
+        if fit is not None and np.isfinite(fit.slope):
+            xx = np.geomspace(fit.window[0], fit.window[1], 50)
+            ax.plot(xx, fit.predict(xx), "-", color=col, lw=1.0, label=f"fit {fit.slope:.2f} [{fit.ci[0]:.2f}, {fit.ci[1]:.2f}]")
+            if th is not None and np.isfinite(th):
+                xm = np.sqrt(fit.window[0] * fit.window[1])
+                ax.plot(xx, fit.predict(xm) * (xx / xm) ** th, "--", color=col, lw=1.0, label=f"theory {th:.2f}")
+        elif a.windows.get("emergence_time_vs_p", {}).get("no_fit"):
+            ax.plot([], [], " ", label=f"{label}: no fit")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    if allp:
+        integer_ticks(ax, np.concatenate(allp))
+    ax.set_xlabel("direction p")
+    ax.set_ylabel("emergence step $T_p$")
+    ax.set_title(title or "emergence time vs direction, by group (arrows: censored)", fontsize=9)
+    ax.legend(frameon=False, fontsize=6)
+    ax.grid(True, which="both", alpha=0.25)
     fig.tight_layout()
     return fig

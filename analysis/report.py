@@ -13,7 +13,7 @@ import numpy as np
 from scaling_sgd import load_run
 from scaling_sgd._src.files import atomic_write_json
 
-from .core import analyze_metrics
+from .core import analyze_metrics, partial_text
 from .figures import make_figures
 from .output import diverged_json, emergence_json, print_table, summary_json
 
@@ -39,7 +39,7 @@ def analyze_run(run_dir, observable=None, threshold=None, stream=None, n_boot: i
     R = metrics["loss"].shape[0]
     if np.asarray(metrics.get("diverged", np.zeros(R, bool)), bool).all():
         return _all_diverged(run_dir, meta, cfg, metrics, observable, threshold, stream)
-    res = analyze_metrics(metrics, cfg, observable, threshold, n_boot)
+    res = analyze_metrics(metrics, cfg, observable, threshold, n_boot, meta=meta)
     summary = summary_json(res)
     summary["run"] = {"dir": str(run_dir), "hash": meta.get("hash"), "engine": meta.get("engine", cfg["train"].get("engine"))}
     if figures:
@@ -57,10 +57,14 @@ def analyze_run(run_dir, observable=None, threshold=None, stream=None, n_boot: i
 def _all_diverged(run_dir: Path, meta: dict, cfg: dict, metrics: dict, observable: str, threshold: float, stream) -> dict:
     """The analysis files of a run whose every replica diverged."""
     summary = diverged_json(metrics, observable, threshold)
+    if partial_text(cfg, meta, metrics["step"]):
+        summary = {"partial": partial_text(cfg, meta, metrics["step"]), **summary}
     summary["run"] = {"dir": str(run_dir), "hash": meta.get("hash"), "engine": meta.get("engine", cfg["train"].get("engine"))}
     atomic_write_json(run_dir / "emergence.json", summary)
     atomic_write_json(run_dir / "summary.json", summary)
     if stream is not None:
+        if summary.get("partial"):
+            print(summary["partial"], file=stream)
         steps = ", ".join(f"{int(s):,}" for s in summary["diverged_steps"])
         print(
             f"every replica diverged ({summary['diverged_excluded']} of {summary['diverged_excluded']}, at steps {steps}): "

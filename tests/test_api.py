@@ -92,14 +92,22 @@ def test_load_run_round_trip_and_xarray(res, tmp_path):
     xr = pytest.importorskip("xarray")
     ds = back.to_xarray()
     assert isinstance(ds, xr.Dataset)
-    assert ds["skill"].dims == ("replica", "step", "direction") and ds["overlap"].dims == (
-        "replica",
-        "step",
-        "neuron",
-        "direction",
-    )
-    np.testing.assert_array_equal(ds["beta"].values, r.metrics["beta"])
-    np.testing.assert_array_equal(ds["loss"].sel(step=r.step[-1]).values, r.loss[:, -1])
+    # the replicated settings are dimensions, beside the schema's own
+    assert ds["skill"].dims == ("beta", "lr", "seed", "step", "direction")
+    assert ds["overlap"].dims == ("beta", "lr", "seed", "step", "neuron", "direction")
+    assert ds["a"].dims == ("beta", "lr", "seed", "direction") and ds["diverged"].dims == ("beta", "lr", "seed")
+    assert ds["beta"].values.tolist() == [1.0, 2.0] and ds["lr"].values.tolist() == [1e-3, 3e-3]
+    assert ds["direction"].values.tolist() == [1, 2, 3]
+    # one element against the flat replica axis (beta x lr x seed, seed fastest)
+    one = (r.metrics["beta"] == 2.0) & (r.metrics["lr"] == 1e-3) & (r.metrics["seed"] == 1)
+    np.testing.assert_array_equal(ds["loss"].sel(beta=2.0, lr=1e-3, seed=1).values, r.loss[one][0])
+    np.testing.assert_array_equal(ds["loss"].sel(step=r.step[-1]).values.ravel(), r.loss[:, -1])
+    # replicas that are not a full grid keep one replica dimension, the settings on it
+    part = ss.Result(r.config, {k: (v if k == "step" else v[[0, 5]]) for k, v in r.metrics.items()}, r.meta)
+    dp = part.to_xarray()
+    assert dp["skill"].dims == ("replica", "step", "direction") and dp["seed"].values.tolist() == [0, 2]
+    # the repr of the named views stays one line
+    assert repr(back.unstack()).count("\n") == 0 and len(repr(back.unstack())) < 300
 
 
 def test_load_sweep_names_the_swept_dimensions(tmp_path):
@@ -130,6 +138,29 @@ def test_load_sweep_names_the_swept_dimensions(tmp_path):
     if pytest.importorskip("xarray"):
         ds = lab.to_xarray()
         assert ds["loss"].dims == lab.dims("loss") and ds["step_value"].dims == ("d", "m", "step")
+
+
+def test_load_sweep_makes_a_zip_axis_one_dimension(tmp_path):
+    from scaling_sgd.cli import main
+
+    toml = tmp_path / "z.toml"
+    toml.write_text(
+        "[teacher]\nP = 2\n[student]\nm = 2\n[train]\nprogress = false\nsteps = 40\nseed = [0, 1]\n[log]\npoints = 5\n"
+        "[sweep]\ninit_scale = [0.1, 0.2]\nzip = [{d = 8, steps = 40}, {d = 12, steps = 60}]\n"
+    )
+    out = tmp_path / "sw"
+    assert main(["sweep", str(toml), "--out", str(out)]) == 0
+    lab = ss.load_sweep(out, "loss")
+    assert lab.dims("loss") == ("init_scale", "zip", "beta", "lr", "seed", "step")
+    assert lab["loss"].shape[:5] == (2, 2, 1, 1, 2)
+    assert lab.coords["d"] == (("zip",), [8, 12]) and lab.coords["steps"] == (("zip",), [40, 60])
+    # no all-nan cell: every (init_scale, zip entry) is a point
+    assert not np.isnan(lab["loss"][..., 0]).any()
+    # the d = 12 entry ran to step 60, the d = 8 one to 40
+    assert np.nanmax(lab.coords["step_value"][1][:, 1]) == 60 and np.nanmax(lab.coords["step_value"][1][:, 0]) == 40
+    if pytest.importorskip("xarray"):
+        ds = lab.to_xarray()
+        assert ds["d"].dims == ("zip",) and ds["loss"].sel(init_scale=0.2).isel(zip=1).dims == ("beta", "lr", "seed", "step")
 
 
 def test_analysis_takes_a_result_and_draws_its_figures(res, tmp_path):

@@ -19,5 +19,9 @@ def test_quickstart_notebook_executes(tmp_path):
     assert not [o for o in outputs if o.get("output_type") == "error"]
     text = "".join(o.get("text", "") for o in outputs if o.get("output_type") == "stream")
     assert "median emergence step per direction" in text and "slope" in text
+    # the small study: T vs d with censored points kept and named, T_p vs p by beta
+    assert "emergence_time_vs_d" in text and "censored, kept in the fit: d = " in text
+    assert 'not pooled; use analyze(result, by="beta")' in text
+    assert "beta = 1.0: slope" in text and "beta = 2.0: slope" in text and "theory 2.00" in text
     # the figures were displayed inline (the package did not switch the backend away)
-    assert sum("image/png" in o.get("data", {}) for o in outputs) >= 2
+    assert sum("image/png" in o.get("data", {}) for o in outputs) >= 3

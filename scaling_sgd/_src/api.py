@@ -29,7 +29,7 @@ from . import config as cfgmod
 from .emergence import emergence_times
 from .engines.base import REPLICA_SETTINGS
 from .results import read_run
-from .schema import LOGGED
+from .schema import LOGGED, schema
 
 __all__ = ["Result", "Labeled", "run", "load_run", "load_sweep", "REPLICA_AXES"]
 
@@ -56,6 +56,16 @@ class Labeled:
 
     def __getitem__(self, name):
         return self.data[name]
+
+    def __repr__(self) -> str:
+        arrays = ", ".join(f"{k}{tuple(np.shape(v))}" for k, v in self.data.items())
+        sizes = []
+        for k, v in self.coords.items():
+            if isinstance(v, tuple) and len(v) == 2 and isinstance(v[0], tuple):
+                sizes.append(f"{k} on ({', '.join(v[0])})")
+            else:
+                sizes.append(f"{k}: {len(v)}")
+        return f"<Labeled {arrays}; coords {'; '.join(sizes)}>"
 
     def dims(self, name) -> tuple:
         return self.array_dims[name]
@@ -133,38 +143,51 @@ class Result:
         }
         return dataclasses.replace(self, metrics=metrics)
 
+    def _arrays(self) -> dict:
+        """Every metric with its dimensions from the schema (:func:`.schema.schema`):
+        name -> (dims, array); the replicated settings themselves are left out (they
+        become coordinates)."""
+        sch = schema(self.config["train"]["engine"])
+        return {k: (sch[k], np.asarray(v)) for k, v in self.metrics.items() if k in sch and k not in REPLICA_AXES}
+
     def unstack(self) -> Labeled:
         """The metrics with the replica axis unstacked into ``(beta, lr, seed)``:
-        ``loss`` ``(beta, lr, seed, step)``, ``skill`` ``(beta, lr, seed, step, direction)``, ..."""
+        ``loss`` ``(beta, lr, seed, step)``, ``skill`` ``(beta, lr, seed, step, direction)``,
+        ``a`` ``(beta, lr, seed, direction)``, ...  Raises ``ValueError`` when the replicas
+        are not a full ``beta x lr x seed`` grid (e.g. a subset from :meth:`sel`)."""
         grid = {k: list(dict.fromkeys(np.asarray(self.metrics[k]).tolist())) for k in REPLICA_AXES}
         shape = tuple(len(grid[k]) for k in REPLICA_AXES)
-        if int(np.prod(shape)) != self.R:
+        full = int(np.prod(shape)) == self.R and all(
+            np.array_equal(np.asarray(self.metrics[k]).reshape(shape), np.asarray(c))
+            for k, c in zip(REPLICA_AXES, np.meshgrid(*(grid[k] for k in REPLICA_AXES), indexing="ij"))
+        )
+        if not full:
             raise ValueError("the replicas are not a full beta x lr x seed grid (a subset from sel?); use .metrics")
         data, dims = {}, {}
-        for name, trailing in _DIMS.items():
-            if name in self.metrics:
-                v = np.asarray(self.metrics[name])
-                data[name] = v.reshape(shape + v.shape[1:])
-                dims[name] = (*REPLICA_AXES, "step", *trailing)
-        for name in ("diverged", "diverged_step"):
-            data[name] = np.asarray(self.metrics[name]).reshape(shape)
-            dims[name] = REPLICA_AXES
+        for name, (d, v) in self._arrays().items():
+            if d[:1] == ("replica",):
+                data[name], dims[name] = v.reshape(shape + v.shape[1:]), (*REPLICA_AXES, *d[1:])
         coords = {**grid, "step": np.asarray(self.metrics["step"])}
         return Labeled(data, dims, coords)
 
     def to_xarray(self):
-        """An ``xarray.Dataset`` with dims ``replica``, ``step``, ``direction``, ``neuron``
-        and ``beta``/``lr``/``seed`` as coordinates on ``replica`` (needs ``xarray``)."""
-        data, dims = {}, {}
-        for name, trailing in _DIMS.items():
-            if name in self.metrics:
-                data[name] = self.metrics[name]
-                dims[name] = ("replica", "step", *trailing)
-        for name in ("diverged", "diverged_step"):
-            data[name], dims[name] = self.metrics[name], ("replica",)
-        data["a"], dims["a"] = self.metrics["a"], ("replica", "direction")
-        coords = {"step": self.metrics["step"], **{k: (("replica",), v) for k, v in self.replicas.items()}}
-        ds = Labeled(data, dims, coords).to_xarray()
+        """An ``xarray.Dataset`` with the dimensions ``beta``, ``lr``, ``seed`` (the
+        replicated settings), ``step`` (coordinate: the log steps), ``direction``
+        (coordinate ``p = 1..P``) and ``neuron``; every array of the run by its schema
+        name.  Replicas that are not a full ``beta x lr x seed`` grid keep one
+        ``replica`` dimension with ``beta``, ``lr``, ``seed`` as its coordinates.  Needs
+        ``xarray``."""
+        try:
+            lab = self.unstack()
+        except ValueError:
+            arrays = {k: dv for k, dv in self._arrays().items() if dv[0][:1] == ("replica",)}
+            data, dims = {k: v for k, (_, v) in arrays.items()}, {k: d for k, (d, _) in arrays.items()}
+            coords = {"step": self.metrics["step"], **{k: (("replica",), v) for k, v in self.replicas.items()}}
+            lab = Labeled(data, dims, coords)
+        P = int(np.shape(self.metrics["skill"])[-1]) if "skill" in self.metrics else None
+        if P is not None:
+            lab.coords["direction"] = np.arange(1, P + 1)
+        ds = lab.to_xarray()
         ds.attrs.update(
             {"engine": self.config["train"]["engine"], "config": json.dumps(self.config), "partial": int(self.partial)}
         )
@@ -260,11 +283,12 @@ def _order(text: str):
 def load_sweep(path, metric: str = "loss") -> Labeled:
     """One metric of every finished point of a sweep, as one array with named dimensions.
 
-    The dimensions are the swept keys that make points (``d``, ``m``, ``P``, ...), then
-    ``beta``, ``lr``, ``seed`` (the replicas), then ``step`` (the log-point index; the
-    steps themselves are the coordinate ``step_value`` on the point dimensions and
-    ``step``, since a swept ``steps`` moves them) and the metric's own dimensions.  Points
-    not finished are ``nan``.
+    The dimensions are the swept keys that make points (``d``, ``m``, ``P``, ...; a
+    ``zip`` axis is one dimension ``zip``, with a coordinate on it for each zipped key),
+    then ``beta``, ``lr``, ``seed`` (the replicas), then ``step`` (the log-point index;
+    the steps themselves are the coordinate ``step_value`` on the point dimensions and
+    ``step``, since a swept ``steps`` moves them) and the metric's own dimensions.
+    Points not finished are ``nan``.
 
     Returns a :class:`Labeled` (``.to_xarray()`` for an ``xarray.Dataset``).
     """
@@ -275,26 +299,45 @@ def load_sweep(path, metric: str = "loss") -> Labeled:
         raise ValueError(f"{path}: no finished point in the sweep")
     results = [load_run(path / p["dir"]) for p in points]
     traced = set(REPLICA_SETTINGS.values())
-    axes = [k for k in index["swept"] if k not in traced]
+    zipped = (index.get("grid") or {}).get("zip") or []
+    zkeys = list(zipped[0]) if zipped else []
+    axes = [k for k in index["swept"] if k not in traced and k not in zkeys]
     values = {k: sorted({json.dumps(p["settings"][k], sort_keys=True) for p in points}, key=_order) for k in axes}
+    sizes = [len(values[k]) for k in axes] + ([len(zipped)] if zipped else [])
+
+    def zip_index(settings) -> int:
+        # the zip entry whose non-traced keys the point's settings match
+        return next(
+            i
+            for i, e in enumerate(zipped)
+            if all(
+                json.dumps(settings.get(k), sort_keys=True) == json.dumps(v, sort_keys=True)
+                for k, v in e.items()
+                if k not in traced
+            )
+        )
+
     rep = [r.unstack() for r in results]
     grid = {k: sorted({x for u in rep for x in u.coords[k]}) for k in REPLICA_AXES}
     first = rep[0]
     T = max(u[metric].shape[3] for u in rep)
     trailing = first[metric].shape[4:]
-    shape = tuple(len(values[k]) for k in axes) + tuple(len(grid[k]) for k in REPLICA_AXES) + (T,) + trailing
+    shape = tuple(sizes) + tuple(len(grid[k]) for k in REPLICA_AXES) + (T,) + trailing
     data = np.full(shape, np.nan)
-    steps = np.full(tuple(len(values[k]) for k in axes) + (T,), np.nan)
+    steps = np.full(tuple(sizes) + (T,), np.nan)
     for p, u in zip(points, rep):
         pi = tuple(values[k].index(json.dumps(p["settings"][k], sort_keys=True)) for k in axes)
+        pi += (zip_index(p["settings"]),) if zipped else ()
         for ri in itertools.product(*(range(len(u.coords[k])) for k in REPLICA_AXES)):
             gi = tuple(grid[k].index(u.coords[k][i]) for k, i in zip(REPLICA_AXES, ri))
             v = u[metric][ri]
             data[pi + gi + (slice(0, v.shape[0]),)] = v
         st = u.coords["step"]
         steps[pi + (slice(0, st.size),)] = st
-    names = [k.split(".", 1)[1] for k in axes]
+    names = [k.split(".", 1)[1] for k in axes] + (["zip"] if zipped else [])
     coords = {n: [json.loads(v) for v in values[k]] for n, k in zip(names, axes)}
+    for k in zkeys:
+        coords[k.split(".", 1)[1]] = (("zip",), [e[k] for e in zipped])
     coords.update(grid)
     coords["step"] = np.arange(T)
     coords["step_value"] = ((*names, "step"), steps)
