@@ -87,7 +87,7 @@ def _interrupted(out, meta) -> int:
     reports a command ended by that signal."""
     print(
         f"\nscaling-sgd: interrupted by {meta['interrupted_by']} at step {meta['last_step']:,}: wrote the part done to {out} "
-        '(config.json has "partial": true; rerun to compute the whole run)',
+        '(config.json has "partial": true); run the same command again to resume from there',
         file=sys.stderr,
     )
     return 128 + int(getattr(signal.Signals, meta["interrupted_by"], signal.SIGINT))

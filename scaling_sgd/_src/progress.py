@@ -32,8 +32,9 @@ class NoProgress:
     def compiling(self) -> None:
         """Compilation starts."""
 
-    def start(self, total: int, samples_per_step: float) -> None:
-        """The run starts (after compilation): ``total`` steps of ``samples_per_step``."""
+    def start(self, total: int, samples_per_step: float, start: int = 0) -> None:
+        """The run starts (after compilation): ``total`` steps of ``samples_per_step``, from
+        step ``start`` (a run resumed from a checkpoint)."""
 
     def update(self, done: int, fraction: float | None = None) -> None:
         """``done`` steps are done; ``fraction`` of the work (default ``done / total``)."""
@@ -65,16 +66,17 @@ class Progress(NoProgress):
         self.total = 0
         self.sps = 1.0
         self.last_print = 0.0  # set at start: the first line comes after `every` seconds of running
-        self.done = 0
+        self.done = self.start_step = 0
         self._history = []  # (elapsed, fraction) at the lines printed, from el / 2 on
 
     def compiling(self) -> None:
         self.t_compile = time.perf_counter()
         print(f"{self.label}compiling...", file=self.stream, flush=True)
 
-    def start(self, total: int, samples_per_step: float) -> None:
+    def start(self, total: int, samples_per_step: float, start: int = 0) -> None:
         self.total = int(total)
         self.sps = float(samples_per_step)
+        self.done = self.start_step = int(start)
         self.t0 = self.last_print = time.perf_counter()
         if self.t_compile is not None:
             print(f"{self.label}compiled in {self.t0 - self.t_compile:.1f} s", file=self.stream, flush=True)
@@ -86,7 +88,13 @@ class Progress(NoProgress):
                 from tqdm import tqdm
 
             self._tqdm = tqdm(
-                total=self.total, desc=self.label.strip() or "steps", unit="step", unit_scale=True, file=self.stream, leave=True
+                total=self.total,
+                initial=self.start_step,
+                desc=self.label.strip() or "steps",
+                unit="step",
+                unit_scale=True,
+                file=self.stream,
+                leave=True,
             )
 
     def update(self, done: int, fraction: float | None = None) -> None:
@@ -98,7 +106,7 @@ class Progress(NoProgress):
             self._tqdm.update(done - self.done)
             el = time.perf_counter() - self.t0
             if el > 0:
-                self._tqdm.set_postfix_str(f"{done * self.sps / el:,.0f} samples/s", refresh=False)
+                self._tqdm.set_postfix_str(f"{(done - self.start_step) * self.sps / el:,.0f} samples/s", refresh=False)
             self.done = done
             return
         self.done = done
@@ -108,7 +116,7 @@ class Progress(NoProgress):
             return
         self.last_print = now
         el = now - self.t0
-        rate = self.done / el if el > 0 else float("nan")
+        rate = (self.done - self.start_step) / el if el > 0 else float("nan")
         # the time left from the fraction of the work done (for the flow: the fraction of its
         # log points), at the rate of the more recent half of the run: a flow log point
         # costs more as the run goes on (benchmarks/NOTES.md, "The `flow` engine at P = m = 256

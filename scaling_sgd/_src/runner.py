@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from . import preflight
+from .checkpoint import Checkpoint
 from .engines.driver import Interrupted, pad_replicas, replica_padding, simulate
 from .environment import environment
 from .progress import NoProgress, Progress
@@ -61,12 +62,18 @@ def run(
     keep_partial: bool = False,
     force: bool = False,
     stop_signals=(signal.SIGINT, signal.SIGTERM),
+    checkpoint_s: float | None = None,
 ):
     """Run a spec (:func:`.spec.build_spec`); write it to ``out_dir`` if given.
 
     Before compiling, :func:`.preflight.check` refuses an output folder that cannot take
     the results (or holds another config's, unless ``force``) and a run whose memory or
     disk estimate does not fit.
+
+    With an ``out_dir`` the run is resumable (:mod:`.checkpoint`): its state is saved beside
+    the folder at log points and every few minutes, and when a stop signal arrives; the
+    same run started again (same config, same ``out_dir``) continues from there and ends
+    with the numbers of an uninterrupted run.
 
     Args:
         spec: the run (a resolved config, built once).
@@ -79,6 +86,8 @@ def run(
         force: replace another config's results in ``out_dir``.
         stop_signals: signals that stop the run between chunks (the driver's
             :class:`~.engines.driver.Interrupted`); others keep their own handlers.
+        checkpoint_s: the most seconds between two checkpoints (default
+            :data:`.checkpoint.EVERY_S`, or ``SCALING_SGD_CHECKPOINT_S``).
     Returns:
         ``(metrics, meta)``: ``metrics`` as in ``metrics.npz`` (docs/model.md §4),
         ``meta`` the other ``config.json`` fields.
@@ -88,13 +97,15 @@ def run(
     show = spec.config["train"]["progress"] if progress is None else progress
     meter = Progress(label=label) if show else NoProgress()
     enable_compilation_cache()
+    ckpt = Checkpoint(out_dir, spec.hash, interval_s=checkpoint_s) if out_dir is not None else None
     t0 = time.perf_counter()
     interrupted = None
     with precision(static.dtype):
         try:
             # Several local devices: pad the replica axis to a multiple of their number so
             # that it is sharded across all of them, and drop the pads.
-            raw = simulate(engine, static, pad_replicas(reps, replica_padding(reps.R)), steps, meter, stop_signals=stop_signals)
+            padded = pad_replicas(reps, replica_padding(reps.R))
+            raw = simulate(engine, static, padded, steps, meter, stop_signals=stop_signals, checkpoint=ckpt)
         except Interrupted as e:
             if not keep_partial:
                 raise
@@ -110,18 +121,23 @@ def run(
             metrics[k] = v[:, idx] if v.ndim >= 2 else v
     metrics.update({k: getattr(reps, k) for k in REPLICATED})
     done = int(step[-1])
+    resumed = int(ckpt.resumed_step or 0) if ckpt is not None else 0
     meta = {
         "hash": spec.hash,
         "engine": engine.name,
         "replicas": R,
         "diverged_replicas": int(np.sum(metrics["diverged"])),
         "wall_time_s": wall,
-        "samples_per_s": float(done) * static.batch_size * R / wall if wall > 0 else None,
+        "samples_per_s": float(done - resumed) * static.batch_size * R / wall if wall > 0 else None,
         "environment": environment(),
         "format": 1,
     }
+    if resumed:
+        meta["resumed_from_step"] = resumed
     if interrupted:
         meta.update(partial=True, last_step=done, interrupted_by=interrupted)
     if out_dir is not None:
         write_run(out_dir, spec.config, metrics, meta)
+        if not interrupted:
+            ckpt.remove()
     return metrics, meta

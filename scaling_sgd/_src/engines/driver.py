@@ -41,7 +41,16 @@ from ..progress import NoProgress
 from ..schedules import tau_over_lr
 from .base import MAX_STEPS_INT32, Engine, Grid, Replicas, Static, Target, divergence_check
 
-__all__ = ["simulate", "initial_observables", "Chunk", "Interrupted", "place_replicas", "replica_padding", "pad_replicas", "compiled_programs"]
+__all__ = [
+    "simulate",
+    "initial_observables",
+    "Chunk",
+    "Interrupted",
+    "place_replicas",
+    "replica_padding",
+    "pad_replicas",
+    "compiled_programs",
+]
 
 
 class Interrupted(KeyboardInterrupt):
@@ -226,6 +235,7 @@ def simulate(
     chunk_seconds: float = 1.0,
     first_budget: int = 64,
     stop_signals=(signal.SIGINT, signal.SIGTERM),
+    checkpoint=None,
 ) -> dict:
     """Run all replicas of ``engine`` and return numpy metrics ``(R, T, ...)``.
 
@@ -238,6 +248,12 @@ def simulate(
             granularity); it never changes the numbers.
         first_budget: work units of the first call (then adapted).
         stop_signals: signals that stop the run between chunks (:class:`Interrupted`).
+        checkpoint: where the run's state is kept between processes (a
+            :class:`..checkpoint.Checkpoint`, or ``None``).  The run starts from the state it
+            holds, if any; the state is saved at log points (at most every
+            ``checkpoint.min_interval_s``), at least every ``checkpoint.interval_s``, and
+            when a stop signal arrives.  The numbers do not depend on where a run stops and
+            resumes (each step is the same code wherever a chunk ends).
     Returns:
         dict of ``(R, T, ...)`` observables (``loss``, ``alignment``, ``skill``,
         ``norm2``, optionally ``overlap``) and ``diverged`` ``(R,)`` bool,
@@ -258,12 +274,22 @@ def simulate(
     _run.lower(engine, static, chunk_shape, dreps, grid, jnp.asarray(0, jnp.int32)).compile()
 
     chunk = _start(engine, static, dreps, grid)
-    progress.start(int(log_steps[-1]), engine.work_units(static, reps))
     budget, j = int(first_budget), 1
+    resumed = checkpoint.restore(chunk) if checkpoint is not None else None
+    if resumed is not None:
+        chunk, budget = resumed
+        j = int(jax.device_get(chunk.j))
+    start_step = int(log_steps[j - 1])
+    if resumed is not None:
+        checkpoint.resumed_step = start_step
+    progress.start(int(log_steps[-1]), engine.work_units(static, reps), start=start_step)
+    saved_j, saved_t = j, time.perf_counter()
     with _stop_on(stop_signals) as stop:
         try:
             while j < T:
                 if stop["signal"]:
+                    if checkpoint is not None:
+                        checkpoint.save(chunk, budget)
                     raise Interrupted(_collect(engine, static, chunk, j, log_steps), stop["signal"])
                 t0 = time.perf_counter()
                 chunk, pos = _run(engine, static, chunk, dreps, grid, jnp.asarray(budget, jnp.int32))
@@ -272,6 +298,9 @@ def simulate(
                 budget = int(np.clip(budget * chunk_seconds / max(el, 1e-4), budget // 4 + 1, min(budget * 4, 2**30)))
                 frac = (j - 1) / max(T - 1, 1) if engine.cost_in_log_steps else None
                 progress.update(min(pos, int(log_steps[-1])), frac)
+                if checkpoint is not None and j < T and checkpoint.due(j > saved_j, time.perf_counter() - saved_t):
+                    checkpoint.save(chunk, budget)
+                    saved_j, saved_t = j, time.perf_counter()
         finally:
             progress.close()
     return _collect(engine, static, chunk, T, log_steps)
