@@ -26,7 +26,10 @@ ARRAYS = ("loss", "skill", "alignment", "norm2", "overlap", "diverged", "diverge
 CONFIGS = {
     "sgd": {"train": {"engine": "sgd", "steps": 20_000, "lr": [1e-3, 2e-3], "seed": [0, 1]}},
     "reduced": {"train": {"engine": "reduced", "steps": 20_000, "lr": [1e-3], "seed": [0, 3]}, "data": {"d": 32}},
-    "flow": {"train": {"engine": "flow", "steps": 20_000_000, "lr": [1e-3], "seed": [0, 1], "dtype": "float64"}, "data": {"d": 64}},
+    "flow": {
+        "train": {"engine": "flow", "steps": 20_000_000, "lr": [1e-3], "seed": [0, 1], "dtype": "float64"},
+        "data": {"d": 64},
+    },
 }
 
 
@@ -115,7 +118,11 @@ def test_kill_9_then_the_run_resumes(tmp_path):
     cfg = tmp_path / "c.toml"
     cfg.write_text(SLOW_CONFIG)
     root = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "SCALING_SGD_CHECKPOINT_S": "0", "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "SCALING_SGD_CHECKPOINT_S": "0",
+        "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]),
+    }
     out = tmp_path / "run"
     ck = checkpoint_path(out)
     proc = subprocess.Popen(

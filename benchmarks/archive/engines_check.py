@@ -42,7 +42,9 @@ def rate(engine: str, steps: int, R: int, **over) -> float:
     """Samples/s (steps x B x R / wall) of a timed second run (the first compiles)."""
     cfg = _cfg(**{"train.engine": engine, "train.seed": list(range(R)), **over})
     simulate = get_engine(engine)
-    static, reps, grid = _parts(build_spec(_cfg(**{"train.engine": engine, "train.seed": list(range(R)), **{**over, "train.steps": 7}})))
+    static, reps, grid = _parts(
+        build_spec(_cfg(**{"train.engine": engine, "train.seed": list(range(R)), **{**over, "train.steps": 7}}))
+    )
     simulate(static, reps, grid)  # compile (same shapes: the step count is traced)
     static, reps, grid = _parts(build_spec(cfg))
     t0 = time.perf_counter()
