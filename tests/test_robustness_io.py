@@ -223,15 +223,17 @@ def test_sigterm_leaves_a_complete_run_or_none(base_toml, runs, tmp_path):
         p.send_signal(signal.SIGTERM)
         p.wait(timeout=60)
     assert p_write.returncode == -signal.SIGTERM
-    if p_compute.returncode == 143:  # stopped between chunks: a complete run, marked partial
+    if p_compute.returncode == 143:  # stopped between chunks: a complete run, marked partial, and its checkpoint
         meta = json.loads((fresh / "config.json").read_text())
         assert meta["partial"] is True and meta["interrupted_by"] == "SIGTERM" and results.read_run(fresh)
+        assert (tmp_path / ".scaling-sgd-tmp" / "fresh.checkpoint.npz").is_file()
     else:  # killed before the chunk loop (compiling): nothing
         assert p_compute.returncode == -signal.SIGTERM and not fresh.exists()
     assert _tree(rerun) == old and results.read_run(rerun)  # the old complete run, untouched
     assert list((tmp_path / ".scaling-sgd-tmp").iterdir())  # the killed writer's half folder ...
     assert main(["run", str(base_toml), "--out", str(rerun)]) == 0  # ... is removed by the next write
-    assert not list((tmp_path / ".scaling-sgd-tmp").iterdir()) and results.read_run(rerun)
+    left = [e.name for e in (tmp_path / ".scaling-sgd-tmp").iterdir() if not e.name.endswith(".checkpoint.npz")]
+    assert not left and results.read_run(rerun)
 
 
 def test_sigterm_during_a_sweep_releases_the_claim(tmp_path, capsys):
