@@ -41,8 +41,17 @@ __all__ = [
 ]
 
 SKIP_ENV = "SCALING_SGD_NO_PREFLIGHT"
-# The compiler and the runtime (benchmarks/NOTES.md, "Memory estimate of the preflight").
-RUNTIME_BYTES = 300_000_000
+# The compiler, the runtime and the libraries a run imports (benchmarks/NOTES.md, "Memory
+# estimate of the preflight": 0.52 to 0.58 GB of peak RSS for one replica on CPU).
+RUNTIME_BYTES = 550_000_000
+# The logs on the host after the run: the copy from the device, the runner's selection of
+# the log points, the compressed metrics.npz in memory and the bytes taken from it.
+HOST_LOG_COPIES = 4
+# What every replica costs beyond its arrays: the driver's per-replica buffers (keys,
+# flags, replicated settings, their padding) and the compiled program's per-replica
+# temporaries (measured: ~20 KB a replica at d = 8, P = m = 2, with or without the
+# overlap logs, of which the arrays above explain ~10 KB).
+PER_REPLICA_BYTES = 10_000
 # Size of config.json, the analysis files and the figures of one run (upper bound).
 OVERHEAD_BYTES = 2_000_000
 
@@ -57,10 +66,15 @@ def _logged_bytes(spec: RunSpec) -> int:
 def memory_estimate(spec: RunSpec) -> dict[str, int]:
     """Bytes a run holds at its peak, by part (``{label: bytes}``), from its shapes: the
     engine's own parts (:meth:`.engines.base.Engine.memory`), the logs (every log point of
-    every observable, kept on the device and stacked at the end), and
-    :data:`RUNTIME_BYTES` for the compiler and the runtime."""
-    parts = dict(spec.engine.memory(spec.static, spec.sizes["replica"], spec.sizes["step"]))
+    every observable, kept on the device and stacked at the end, then
+    :data:`HOST_LOG_COPIES` times on the host while ``metrics.npz`` is written),
+    :data:`PER_REPLICA_BYTES` a replica, and :data:`RUNTIME_BYTES` for the compiler and
+    the runtime."""
+    R = spec.sizes["replica"]
+    parts = dict(spec.engine.memory(spec.static, R, spec.sizes["step"]))
     parts["logs"] = int(STATE_COPIES * _logged_bytes(spec))
+    parts["logs on the host"] = int(HOST_LOG_COPIES * _logged_bytes(spec))
+    parts["per-replica buffers"] = PER_REPLICA_BYTES * R
     parts["compiler and runtime"] = RUNTIME_BYTES
     return parts
 
