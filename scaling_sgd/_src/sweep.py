@@ -212,9 +212,11 @@ def check_layout(out: Path) -> None:
 
 
 def check_owner(out: Path, pl: Plan, force: bool) -> None:
-    """A sweep folder belongs to one sweep: refuse, unless ``force``, a folder whose index
-    (``sweep.json``) records another base config, or (the index lost) whose point folders
-    are all another sweep's; refuse an index of an unknown format in any case.
+    """A sweep folder belongs to one sweep: refuse, unless ``force``, a folder holding
+    points that this sweep does not have (listed in its ``sweep.json``, or, the index
+    lost, found in ``points/``): another config's sweep, or this one with values taken
+    out.  A sweep with values added resumes.  An index of an unknown format is refused
+    in any case.
 
     Raises:
         OutputError: one line naming ``--out``.
@@ -223,28 +225,27 @@ def check_owner(out: Path, pl: Plan, force: bool) -> None:
     if old is not None and old.get("format") != INDEX_FORMAT:
         raise OutputError(
             "--out",
-            f"{str(out)!r} has a sweep.json of format {old.get('format')!r}; accepted: format {INDEX_FORMAT} (another version wrote it)",
+            f"{str(out)!r} has a sweep.json of format {str(old.get('format'))[:20]}; accepted: format {INDEX_FORMAT} "
+            "(another version wrote it)",
         )
     if force:
         return
-    mine = cfgmod.config_hash(pl.base)
-    base = old.get("base_config") if old is not None else None
-    if isinstance(base, dict) and base:
-        theirs = cfgmod.config_hash(base)
-        if theirs != mine:
-            raise OutputError(
-                "--out",
-                f"{str(out)!r} holds another sweep (base config hash {theirs}, this one {mine}); accepted: another --out, or --force",
-            )
-        return
-    try:
-        found = {e.name for e in os.scandir(out / "points") if e.is_dir(follow_symlinks=False) and not e.name.startswith(".")}
-    except OSError:
-        return
-    if found and not found & {p.id for p in pl.points}:
+    entries = old.get("points") if old is not None else None
+    if isinstance(entries, list):
+        theirs = {e.get("id") for e in entries if isinstance(e, dict) and isinstance(e.get("id"), str)}
+    else:
+        try:
+            theirs = {
+                e.name for e in os.scandir(out / "points") if e.is_dir(follow_symlinks=False) and not e.name.startswith(".")
+            }
+        except OSError:
+            return
+    foreign = sorted(theirs - {p.id for p in pl.points})
+    if foreign:
         raise OutputError(
             "--out",
-            f"{str(out)!r} holds {len(found)} point(s) of another sweep and no index; accepted: another --out, or --force",
+            f"{str(out)!r} holds another sweep ({len(foreign)} of its {len(theirs)} points are not in this one, e.g. "
+            f"points/{foreign[0][:16]}); accepted: another --out, or --force to run this sweep there too",
         )
 
 
@@ -399,7 +400,8 @@ def run_sweep(pl: Plan, out, shard: tuple[int, int] = (1, 1), force: bool = Fals
     index.write()
     counts = {"points": len(pl.points), "shard_points": len(mine), "already_done": len(mine) - len(todo), "damaged": len(damaged)}
     counts.update(job.counts)
-    counts["repaired"] = sum(point_state(out, p, verify=False)[0] == "done" for p in damaged)
+    # verified: a failed rewrite leaves the damaged folder in place, which must not count
+    counts["repaired"] = sum(point_state(out, p, verify=True)[0] == "done" for p in damaged)
     return counts
 
 
