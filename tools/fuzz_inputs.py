@@ -11,6 +11,9 @@ location, a damaged run or sweep directory.  Each is run through ``scaling-sgd``
 * ``reported``: exit 0 and the report says what happened (an all-diverged run shown as
   diverged, never as learned);
 * ``warned``: exit 0 with a one-line warning naming the key;
+* ``handled``: exit 0 and the case's check holds (a link replaced, never written through);
+* ``lost``: a case that guards data or compute failed its check (a file written through a
+  link, results computed and then thrown away, another sweep's index overwritten);
 * ``traceback``: an exception escaped ``main()``;
 * ``silent``: exit 0 and nothing said (garbage accepted, or damage left in place);
 * ``unclear``: anything else (several lines, another exit status, a hang).
