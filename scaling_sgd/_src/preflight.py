@@ -166,8 +166,27 @@ def memory_limit() -> int | None:
     return int(gb * 1e9)
 
 
+def _address_space_available() -> int | None:
+    """Room left under this process's address-space limit (``ulimit -v``, ``RLIMIT_AS``),
+    or ``None`` when it has none: the limit less the address space in use (``VmSize``)."""
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+    except (ImportError, OSError, ValueError):
+        return None
+    if soft == resource.RLIM_INFINITY:
+        return None
+    try:
+        with open("/proc/self/status") as f:
+            used = next(int(ln.split()[1]) * 1024 for ln in f if ln.startswith("VmSize:"))
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+    return max(int(soft) - used, 0)
+
+
 def _host_available() -> tuple[int | None, str]:
-    avail = [v for v in (_meminfo_available(), _cgroup_available()) if v is not None]
+    avail = [v for v in (_meminfo_available(), _cgroup_available(), _address_space_available()) if v is not None]
     if avail:
         return min(avail), "host memory"
     try:  # no /proc (macOS): physical memory is the bound
