@@ -76,7 +76,19 @@ def main(argv=None) -> int:
     for R in a.R:
         with tempfile.TemporaryDirectory(prefix="memory-peak-") as tmp:
             env = {**os.environ, "SCALING_SGD_NO_PREFLIGHT": "1", "SCALING_SGD_COMPILATION_CACHE": "0"}
-            args = [sys.executable, __file__, str(R), "--steps", str(a.steps), "--points", str(a.points), "--d", str(a.d), "--child", tmp]
+            args = [
+                sys.executable,
+                __file__,
+                str(R),
+                "--steps",
+                str(a.steps),
+                "--points",
+                str(a.points),
+                "--d",
+                str(a.d),
+                "--child",
+                tmp,
+            ]
             res = subprocess.run(args, capture_output=True, text=True, env=env)
             lines = [ln for ln in res.stdout.splitlines() if ln.startswith("{")]
             if res.returncode or not lines:
@@ -84,7 +96,10 @@ def main(argv=None) -> int:
                 continue
             peak = json.loads(lines[-1])["peak_rss"]
         est = _estimate(R, a.steps, a.points, a.d)
-        print(json.dumps({"R": R, "d": a.d, "points": a.points, "estimate": est, "peak_rss": peak, "ratio": round(est / peak, 3)}), flush=True)
+        print(
+            json.dumps({"R": R, "d": a.d, "points": a.points, "estimate": est, "peak_rss": peak, "ratio": round(est / peak, 3)}),
+            flush=True,
+        )
     return 0
 
 
