@@ -28,7 +28,7 @@ import numpy as np
 from scaling_sgd import load_run
 from scaling_sgd._src.errors import ResultsError
 from scaling_sgd._src.files import atomic_write_json
-from scaling_sgd._src.sweep import index_from_points
+from scaling_sgd._src.sweep_state import read_sweep_index
 
 from . import theory
 from .core import analyze_metrics, partial_text, replica_groups, replica_values, select_replicas
@@ -133,20 +133,7 @@ def load_groups(sweep_dir, observable=None, threshold=None, n_boot: int = 400, s
 def read_index(sweep_dir) -> dict:
     """``sweep.json`` of a sweep folder, or the index rebuilt from its point folders when
     the file is missing or unreadable (then ``index["rebuilt_from_points"]`` is set)."""
-    sweep_dir = Path(sweep_dir)
-    why = "missing"
-    try:
-        index = json.loads((sweep_dir / "sweep.json").read_bytes().decode("utf-8"))
-        if isinstance(index, dict) and isinstance(index.get("points"), list):
-            return index
-        why = "not a sweep index"
-    except FileNotFoundError:
-        pass
-    except (OSError, ValueError) as e:
-        why = f"unreadable ({type(e).__name__})"
-    index = index_from_points(sweep_dir)
-    index["rebuilt_from_points"] = f"sweep.json {why}: rebuilt from {len(index['points'])} point folders"
-    return index
+    return read_sweep_index(sweep_dir)
 
 
 def _draws(res: dict, n_boot: int, rng) -> dict:

@@ -9,10 +9,13 @@ only when asked, as the command line does).
 from __future__ import annotations
 
 import functools
+import io
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+
+from scaling_sgd._src.files import atomic_write_bytes
 
 __all__ = [
     "staircase",
@@ -79,11 +82,14 @@ def save(fig, path_stem: str | Path, formats=("png", "pdf"), close: bool = False
     """Save ``fig`` as ``<stem>.png`` and ``<stem>.pdf``; return the paths.  ``close``
     releases the figure (for scripts that draw many; a notebook keeps it to show)."""
     path_stem = Path(path_stem)
-    path_stem.parent.mkdir(parents=True, exist_ok=True)
     out = []
     for ext in formats:
         p = path_stem.parent / f"{path_stem.name}.{ext}"  # not with_suffix: a stem may hold dots (lr=0.001)
-        fig.savefig(p, dpi=200 if ext == "png" else None, bbox_inches="tight")
+        buf = io.BytesIO()
+        fig.savefig(buf, format=ext, dpi=200 if ext == "png" else None, bbox_inches="tight")
+        # a new file renamed into place: the old figure stays whole on a full disk, and a
+        # link named like the figure is replaced, never written through
+        atomic_write_bytes(p, buf.getvalue())
         out.append(p)
     if close:
         plt.close(fig)

@@ -10,6 +10,7 @@ status 2, before any compute starts and without touching results already written
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib.resources
 import os
 import signal
@@ -26,6 +27,10 @@ __all__ = ["main"]
 
 # The demo's config ships inside the package, so the demo runs after any install.
 DEMO_CONFIG = importlib.resources.files("scaling_sgd") / "demo.toml"
+
+
+# Refusals of the file system that are the user's environment, not a bug of ours.
+_FS_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENAMETOOLONG, errno.EISDIR, errno.ENOTDIR)
 
 
 def _fail(msg: str) -> int:
@@ -243,6 +248,11 @@ def main(argv=None) -> int:
     except BrokenPipeError:  # output piped into a reader that stopped (| head): not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    except OSError as e:  # the file system refused (a full disk, read-only, a name too long): one line
+        if e.errno not in _FS_ERRNOS:
+            raise
+        where = f" {str(e.filename)[:120]!r}" if e.filename else ""
+        return _fail(f"cannot use{where}: {e.strerror or e}; files already there were left whole")
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130

@@ -29,6 +29,7 @@ class Case:
     check: object = None  # (tmp, out_text, err_text) -> bool: results on disk are consistent
     patch: object = None  # context manager factory applied around main()
     quiet_ok: bool = False  # a repair that needs no message (derived data rebuilt, e.g. a lost index)
+    guard: bool = False  # ``check`` guards data or compute: a failed check is a loss
 
 
 # -- helpers ------------------------------------------------------------------------------

@@ -11,6 +11,9 @@ location, a damaged run or sweep directory.  Each is run through ``scaling-sgd``
 * ``reported``: exit 0 and the report says what happened (an all-diverged run shown as
   diverged, never as learned);
 * ``warned``: exit 0 with a one-line warning naming the key;
+* ``handled``: exit 0 and the case's check holds (a link replaced, never written through);
+* ``lost``: a case that guards data or compute failed its check (a file written through a
+  link, results computed and then thrown away, another sweep's index overwritten);
 * ``traceback``: an exception escaped ``main()``;
 * ``silent``: exit 0 and nothing said (garbage accepted, or damage left in place);
 * ``unclear``: anything else (several lines, another exit status, a hang).
@@ -44,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fuzz_cases  # noqa: E402
 from fuzz_cases import Case, group_a, group_b, group_c  # noqa: E402
 from fuzz_damage import group_d, group_e, group_f  # noqa: E402
+from fuzz_hostile import group_g, group_h  # noqa: E402
 
 
 # -- running and classifying ---------------------------------------------------------------
@@ -139,7 +143,14 @@ def classify(case: Case, rc, exc, out: str, err: str, consistent: bool) -> str:
         return "unclear"
     if exc is not None or "Traceback (most recent call last)" in err:
         return "traceback"
+    if case.guard and not consistent:
+        return "lost"
     errs = _error_lines(err)
+    if case.expect == "fail":  # a sweep point that could not be computed: exit 1, said, never "repaired"
+        text = (out + err).lower()
+        if rc == 0 or "repaired" in text:
+            return "silent"
+        return "reported" if rc == 1 and "fail" in text else "unclear"
     if rc == 2:
         one = len(errs) == 1 or (len(errs) == 2 and errs[0].startswith("usage:"))
         return "clear" if one and consistent else "unclear"
@@ -152,6 +163,8 @@ def classify(case: Case, rc, exc, out: str, err: str, consistent: bool) -> str:
             return "repaired" if said and consistent else "silent"
         if case.expect == "report":
             return "reported" if _diverged_reported(out) else "silent"
+        if case.expect == "ok":
+            return "handled" if consistent else "silent"
         return "silent"
     return "unclear"
 
@@ -168,7 +181,7 @@ def _diverged_reported(out: str) -> bool:
 
 
 def _all_cases() -> list[Case]:
-    return group_a() + group_b() + group_c() + group_d() + group_e() + group_f()
+    return group_a() + group_b() + group_c() + group_d() + group_e() + group_f() + group_g() + group_h()
 
 
 def worker(work: Path) -> int:
@@ -204,7 +217,7 @@ def main(argv=None) -> int:
     global VERBOSE, ARGS
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", help="write every case and its verdict here")
-    ap.add_argument("--only", help="run only cases whose group or name contains this")
+    ap.add_argument("--only", help="run only cases whose group or name contains this (or one of these, comma-separated)")
     ap.add_argument("--mem-gb", type=float, default=8.0, help="address-space limit of the worker process (GB)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("-v", "--verbose", action="store_true")
@@ -215,7 +228,8 @@ def main(argv=None) -> int:
         resource.setrlimit(resource.RLIMIT_AS, (lim, lim))
         return worker(Path(args.worker))
     cases = _all_cases()
-    todo = [i for i, c in enumerate(cases) if not args.only or args.only in c.group or args.only in c.name]
+    only = [w for w in (args.only or "").split(",") if w]
+    todo = [i for i, c in enumerate(cases) if not only or any(w in c.group or w in c.name for w in only)]
     work = Path(tempfile.mkdtemp(prefix="scaling-sgd-fuzz-"))
     import scaling_sgd
 
@@ -245,7 +259,7 @@ def main(argv=None) -> int:
                     break
             results.append(r)
             msg = f"[{n:3d}/{len(todo)}] {r['verdict']:<9} {c.group}: {c.name}"
-            if r["verdict"] not in ("clear", "repaired", "reported", "warned") or VERBOSE:
+            if r["verdict"] not in ("clear", "repaired", "reported", "warned", "handled") or VERBOSE:
                 detail = r.get("exception") or (_error_lines(r.get("stderr", "")) or [""])[-1] or f"rc={r['rc']}"
                 msg += f"  <- {detail[:160]}"
             print(msg, flush=True)

@@ -30,6 +30,7 @@ from .emergence import emergence_times
 from .engines.base import REPLICA_SETTINGS
 from .results import read_run
 from .schema import LOGGED, schema
+from .sweep_state import read_sweep_index
 
 __all__ = ["Result", "Labeled", "run", "load_run", "load_sweep", "REPLICA_AXES"]
 
@@ -293,7 +294,7 @@ def load_sweep(path, metric: str = "loss") -> Labeled:
     Returns a :class:`Labeled` (``.to_xarray()`` for an ``xarray.Dataset``).
     """
     path = Path(path)
-    index = json.loads((path / "sweep.json").read_text())
+    index = read_sweep_index(path)
     points = [p for p in index["points"] if p.get("state") == "done"]
     if not points:
         raise ValueError(f"{path}: no finished point in the sweep")

@@ -8,11 +8,14 @@ raising :class:`ConfigError` whose message names the key and the accepted values
 from __future__ import annotations
 
 import copy
+import errno
 import hashlib
 import itertools
 import json
 import math
+import os
 import re
+import stat
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,7 +29,20 @@ from .errors import ConfigError
 from .hermite import activation as make_activation
 from .optim import check_optimizer
 from .schedules import SCHEDULES
-from .validate import check_choice, check_int, check_num, check_representable, finfo, is_num, scalar_or_list
+from .validate import (
+    MAX_DEPTH,
+    check_activation_table,
+    check_choice,
+    check_depth,
+    check_distinct,
+    check_int,
+    check_num,
+    check_representable,
+    finfo,
+    is_num,
+    scalar_or_list,
+    short,
+)
 
 __all__ = ["ConfigError", "defaults", "load", "resolve", "apply_set", "set_key", "config_hash", "replica_grid", "with_overlap"]
 
@@ -106,9 +122,16 @@ def load(path) -> dict:
     an installed package (``importlib.resources``)."""
     if isinstance(path, (str, Path)):
         path = Path(path)
-        if path.is_dir():
+        try:
+            mode = os.stat(path).st_mode
+        except OSError as e:
+            what = "no such file" if e.errno == errno.ENOENT else f"cannot read ({e.strerror or e})"
+            raise ConfigError("config", f"{what} {str(path)!r}") from None
+        if stat.S_ISDIR(mode):
             raise ConfigError("config", f"{str(path)!r} is a folder; accepted: a TOML file")
-    if not path.is_file():
+        if not stat.S_ISREG(mode):  # a FIFO or a device would block or never end
+            raise ConfigError("config", f"{str(path)!r} is not a regular file (a FIFO, socket or device); accepted: a TOML file")
+    elif not path.is_file():
         raise ConfigError("config", f"no such file {str(path)!r}")
     try:
         data = path.read_bytes()
@@ -121,9 +144,13 @@ def load(path) -> dict:
             "config", f"{path} is not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}); accepted: a TOML file in UTF-8"
         ) from None
     try:
-        return tomllib.loads(text)
+        raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError("config", f"{path} is not valid TOML ({e})") from None
+    except RecursionError:
+        raise ConfigError("config", f"{path} nests arrays or tables too deeply; accepted: at most {MAX_DEPTH} levels") from None
+    check_depth("config", raw)
+    return raw
 
 
 # A bare word on the command line is a string (``--set train.optimizer=adam``).
@@ -144,6 +171,9 @@ def _parse_value(text: str, item: str = ""):
         raise ConfigError("--set", f"{item!r}: empty value; {accepted}")
     try:
         v = tomllib.loads(f"v = [{text}]")["v"]
+        check_depth("--set", v)
+    except RecursionError:
+        raise ConfigError("--set", f"{item[:40]!r}...: nests too deeply; accepted: at most {MAX_DEPTH} levels") from None
     except tomllib.TOMLDecodeError:
         if _BARE_WORD.match(text):
             return text
@@ -226,7 +256,7 @@ def check_sweep(body: Mapping) -> dict[str, list]:
             continue
         name = _sweep_name(key, f"sweep.{key}")
         if not isinstance(value, list) or not value:
-            raise ConfigError(f"sweep.{key}", f"got {value!r}; accepted: a non-empty list of values")
+            raise ConfigError(f"sweep.{key}", f"got {short(value)}; accepted: a non-empty list of values")
         if name in out:
             raise ConfigError(f"sweep.{key}", f"sweeps {name} twice; accepted: each key once")
         out[name] = list(value)
@@ -240,7 +270,7 @@ def check_sweep(body: Mapping) -> dict[str, list]:
 def _check_zip(value) -> list[dict]:
     accepted = "a non-empty list of tables with the same keys, e.g. zip = [{d = 64, steps = 1000}, {d = 128, steps = 4000}]"
     if not isinstance(value, list) or not value or not all(isinstance(v, Mapping) and v for v in value):
-        raise ConfigError("sweep.zip", f"got {value!r}; accepted: {accepted}")
+        raise ConfigError("sweep.zip", f"got {short(value)}; accepted: {accepted}")
     entries = [{_sweep_name(k, f"sweep.zip.{k}"): v for k, v in _flat_items(entry)} for entry in value]
     if any(set(e) != set(entries[0]) for e in entries):
         raise ConfigError("sweep.zip", f"entries have different keys; accepted: {accepted}")
@@ -302,13 +332,17 @@ def resolve(raw: Mapping) -> dict:
             continue
         if isinstance(val, (str, Mapping)) and not val:
             raise ConfigError(key, "empty activation; accepted: 'h4', 'relu', ... or {4 = 1.0, 6 = 0.3}")
+        if isinstance(val, Mapping):
+            val = check_activation_table(key, val, dtype)
         try:
             act = make_activation(val, t["activation_degree"])
         except ValueError as e:
             raise ConfigError(key, str(e)) from None
         if act.info_exponent is None:
             # a constant has no direction to learn (skill and emergence are undefined)
-            raise ConfigError(key, f"{val!r} is a constant; accepted: an activation with some c_j != 0 for j >= 1, e.g. 'h4'")
+            raise ConfigError(
+                key, f"{short(val)} is a constant; accepted: an activation with some c_j != 0 for j >= 1, e.g. 'h4'"
+            )
         if isinstance(val, Mapping):
             # canonical, JSON-friendly form
             val = act.to_dict()
@@ -318,12 +352,14 @@ def resolve(raw: Mapping) -> dict:
             s["activation"] = val
     t["basis"] = check_choice("teacher.basis", t["basis"], BASES)
     t["beta"] = scalar_or_list("teacher.beta", t["beta"], lambda k, v: check_num(k, v, 0.0))
+    if isinstance(t["beta"], list):
+        check_distinct("teacher.beta", t["beta"])
     for b in t["beta"] if isinstance(t["beta"], list) else [t["beta"]]:
         _check_power_law(b, t["P"], dtype)
     if t["a"] is not None:
         a = t["a"]
         if not isinstance(a, list) or not a or not all(is_num(x) for x in a):
-            raise ConfigError("teacher.a", f"got {a!r}; accepted: a list of P = {t['P']} numbers")
+            raise ConfigError("teacher.a", f"got {short(a)}; accepted: a list of P = {t['P']} numbers")
         if len(a) != t["P"]:
             raise ConfigError("teacher.a", f"has {len(a)} entries; accepted: exactly P = {t['P']}")
         fi = finfo(dtype)
@@ -348,6 +384,9 @@ def resolve(raw: Mapping) -> dict:
         "train.lr", tr["lr"], lambda k, v: check_representable(k, check_num(k, v, 0.0, lo_open=True), dtype)
     )
     tr["seed"] = scalar_or_list("train.seed", tr["seed"], lambda k, v: check_int(k, v, 0, 2**31 - 1))
+    for k, v in (("train.lr", tr["lr"]), ("train.seed", tr["seed"])):
+        if isinstance(v, list):
+            check_distinct(k, v)
     if not isinstance(tr["optimizer"], str) or not tr["optimizer"]:
         raise ConfigError("train.optimizer", f"got {tr['optimizer']!r}; accepted: an optax optimizer name")
     check_optimizer(tr["optimizer"], tr["optimizer_kwargs"])
@@ -355,6 +394,12 @@ def resolve(raw: Mapping) -> dict:
     tr["schedule_n0"] = check_num(
         "train.schedule_n0", tr["schedule_n0"], 0.0, what=">= 0 (steps; 0 = the schedule's default, steps/100)"
     )
+    if tr["schedule_n0"]:
+        # the schedule's factor is float32: n0 must be a float32 number with t / n0 finite for t <= steps
+        f32 = finfo("float32")
+        lo = max(float(f32.tiny), tr["steps"] / float(f32.max))
+        why = "the learning-rate factor 1 / (1 + t/n0) is float32"
+        check_representable("train.schedule_n0", tr["schedule_n0"], "float32", lo, float(f32.max), why)
     tr["diverge_bound"] = check_representable(
         "train.diverge_bound", check_num("train.diverge_bound", tr["diverge_bound"], 0.0, lo_open=True), dtype
     )

@@ -20,8 +20,20 @@ class InputError(ValueError):
     """
 
     def __init__(self, key: str, message: str):
-        self.key = key
-        super().__init__(f"{key}: {message}")
+        self.key = key = _cut(str(key), 300)
+        super().__init__(f"{key}: {_cut(str(message), MAX_MESSAGE)}")
+
+
+# The longest error line (a value of 200 KB is cut in the middle: the line keeps its end,
+# which says what is accepted).
+MAX_MESSAGE = 1000
+
+
+def _cut(text: str, n: int) -> str:
+    text = " ".join(text.splitlines())
+    if len(text) <= n:
+        return text
+    return f"{text[: n // 2]} ... {text[-(n // 2) :]}"
 
 
 class ConfigError(InputError):

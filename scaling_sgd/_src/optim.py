@@ -11,6 +11,7 @@ The learning rate at step ``t`` of ``T`` is ``lr * schedules.factor(schedule, t,
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import numbers
@@ -67,7 +68,7 @@ def check_optimizer(name, kwargs) -> None:
         want = _accepted_kind(sig.parameters[k])
         if not _is_kind(v, want):
             raise ConfigError("train.optimizer_kwargs", f"optax.{name} argument {k} = {v!r}; accepted: {_KIND_TEXT[want]}")
-    _dry_run(name, kwargs)
+    _dry_run(name, tuple(sorted(kwargs.items())))
 
 
 # What a keyword of an optax optimizer takes, from its annotation (or its default):
@@ -92,23 +93,33 @@ def _is_kind(v, kind: str) -> bool:
     if kind == "bool":
         return isinstance(v, bool)
     if kind in ("number", "number?"):
-        return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+        try:
+            return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+        except OverflowError:  # an int too large for a float
+            return False
     return True
 
 
-def _dry_run(name: str, kwargs: dict) -> None:
-    """Build the optimizer and take one step on a tiny array, so that a value optax
-    rejects (a dtype name it does not know, a combination it refuses) is one config line
-    now rather than a traceback after compilation."""
-    if not kwargs:
-        return
+@functools.lru_cache(maxsize=64)
+def _dry_run(name: str, items: tuple) -> None:
+    """Build the optimizer as the engine does (:func:`make_optimizer`: a learning-rate
+    schedule, ``update(grads, state, params)``) and take one step on a tiny array, so that
+    an optimizer or a value optax rejects (one that takes no schedule, a line search that
+    needs the loss, a dtype name it does not know) is one config line now rather than a
+    traceback after compilation.  ``items``: the keyword arguments, sorted (cached)."""
+    kwargs = dict(items)
     try:
-        opt = getattr(optax, name)(learning_rate=1e-3, **kwargs)
+        opt = make_optimizer(name, kwargs, jnp.float32(1e-3), "constant", 10)
         w = jnp.ones((2, 2), jnp.float32)
         state = opt.init(w)
         opt.update(w, state, w)
-    except Exception as e:  # noqa: BLE001 - any failure of optax on these kwargs is a config error
+    except Exception as e:  # noqa: BLE001 - any failure of optax here is a config error
         msg = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
+        if not kwargs:
+            raise ConfigError(
+                "train.optimizer",
+                f"optax.{name} cannot run here ({msg}); accepted: an optimizer such as 'sgd', 'adam', 'adamw', 'lion'",
+            ) from None
         raise ConfigError(
             "train.optimizer_kwargs", f"optax.{name}(**{kwargs}) fails ({msg}); accepted: values optax.{name} takes"
         ) from None

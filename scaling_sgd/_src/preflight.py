@@ -26,7 +26,7 @@ from pathlib import Path
 from .engines.base import STATE_COPIES
 from .errors import OutputError, ResourceError
 from .files import check_writable, fmt_bytes, nearest_existing
-from .results import foreign_entries, stored_hash
+from .results import TMP_DIR, foreign_entries, stored_hash
 from .spec import RunSpec
 
 __all__ = [
@@ -41,8 +41,17 @@ __all__ = [
 ]
 
 SKIP_ENV = "SCALING_SGD_NO_PREFLIGHT"
-# The compiler and the runtime (benchmarks/NOTES.md, "Memory estimate of the preflight").
-RUNTIME_BYTES = 300_000_000
+# The compiler, the runtime and the libraries a run imports (benchmarks/NOTES.md, "Memory
+# estimate of the preflight": 0.52 to 0.58 GB of peak RSS for one replica on CPU).
+RUNTIME_BYTES = 550_000_000
+# The logs on the host after the run: the copy from the device, the runner's selection of
+# the log points, the compressed metrics.npz in memory and the bytes taken from it.
+HOST_LOG_COPIES = 4
+# What every replica costs beyond its arrays: the driver's per-replica buffers (keys,
+# flags, replicated settings, their padding) and the compiled program's per-replica
+# temporaries (measured: ~20 KB a replica at d = 8, P = m = 2, with or without the
+# overlap logs, of which the arrays above explain ~10 KB).
+PER_REPLICA_BYTES = 10_000
 # Size of config.json, the analysis files and the figures of one run (upper bound).
 OVERHEAD_BYTES = 2_000_000
 
@@ -57,10 +66,15 @@ def _logged_bytes(spec: RunSpec) -> int:
 def memory_estimate(spec: RunSpec) -> dict[str, int]:
     """Bytes a run holds at its peak, by part (``{label: bytes}``), from its shapes: the
     engine's own parts (:meth:`.engines.base.Engine.memory`), the logs (every log point of
-    every observable, kept on the device and stacked at the end), and
-    :data:`RUNTIME_BYTES` for the compiler and the runtime."""
-    parts = dict(spec.engine.memory(spec.static, spec.sizes["replica"], spec.sizes["step"]))
+    every observable, kept on the device and stacked at the end, then
+    :data:`HOST_LOG_COPIES` times on the host while ``metrics.npz`` is written),
+    :data:`PER_REPLICA_BYTES` a replica, and :data:`RUNTIME_BYTES` for the compiler and
+    the runtime."""
+    R = spec.sizes["replica"]
+    parts = dict(spec.engine.memory(spec.static, R, spec.sizes["step"]))
     parts["logs"] = int(STATE_COPIES * _logged_bytes(spec))
+    parts["logs on the host"] = int(HOST_LOG_COPIES * _logged_bytes(spec))
+    parts["per-replica buffers"] = PER_REPLICA_BYTES * R
     parts["compiler and runtime"] = RUNTIME_BYTES
     return parts
 
@@ -84,42 +98,95 @@ def _meminfo_available() -> int | None:
     return None
 
 
+# Where the cgroup file systems are mounted (a parameter for tests).
+CGROUP_ROOT = "/sys/fs/cgroup"
+# A memory budget for scaling-sgd itself, in GB (e.g. a share of a shared node).
+LIMIT_ENV = "SCALING_SGD_MEMORY_LIMIT"
+
+
+def _read_room(limit_file: str, used_file: str) -> int | None:
+    """``limit - used`` of one cgroup, or ``None`` when it has no limit or cannot be read."""
+    try:
+        with open(limit_file) as f:
+            limit = f.read().strip()
+        with open(used_file) as f:
+            used = int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+    if limit == "max" or not limit.isdigit() or int(limit) >= 2**60:  # unlimited
+        return None
+    return max(int(limit) - used, 0)
+
+
 def _cgroup_available() -> int | None:
-    """Room left under this process's cgroup memory limit (v2, then v1), if it has one."""
+    """Room left under this process's cgroup memory limits (v2, then v1): the smallest
+    over its cgroup and every cgroup above it (Slurm sets the job's limit on a parent of
+    the step's cgroup; a container's on its root), or ``None`` if none has a limit."""
     try:
         with open("/proc/self/cgroup") as f:
             lines = f.read().splitlines()
     except OSError:
         return None
+    rooms = []
     for line in lines:
         parts = line.split(":", 2)
         if len(parts) != 3:
             continue
         hier, ctrl, path = parts
         if hier == "0" and ctrl == "":
-            files = (f"/sys/fs/cgroup{path}/memory.max", f"/sys/fs/cgroup{path}/memory.current")
+            base, names = CGROUP_ROOT, ("memory.max", "memory.current")
         elif "memory" in ctrl.split(","):
-            base = f"/sys/fs/cgroup/memory{path}"
-            if not os.path.isdir(base):
-                base = "/sys/fs/cgroup/memory"
-            files = (f"{base}/memory.limit_in_bytes", f"{base}/memory.usage_in_bytes")
+            base, names = f"{CGROUP_ROOT}/memory", ("memory.limit_in_bytes", "memory.usage_in_bytes")
         else:
             continue
-        try:
-            with open(files[0]) as f:
-                limit = f.read().strip()
-            with open(files[1]) as f:
-                used = int(f.read().strip())
-        except (OSError, ValueError):
-            continue
-        if limit == "max" or int(limit) >= 2**60:  # unlimited
-            continue
-        return max(int(limit) - used, 0)
-    return None
+        p = Path(path)
+        for level in (p, *p.parents):  # the cgroup, then each one above it up to the root
+            d = base + str(level).rstrip("/")
+            room = _read_room(f"{d}/{names[0]}", f"{d}/{names[1]}")
+            if room is not None:
+                rooms.append(room)
+    return min(rooms) if rooms else None
+
+
+def memory_limit() -> int | None:
+    """The budget :data:`LIMIT_ENV` sets, in bytes (``None`` when unset).
+
+    Raises:
+        ResourceError: the variable is not a positive number of GB.
+    """
+    text = os.environ.get(LIMIT_ENV, "").strip()
+    if not text:
+        return None
+    try:
+        gb = float(text)
+    except ValueError:
+        gb = float("nan")
+    if not (math.isfinite(gb) and gb > 0):
+        raise ResourceError(LIMIT_ENV, f"got {text[:40]!r}; accepted: a positive number of GB, e.g. 16")
+    return int(gb * 1e9)
+
+
+def _address_space_available() -> int | None:
+    """Room left under this process's address-space limit (``ulimit -v``, ``RLIMIT_AS``),
+    or ``None`` when it has none: the limit less the address space in use (``VmSize``)."""
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+    except (ImportError, OSError, ValueError):
+        return None
+    if soft == resource.RLIM_INFINITY:
+        return None
+    try:
+        with open("/proc/self/status") as f:
+            used = next(int(ln.split()[1]) * 1024 for ln in f if ln.startswith("VmSize:"))
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+    return max(int(soft) - used, 0)
 
 
 def _host_available() -> tuple[int | None, str]:
-    avail = [v for v in (_meminfo_available(), _cgroup_available()) if v is not None]
+    avail = [v for v in (_meminfo_available(), _cgroup_available(), _address_space_available()) if v is not None]
     if avail:
         return min(avail), "host memory"
     try:  # no /proc (macOS): physical memory is the bound
@@ -133,12 +200,23 @@ def available_memory() -> tuple[int | None, str, int]:
 
     On an accelerator: the smallest ``bytes_limit - bytes_in_use`` over the local devices
     (the replica axis is split across them).  On a CPU: ``MemAvailable`` from
-    ``/proc/meminfo`` and the room under a cgroup limit (Slurm), whichever is smaller.
-    ``bytes`` is ``None`` when the backend does not say.
+    ``/proc/meminfo`` and the room under the cgroup limits (Slurm, a container), whichever
+    is smallest.  :data:`LIMIT_ENV` (GB), when set, caps either.  ``bytes`` is ``None``
+    when the backend does not say.
     """
     import jax
 
+    limit = memory_limit()
     devs = jax.local_devices()
+    if limit is not None:
+        avail, where, n = _available(jax, devs)
+        if avail is None or limit < avail:
+            return limit, f"the budget {LIMIT_ENV}={os.environ[LIMIT_ENV].strip()} GB", n
+        return avail, where, n
+    return _available(jax, devs)
+
+
+def _available(jax, devs) -> tuple[int | None, str, int]:
     if jax.default_backend() != "cpu":
         free = []
         for dv in devs:
@@ -167,7 +245,9 @@ def check_target(out_dir: str | Path, config_hash: str | None, force: bool = Fal
         OutputError: one line naming ``--out``, what is there and what is accepted.
     """
     out = Path(out_dir)
+    check_path(out)
     check_writable(out)
+    check_tmp_root(out)
     if not out.is_dir():
         return
     if os.path.ismount(out):  # the folder is renamed into place: it must live on its parent's file system
@@ -187,6 +267,52 @@ def check_target(out_dir: str | Path, config_hash: str | None, force: bool = Fal
         return
     what = f"the results of another config (hash {stored})" if stored else "an incomplete or damaged run"
     raise OutputError("--out", f"{str(out)!r} holds {what}; accepted: another --out, or --force to replace them")
+
+
+# The longest suffix a temporary sibling adds to the run folder's name (results._tmp_sibling).
+TMP_SUFFIX_CHARS = 80
+
+
+def check_path(out: Path, key: str = "--out", whole: bool = True) -> None:
+    """``out`` can be a run folder: not a symbolic link (nothing is ever written through
+    one), a name the file system can hold with the temporary suffix the writer adds to it,
+    and, with ``whole`` (a run folder, replaced whole), not the current folder or one
+    above it."""
+    if os.path.islink(out):
+        raise OutputError(
+            key, f"{str(out)!r} is a symbolic link; accepted: a real folder path (nothing is written through a link)"
+        )
+    try:
+        here, target = Path.cwd().resolve(), out.resolve()
+    except OSError:
+        here = target = None
+    if whole and here is not None and (target == here or target in here.parents):
+        raise OutputError(
+            key, f"{str(out)!r} is the current folder or one above it; accepted: a folder below it, e.g. results/run"
+        )
+    base = nearest_existing(out)
+    try:
+        name_max = os.pathconf(base if base.is_dir() else base.parent, "PC_NAME_MAX")
+        path_max = os.pathconf(base if base.is_dir() else base.parent, "PC_PATH_MAX")
+    except (OSError, ValueError):
+        name_max, path_max = 255, 4096
+    long = [p for p in out.absolute().parts if len(os.fsencode(p)) > name_max]
+    if len(os.fsencode(out.name)) + TMP_SUFFIX_CHARS > name_max and not long:
+        long = [out.name]
+    if long or len(os.fsencode(str(out.absolute()))) + TMP_SUFFIX_CHARS > path_max:
+        what = f"the name {long[0][:40]!r}... is too long" if long else "the path is too long"
+        raise OutputError(key, f"{what} ({name_max - TMP_SUFFIX_CHARS} bytes per name at most here); accepted: a shorter path")
+
+
+def check_tmp_root(out: Path, key: str = "--out") -> None:
+    """The hidden folder beside ``out`` that holds runs being written
+    (:data:`..results.TMP_DIR`) is a writable folder, or can be made."""
+    tmp = out.parent / TMP_DIR
+    if not os.path.lexists(tmp):
+        return  # made when the run is written, in a folder check_writable probed
+    if os.path.islink(tmp) or not tmp.is_dir():
+        raise OutputError(key, f"{str(tmp)!r} is in the way (not a folder); accepted: move it, or another --out")
+    check_writable(tmp, key)
 
 
 # -- the checks ----------------------------------------------------------------------------------

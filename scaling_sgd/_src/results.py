@@ -66,6 +66,8 @@ FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
 STALE_TMP_S = 24 * 3600.0
 # The hidden folder (beside the run folders) that holds runs being written.
 TMP_DIR = ".scaling-sgd-tmp"
+# The format of config.json this version writes and reads.
+FORMAT = 1
 _HOST = socket.gethostname()
 
 
@@ -233,6 +235,10 @@ def read_config_json(path: str | Path) -> dict:
         raise _bad(p, f"config.json is unreadable ({type(e).__name__}: {str(e)[:80]})") from None
     if not isinstance(cj, dict):
         raise _bad(p, "config.json is not a JSON object")
+    if "format" in cj and cj["format"] != FORMAT:
+        raise ResultsError(
+            str(p), f"config.json has format {str(cj['format'])[:20]}; accepted: format {FORMAT} (another version wrote it)"
+        )
     cfg = cj.get("config", cj)
     _check_config_shape(p, cfg)
     return cj

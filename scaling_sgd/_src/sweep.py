@@ -43,6 +43,7 @@ import contextlib
 import copy
 import itertools
 import os
+import re
 import signal
 import sys
 import time
@@ -53,9 +54,21 @@ from pathlib import Path
 from . import config as cfgmod
 from . import preflight
 from .engines.base import REPLICA_SETTINGS
-from .errors import ConfigError, InputError
+from .errors import ConfigError, InputError, OutputError
 from .files import atomic_write_json, check_writable
-from .sweep_state import _ACTIVE_CLAIMS, CLAIM_POLL_S, Claim, Index, Plan, Point, build_index, index_from_points, point_state
+from .sweep_state import (
+    _ACTIVE_CLAIMS,
+    CLAIM_POLL_S,
+    INDEX_FORMAT,
+    Claim,
+    Index,
+    Plan,
+    Point,
+    build_index,
+    index_from_points,
+    point_state,
+    read_index_file,
+)
 
 __all__ = [
     "Point",
@@ -137,10 +150,8 @@ def parse_shard(text: str | None) -> tuple[int, int]:
     """``"i/n"`` (1-based) -> ``(i, n)``; ``None`` -> ``(1, 1)``."""
     if text is None:
         return 1, 1
-    try:
-        i, n = (int(x) for x in str(text).split("/"))
-    except ValueError:
-        i = n = 0
+    m = re.fullmatch(r"\s*([0-9]+)\s*/\s*([0-9]+)\s*", str(text))  # plain digits: int() would read 1_0 as 10
+    i, n = (int(m.group(1)), int(m.group(2))) if m else (0, 0)
     if not (n >= 1 and 1 <= i <= n):
         raise ConfigError("--shard", f"got {text!r}; accepted: I/N with integers 1 <= I <= N, e.g. 2/8")
     return i, n
@@ -175,6 +186,67 @@ def _fmt_time(s: float) -> str:
     if s < 7200:
         return f"{s / 60:.1f}min"
     return f"{s / 3600:.1f}h"
+
+
+# What a sweep folder holds, by kind; anything else of these names is in the way.
+LAYOUT = {"sweep.json": "file", "sweep.lock": "file", "points": "folder", "claims": "folder"}
+
+
+def check_layout(out: Path) -> None:
+    """The entries a sweep folder owns have the right kind (``points`` a folder, not a
+    file; ``sweep.json`` a file, not a folder, ...) and none is a symbolic link.
+
+    Raises:
+        OutputError: one line naming the entry.
+    """
+    for name, kind in LAYOUT.items():
+        p = out / name
+        if not os.path.lexists(p):
+            continue
+        ok = not os.path.islink(p) and (p.is_dir() if kind == "folder" else p.is_file())
+        if not ok:
+            what = "a symbolic link" if os.path.islink(p) else ("a folder" if p.is_dir() else "not a regular file")
+            raise OutputError(
+                "--out", f"{str(p)!r} is {what}; accepted: a sweep folder whose {name!r} is a {kind} (move it away)"
+            )
+
+
+def check_owner(out: Path, pl: Plan, force: bool) -> None:
+    """A sweep folder belongs to one sweep: refuse, unless ``force``, a folder holding
+    points that this sweep does not have (listed in its ``sweep.json``, or, the index
+    lost, found in ``points/``): another config's sweep, or this one with values taken
+    out.  A sweep with values added resumes.  An index of an unknown format is refused
+    in any case.
+
+    Raises:
+        OutputError: one line naming ``--out``.
+    """
+    old = read_index_file(out)
+    if old is not None and old.get("format") != INDEX_FORMAT:
+        raise OutputError(
+            "--out",
+            f"{str(out)!r} has a sweep.json of format {str(old.get('format'))[:20]}; accepted: format {INDEX_FORMAT} "
+            "(another version wrote it)",
+        )
+    if force:
+        return
+    entries = old.get("points") if old is not None else None
+    if isinstance(entries, list):
+        theirs = {e.get("id") for e in entries if isinstance(e, dict) and isinstance(e.get("id"), str)}
+    else:
+        try:
+            theirs = {
+                e.name for e in os.scandir(out / "points") if e.is_dir(follow_symlinks=False) and not e.name.startswith(".")
+            }
+        except OSError:
+            return
+    foreign = sorted(theirs - {p.id for p in pl.points})
+    if foreign:
+        raise OutputError(
+            "--out",
+            f"{str(out)!r} holds another sweep ({len(foreign)} of its {len(theirs)} points are not in this one, e.g. "
+            f"points/{foreign[0][:16]}); accepted: another --out, or --force to run this sweep there too",
+        )
 
 
 def _preflight(todo: list[Point], out: Path) -> None:
@@ -286,13 +358,16 @@ def run_sweep(pl: Plan, out, shard: tuple[int, int] = (1, 1), force: bool = Fals
     """
     stream = stream or sys.stderr
     out = Path(out)
+    preflight.check_path(out, whole=False)
     check_writable(out)
-    (out / "points").mkdir(parents=True, exist_ok=True)
+    check_layout(out)
+    check_owner(out, pl, force)
     mine = shard_points(pl.points, *shard)
     states = {p.id: point_state(out, p, verify=True) for p in mine}
     damaged = [p for p in mine if states[p.id][0] in ("damaged", "partial")]
     todo = [p for p in mine if force or states[p.id][0] != "done"]
-    _preflight(todo, out)  # before anything is printed: a refusal is one line
+    _preflight(todo, out)  # before anything is printed or made: a refusal is one line
+    (out / "points").mkdir(parents=True, exist_ok=True)
     for p in damaged:
         print(f"point {p.dir} ({fmt_settings(p.settings)}): {states[p.id][1]}; recomputing it", file=stream, flush=True)
     shard_txt = f", shard {shard[0]}/{shard[1]}: {len(mine)}" if shard[1] > 1 else ""
@@ -325,6 +400,8 @@ def run_sweep(pl: Plan, out, shard: tuple[int, int] = (1, 1), force: bool = Fals
     index.write()
     counts = {"points": len(pl.points), "shard_points": len(mine), "already_done": len(mine) - len(todo), "damaged": len(damaged)}
     counts.update(job.counts)
+    # verified: a failed rewrite leaves the damaged folder in place, which must not count
+    counts["repaired"] = sum(point_state(out, p, verify=True)[0] == "done" for p in damaged)
     return counts
 
 
@@ -374,8 +451,10 @@ def main(args) -> int:
         f"sweep {out}: computed {c['computed']}, failed {c['failed']}, already done {c['already_done']}{other} "
         f"(of {c['shard_points']} in this shard, {c['points']} in all); index {out / 'sweep.json'}"
     )
-    if c["damaged"]:
-        print(f"repaired {c['damaged']} damaged point(s): recomputed")
+    if c["repaired"]:
+        print(f"repaired {c['repaired']} damaged point(s): recomputed")
+    if c["damaged"] > c["repaired"]:
+        print(f"could not repair {c['damaged'] - c['repaired']} damaged point(s): recomputing them failed (see above)")
     if c["diverged_replicas"]:
         print(f"warning: {c['diverged_replicas']} replica(s) diverged (see 'diverged' in sweep.json and each metrics.npz)")
     return 1 if c["failed"] else 0

@@ -12,18 +12,32 @@ import dataclasses
 import functools
 import json
 import os
+import re
+import shutil
 import socket
 import sys
 import threading
 import time
 from pathlib import Path
 
-from .errors import ResultsError
-from .files import atomic_write_json, json_default, pid_alive
+from .errors import OutputError, ResultsError
+from .files import atomic_write_json, json_default, pid_alive, unlink_quietly
 from .results import read_config_json, run_state
 from .spec import RunSpec, build_spec
 
-__all__ = ["Point", "Plan", "Claim", "Index", "build_index", "index_from_points", "point_state"]
+__all__ = [
+    "Point",
+    "Plan",
+    "Claim",
+    "Index",
+    "build_index",
+    "index_from_points",
+    "point_state",
+    "read_index_file",
+    "index_problem",
+    "read_sweep_index",
+    "INDEX_FORMAT",
+]
 
 # The index is rewritten at most this often between the start and the end of a job (and
 # never more often than 20 times the cost of one rewrite), so its O(points) rebuild costs
@@ -34,6 +48,12 @@ INDEX_MIN_INTERVAL_S = 30.0
 CLAIM_HEARTBEAT_S = 30.0
 CLAIM_STALE_S = 300.0
 CLAIM_POLL_S = 2.0
+# A claim is written within moments of its creation: one still unreadable after this long
+# was left by a job that crashed while writing it (a full disk) and is taken over.
+CLAIM_UNREADABLE_S = 10.0
+# The format of sweep.json this version writes and reads.
+INDEX_FORMAT = 1
+_POINT_ID = re.compile(r"^[0-9a-f]{16}$")
 _HOST = socket.gethostname()
 _ACTIVE_CLAIMS: set = set()  # claims this process holds (released on SIGTERM)
 
@@ -136,21 +156,29 @@ class Claim:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
         except FileExistsError:
             return None
-        with os.fdopen(fd, "w") as f:
-            json.dump({"host": _HOST, "pid": os.getpid(), "time": time.time()}, f)
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump({"host": _HOST, "pid": os.getpid(), "time": time.time()}, f)
+        except OSError as e:  # a full disk: leave no empty claim behind for others to wait on
+            unlink_quietly(path)
+            raise OutputError(
+                "--out", f"cannot write the claim {str(path)!r} ({e.strerror or e}); nothing was computed"
+            ) from None
         return Claim(path)
 
     @staticmethod
     def stale(path: Path) -> bool:
         """Whether the claim at ``path`` belongs to a job that is gone (``False`` if none)."""
         try:
-            age = time.time() - path.stat().st_mtime
-            info = json.loads(path.read_text() or "{}")
+            st = path.stat(follow_symlinks=False)
+            info = json.loads(path.read_bytes().decode("utf-8")) if path.is_file() else None
         except FileNotFoundError:
             return False
         except (OSError, ValueError):
-            info = {}
-            age = CLAIM_STALE_S + 1 if not path.exists() else time.time() - path.stat().st_mtime
+            info = None
+        age = time.time() - st.st_mtime
+        if not (isinstance(info, dict) and isinstance(info.get("host"), str) and isinstance(info.get("pid"), int)):
+            return age > CLAIM_UNREADABLE_S  # empty, garbage or not a file: no job is behind it
         if info.get("host") == _HOST and isinstance(info.get("pid"), int) and info["pid"] != os.getpid():
             if not pid_alive(info["pid"]):
                 return True
@@ -166,10 +194,7 @@ class Claim:
             return c
         with lock():
             if cls.stale(path):  # still stale under the lock: this job takes it over
-                try:
-                    os.unlink(path)
-                except FileNotFoundError:
-                    pass
+                _remove(path)
         return cls._create(path)
 
     @classmethod
@@ -186,10 +211,15 @@ class Claim:
         with lock():
             for p in stale:
                 if cls.stale(p):
-                    try:
-                        os.unlink(p)
-                    except FileNotFoundError:
-                        pass
+                    _remove(p)
+
+
+def _remove(path: Path) -> None:
+    """Remove a stale claim (a folder in its place too)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        unlink_quietly(path)
 
 
 # -- the index ------------------------------------------------------------------------
@@ -281,7 +311,7 @@ class Index:
         """The ``sweep.json`` object, every point's state read from disk."""
         pl = self.pl
         return {
-            "format": 1,
+            "format": INDEX_FORMAT,
             "base_config": pl.base,
             "swept": pl.swept,
             "grid": pl.grid,
@@ -368,7 +398,81 @@ def index_from_points(out) -> dict:
         else:
             e.update(state="done", replicas=info.get("replicas"), diverged=info.get("diverged_replicas", 0))
         points.append(e)
-    return {"format": 1, "base_config": {}, "swept": swept, "grid": {}, "points": points, "rebuilt_from_points": True}
+    return {"format": INDEX_FORMAT, "base_config": {}, "swept": swept, "grid": {}, "points": points, "rebuilt_from_points": True}
+
+
+def read_index_file(out) -> dict | None:
+    """The JSON object in ``OUT/sweep.json`` as written, or ``None`` (missing, unreadable,
+    not an object).  Not checked: see :func:`read_sweep_index`."""
+    try:
+        doc = json.loads((Path(out) / "sweep.json").read_bytes().decode("utf-8"))
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def index_problem(index: dict) -> str | None:
+    """Why an index cannot be trusted, or ``None``: every entry an object with a point id
+    (a 16-hex config hash) listed once, its folder ``points/<id>`` (never a path outside
+    the sweep folder or another point's), its settings a table."""
+    points = index.get("points")
+    if not isinstance(points, list):
+        return "has no list of points"
+    seen = set()
+    for e in points:
+        if not isinstance(e, dict):
+            return "has an entry that is not an object"
+        pid = e.get("id")
+        if not (isinstance(pid, str) and _POINT_ID.match(pid)):
+            return f"has a point id {str(pid)[:40]!r} that is not a config hash"
+        if e.get("dir") != f"points/{pid}":
+            return f"puts point {pid} in {str(e.get('dir'))[:60]!r}; accepted: points/{pid}"
+        if pid in seen:
+            return f"lists point {pid} twice"
+        seen.add(pid)
+        if not isinstance(e.get("settings", {}), dict):
+            return f"has settings of point {pid} that are not a table"
+    if not isinstance(index.get("swept", []), list):
+        return "has 'swept' that is not a list"
+    return None
+
+
+def read_sweep_index(out) -> dict:
+    """The index of a sweep folder, checked (:func:`index_problem`); rebuilt from the
+    point folders (:func:`index_from_points`) when ``sweep.json`` is missing, unreadable
+    or not to be trusted, ``index["rebuilt_from_points"]`` then saying why.
+
+    Raises:
+        ResultsError: ``out`` is not a sweep folder (neither ``sweep.json`` nor a
+            ``points`` folder), or its ``sweep.json`` has another format.
+    """
+    out = Path(out)
+    f, pts = out / "sweep.json", out / "points"
+    if os.path.lexists(pts) and not pts.is_dir():
+        raise ResultsError(str(out), "'points' is not a folder; accepted: a sweep folder (sweep.json + points/)")
+    if not os.path.lexists(f) and not pts.is_dir():
+        what = "a run folder" if (out / "config.json").is_file() else "not a sweep folder"
+        raise ResultsError(str(out), f"{what} (no sweep.json or points/); accepted: a sweep folder (sweep.json + points/)")
+    why = "missing"
+    if os.path.lexists(f) and not f.is_file():
+        why = "not a file"
+    elif os.path.lexists(f):
+        index = read_index_file(out)
+        if index is None:
+            why = "unreadable"
+        elif "format" in index and index["format"] != INDEX_FORMAT:
+            raise ResultsError(
+                str(out),
+                f"sweep.json has format {str(index['format'])[:20]}; accepted: format {INDEX_FORMAT} (another version wrote it)",
+            )
+        else:
+            problem = index_problem(index)
+            if problem is None:
+                return index
+            why = f"not to be trusted (it {problem})"
+    index = index_from_points(out)
+    index["rebuilt_from_points"] = f"sweep.json {why}: rebuilt from {len(index['points'])} point folders"
+    return index
 
 
 # -- running ---------------------------------------------------------------------------
