@@ -67,6 +67,10 @@ class FlowSolver(abc.ABC):
         """Attempted steps so far (the work the driver's budget counts)."""
         return state.nst
 
+    def time(self, state, ts):
+        """The solver's clock ``tau`` now (scalar): the last output time reached, by default."""
+        return ts[jnp.clip(self.reached(state) - 1, 0, ts.shape[0] - 1)]
+
     def memory(self, R: int, m: int, n: int, T: int, itemsize: int) -> dict[str, int]:
         """Bytes the solver holds beyond the flow's state ``(R, m, n)``, by part, for ``R``
         replicas and ``T`` outputs."""
@@ -170,6 +174,9 @@ class ROS2(FlowSolver):
 
         return jax.lax.while_loop(cond, body, (state, jnp.asarray(0, jnp.int32)))[0]
 
+    def time(self, state: ROS2State, ts):
+        return state.t
+
     def reached(self, state: ROS2State):
         return state.k
 
@@ -209,6 +216,9 @@ class RKC(FlowSolver):
             return rkc.step(lambda y, _: f(y), s, ts, None, self.settings), n + 1
 
         return jax.lax.while_loop(cond, body, (state, jnp.asarray(0, jnp.int32)))[0]
+
+    def time(self, state: rkc.RKCState, ts):
+        return state.t
 
     def reached(self, state: rkc.RKCState):
         return state.k
