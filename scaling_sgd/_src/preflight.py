@@ -59,8 +59,9 @@ def memory_estimate(spec: RunSpec) -> dict[str, int]:
     engine's own parts (:meth:`.engines.base.Engine.memory`), the logs (every log point of
     every observable, kept on the device and stacked at the end), and
     :data:`RUNTIME_BYTES` for the compiler and the runtime."""
-    parts = dict(spec.engine.memory(spec.static, spec.sizes["replica"], spec.sizes["step"]))
-    parts["logs"] = int(STATE_COPIES * _logged_bytes(spec))
+    R, Rc = spec.sizes["replica"], spec.R_compiled  # the program runs the padded replicas
+    parts = dict(spec.engine.memory(spec.static, Rc, spec.sizes["step"]))
+    parts["logs"] = int(STATE_COPIES * _logged_bytes(spec) * Rc / R)
     parts["compiler and runtime"] = RUNTIME_BYTES
     return parts
 
