@@ -14,7 +14,7 @@ import dataclasses
 import numpy as np
 
 from . import config as cfgmod
-from .engines import ENGINES, Engine, Replicas, Static
+from .engines import ENGINES, Engine, Replicas, Static, driver  # noqa: F401 - driver: Replicas as a pytree
 from .engines.base import log_grid
 from .hermite import activation
 from .model import Model, teacher_coefficients

@@ -32,11 +32,13 @@ import abc
 import dataclasses
 from typing import Any, ClassVar, NamedTuple
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
+from ..lazy import lazy
 from ..model import Model
+
+jax = lazy("jax")
+jnp = lazy("jax.numpy")
 
 __all__ = [
     "Engine",
@@ -94,10 +96,10 @@ def _setting(key: str, axis: int):
     return dataclasses.field(metadata={"setting": key, "axis": axis})
 
 
-@jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class Replicas:
-    """Per-replica numbers (traced: changing them never recompiles).
+    """Per-replica numbers (traced: changing them never recompiles; a JAX pytree, registered
+    by :mod:`.driver`, which every traced use goes through).
 
     Attributes:
         seed: ``(R,)`` integer.  lr: ``(R,)`` float.  a: ``(R, P)`` teacher coefficients.

@@ -60,6 +60,11 @@ __all__ = [
 ]
 
 
+# the replicas are traced arguments of the compiled programs (registered here, with JAX,
+# so that reading a config needs neither)
+jax.tree_util.register_dataclass(Replicas)
+
+
 class Interrupted(KeyboardInterrupt):
     """A run stopped by a signal between chunks.
 

@@ -42,12 +42,11 @@ import dataclasses
 import warnings
 from typing import NamedTuple
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from .. import model as mdl
 from ..errors import ConfigError, ConfigWarning
+from ..lazy import lazy
 from ..optim import require_plain_sgd
 from ..validate import check_choice, check_num, check_representable, finfo
 from .base import MAX_STEPS_INT32, STATE_COPIES, Engine, Grid, Replicas, Static, Target, itemsize
@@ -55,6 +54,9 @@ from .base import dtype_of as _dtype
 from .flow_solvers import SOLVERS, FlowSolver, make_solver
 from .reduced import coordinates
 from .reduced import init as reduced_init
+
+jax = lazy("jax")
+jnp = lazy("jax.numpy")
 
 __all__ = ["Flow", "FlowRun", "gradient", "gradient_row", "block_jacobian", "loss", "init", "vector_field"]
 

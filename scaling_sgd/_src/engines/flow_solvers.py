@@ -24,10 +24,11 @@ import dataclasses
 import math
 from typing import Any, NamedTuple
 
-import jax
-import jax.numpy as jnp
-
+from ..lazy import lazy
 from . import rkc
+
+jax = lazy("jax")
+jnp = lazy("jax.numpy")
 
 __all__ = ["FlowSolver", "RKC", "ROS2", "ROS2State", "Diffrax", "DiffraxState", "make_solver", "solve", "SOLVERS", "MAX_STEPS"]
 
