@@ -99,12 +99,12 @@ def _interrupted(out, meta) -> int:
 def _all_diverged(cfg: dict, meta: dict, config_arg: str | None) -> None:
     """One line for a run whose every replica diverged, with a stable lr to try: the
     largest of a short scan below the run's lr, over 4 times the steps it took them all to
-    diverge (or the run's steps, if fewer)."""
+    diverge, at least 1000 (or the run's steps, if fewer)."""
     from ._src.lr_scan import scan_lr
 
     step, steps = meta["all_diverged_at"], cfg["train"]["steps"]
     top = max(cfg["train"]["lr"]) if isinstance(cfg["train"]["lr"], list) else cfg["train"]["lr"]
-    scan = scan_lr(cfg, points=6, steps=min(steps, max(4 * step, 1)), lr=top / 2)
+    scan = scan_lr(cfg, points=6, steps=min(steps, max(4 * step, 1000)), lr=top / 2)
     hint = f"try lr = {scan.lr:.3g}" if scan.lr is not None else f"no lr down to {scan.tried[-1][0]:.3g} was stable"
     print(
         f"scaling-sgd: every replica diverged by step {step:,} of {steps:,}: stopped there (the later log points hold "
@@ -119,13 +119,12 @@ def _rate(meta: dict) -> str:
 
 
 def cmd_run(args) -> int:
-    from ._src.runner import run
-    from ._src.spec import build_spec
-
     try:
         cfg = load_resolved(args.config, args.set)
     except ConfigError as e:
         return _fail(str(e))
+    from ._src.runner import run  # JAX: only once the config is good
+    from ._src.spec import build_spec
     if cfg.get("sweep"):
         print(
             "scaling-sgd: note: this config has a [sweep] table; 'run' runs only its base config (use 'sweep')", file=sys.stderr
@@ -147,14 +146,14 @@ def cmd_run(args) -> int:
 
 def cmd_demo(args) -> int:
     from ._src import config as cfgmod
-    from ._src.runner import run
-    from ._src.spec import build_spec
 
     try:
         raw = cfgmod.load(args.config or DEMO_CONFIG)
         cfg = cfgmod.resolve(cfgmod.apply_set(raw, args.set))
     except ConfigError as e:
         return _fail(str(e))
+    from ._src.runner import run  # JAX: only once the config is good
+    from ._src.spec import build_spec
     out = Path(args.out)
     spec = build_spec(cfg)
     t, s = cfg["teacher"], cfg["student"]

@@ -51,12 +51,19 @@ def test_lr_scan_command_and_the_all_diverged_line(tmp_path, capsys):
     assert "largest stable lr:" in out and "diverged" in out
 
 
-def test_the_parser_and_the_package_do_not_import_jax():
+def test_the_parser_the_package_and_config_errors_do_not_import_jax(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(TINY_TOML.replace("[student]", "[student]\nbogus = 1"))
     code = (
         "import sys, scaling_sgd, scaling_sgd.cli as c\n"
         "c._parser().format_help()\n"
         "assert 'jax' not in sys.modules and 'numpy' not in sys.modules, sorted(sys.modules)\n"
-        "scaling_sgd.ConfigError\n"
-        "assert 'jax' not in sys.modules\n"
+        f"assert c.main(['run', {str(bad)!r}]) == 2\n"
+        "c.load_resolved(" + repr(str(bad).replace("bad", "ok")) + ", [])\n"
+        "heavy = [m for m in ('jax', 'optax', 'scipy') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
     )
-    subprocess.run([sys.executable, "-c", code], check=True)
+    (tmp_path / "ok.toml").write_text(TINY_TOML.replace("[train]", "[train]\nengine = 'flow'"))
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.count("\n") == 1 and "student.bogus" in r.stderr  # the one line of the bad config
