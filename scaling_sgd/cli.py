@@ -234,7 +234,7 @@ def cmd_bench(args) -> int:
 
 
 EPILOG = """examples:
-  scaling-sgd demo                                  the emergence staircase (about 1 min on a laptop CPU)
+  scaling-sgd demo                                  the emergence staircase (about a minute on a 2-core CPU)
   scaling-sgd run my.toml --set train.lr=0.01       one config, a key overridden
   scaling-sgd sweep my.toml --out results/my        a grid of configs ([sweep] table), resumable
   scaling-sgd analyze results/my                    emergence times, fits and figures
@@ -273,7 +273,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--force", action="store_true", help="replace another config's results in --out")
     r.set_defaults(fn=cmd_run)
 
-    d = sub.add_parser("demo", help="the emergence-staircase demo (a few minutes on a laptop CPU)")
+    d = sub.add_parser("demo", help="the emergence-staircase demo (about a minute on a quiet 2-core CPU)")
     d.add_argument("--config", help="config to run instead of the demo's own")
     add_set(d)
     d.add_argument("--out", default="results/demo")
