@@ -125,6 +125,7 @@ def cmd_run(args) -> int:
         return _fail(str(e))
     from ._src.runner import run  # JAX: only once the config is good
     from ._src.spec import build_spec
+
     if cfg.get("sweep"):
         print(
             "scaling-sgd: note: this config has a [sweep] table; 'run' runs only its base config (use 'sweep')", file=sys.stderr
@@ -154,6 +155,7 @@ def cmd_demo(args) -> int:
         return _fail(str(e))
     from ._src.runner import run  # JAX: only once the config is good
     from ._src.spec import build_spec
+
     out = Path(args.out)
     spec = build_spec(cfg)
     t, s = cfg["teacher"], cfg["student"]
