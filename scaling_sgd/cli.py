@@ -1,10 +1,12 @@
-"""The ``scaling-sgd`` command line: ``run``, ``demo``, ``sweep``, ``analyze``, ``bench``.
+"""The ``scaling-sgd`` command line: ``run``, ``demo``, ``sweep``, ``analyze``, ``lr-scan``, ``bench``.
 
 It sits above both the core (:mod:`scaling_sgd._src`) and :mod:`scaling_sgd.analysis`,
 which it joins: a run's emergence table and ``analyze`` come from the analysis.
 
 Bad input is reported as one line naming the key and the accepted values, with exit
 status 2, before any compute starts and without touching results already written.
+The core and JAX are imported by the command that computes, not by the parser: ``--help``
+answers at once.
 """
 
 from __future__ import annotations
@@ -18,9 +20,6 @@ import sys
 import warnings
 from pathlib import Path
 
-import numpy as np
-
-from ._src import config as cfgmod
 from ._src.errors import ConfigError, ConfigWarning, InputError
 
 __all__ = ["main"]
@@ -40,6 +39,8 @@ def _fail(msg: str) -> int:
 
 def load_resolved(path, sets) -> dict:
     """Load a TOML file, apply ``--set`` overrides, resolve (raises ConfigError)."""
+    from ._src import config as cfgmod
+
     raw = cfgmod.load(path)
     return cfgmod.resolve(cfgmod.apply_set(raw, sets))
 
@@ -55,6 +56,8 @@ def print_emergence(metrics: dict, observable: str, threshold: float, stream=Non
     shown in a column of their own (``learned`` counts live replicas that reached the
     threshold, out of all replicas).
     """
+    import numpy as np
+
     from .analysis.emergence import emergence_times, log_median
     from .analysis.output import fmt
 
@@ -98,14 +101,36 @@ def _interrupted(out, meta) -> int:
     return 128 + int(getattr(signal.Signals, meta["interrupted_by"], signal.SIGINT))
 
 
-def cmd_run(args) -> int:
-    from ._src.runner import run
-    from ._src.spec import build_spec
+def _all_diverged(cfg: dict, meta: dict, config_arg: str | None) -> None:
+    """One line for a run whose every replica diverged, with a stable lr to try: the
+    largest of a short scan below the run's lr, over 4 times the steps it took them all to
+    diverge, at least 1000 (or the run's steps, if fewer)."""
+    from ._src.lr_scan import scan_lr
 
+    step, steps = meta["all_diverged_at"], cfg["train"]["steps"]
+    top = max(cfg["train"]["lr"]) if isinstance(cfg["train"]["lr"], list) else cfg["train"]["lr"]
+    scan = scan_lr(cfg, points=6, steps=min(steps, max(4 * step, 1000)), lr=top / 2)
+    hint = f"try lr = {scan.lr:.3g}" if scan.lr is not None else f"no lr down to {scan.tried[-1][0]:.3g} was stable"
+    print(
+        f"scaling-sgd: every replica diverged by step {step:,} of {steps:,}: stopped there (the later log points hold "
+        f"their frozen values); {hint} (stable over {scan.steps:,} steps; `scaling-sgd lr-scan {config_arg or 'CONFIG'}` "
+        "scans the whole run)",
+        file=sys.stderr,
+    )
+
+
+def _rate(meta: dict) -> str:
+    return "" if meta.get("samples_per_s") is None else f", {meta['samples_per_s']:,.0f} samples/s"
+
+
+def cmd_run(args) -> int:
     try:
         cfg = load_resolved(args.config, args.set)
     except ConfigError as e:
         return _fail(str(e))
+    from ._src.runner import run  # JAX: only once the config is good
+    from ._src.spec import build_spec
+
     if cfg.get("sweep"):
         print(
             "scaling-sgd: note: this config has a [sweep] table; 'run' runs only its base config (use 'sweep')", file=sys.stderr
@@ -114,7 +139,10 @@ def cmd_run(args) -> int:
     metrics, meta = run(build_spec(cfg), out, keep_partial=True, force=args.force)
     if meta.get("partial"):
         return _interrupted(out, meta)
-    print(f"wrote {out}  ({meta['replicas']} replicas, {meta['wall_time_s']:.1f} s, {meta['samples_per_s']:,.0f} samples/s)")
+    print(f"wrote {out}  ({meta['replicas']} replicas, {meta['wall_time_s']:.1f} s{_rate(meta)})")
+    if "all_diverged_at" in meta:
+        _all_diverged(cfg, meta, args.config)
+        return 0
     if meta["diverged_replicas"]:
         print(f"warning: {meta['diverged_replicas']} replica(s) diverged (flagged and frozen; see metrics 'diverged')")
     an = cfg["analysis"]
@@ -123,14 +151,16 @@ def cmd_run(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from ._src.runner import run
-    from ._src.spec import build_spec
+    from ._src import config as cfgmod
 
     try:
         raw = cfgmod.load(args.config or DEMO_CONFIG)
         cfg = cfgmod.resolve(cfgmod.apply_set(raw, args.set))
     except ConfigError as e:
         return _fail(str(e))
+    from ._src.runner import run  # JAX: only once the config is good
+    from ._src.spec import build_spec
+
     out = Path(args.out)
     spec = build_spec(cfg)
     t, s = cfg["teacher"], cfg["student"]
@@ -141,7 +171,10 @@ def cmd_demo(args) -> int:
     metrics, meta = run(spec, out, keep_partial=True, force=args.force)
     if meta.get("partial"):
         return _interrupted(out, meta)
-    print(f"wrote {out}  ({meta['wall_time_s']:.1f} s, {meta['samples_per_s']:,.0f} samples/s)")
+    print(f"wrote {out}  ({meta['wall_time_s']:.1f} s{_rate(meta)})")
+    if "all_diverged_at" in meta:
+        _all_diverged(cfg, meta, args.config)
+        return 0
     from .analysis.report import analyze_run
 
     # prints the emergence table and the fitted exponents with intervals beside theory
@@ -157,11 +190,14 @@ def cmd_sweep(args) -> int:
 
 def cmd_analyze(args) -> int:
     """A run directory or a sweep directory: analysis files and figures beside the results."""
+    from ._src import config as cfgmod
     from ._src.results import is_run_file
     from .analysis.aggregate import analyze_sweep
     from .analysis.report import analyze_run
 
     d = Path(args.dir)
+    if args.observable is not None and args.observable not in cfgmod.OBSERVABLES:
+        return _fail(f"--observable: got {args.observable!r}; accepted: {', '.join(cfgmod.OBSERVABLES)}")
     if args.threshold is not None and not (0.0 < args.threshold <= 1.0):
         return _fail(f"--threshold: got {args.threshold}; accepted: a number in (0, 1]")
     if (d / "sweep.json").is_file() or (d / "points").is_dir():  # a lost sweep.json is rebuilt from points/
@@ -176,16 +212,59 @@ def cmd_analyze(args) -> int:
     )
 
 
+def cmd_lr_scan(args) -> int:
+    """The largest lr at which no replica of the config's run diverges."""
+    from ._src.lr_scan import scan_lr
+
+    try:
+        cfg = load_resolved(args.config, args.set)
+    except ConfigError as e:
+        return _fail(str(e))
+    if args.points < 2:
+        return _fail(f"--points: got {args.points}; accepted: an integer >= 2")
+    scan = scan_lr(cfg, points=args.points, steps=args.steps)
+    print(f"lr scan over {scan.steps:,} steps ({args.config}):")
+    print(f"  {'lr':>12} {'diverged':>10}")
+    for lr, k, n in sorted(scan.tried, reverse=True):
+        print(f"  {lr:12.4g} {k:>5}/{n:<4}")
+    if scan.lr is None:
+        print(f"every lr tried diverged (down to {min(t[0] for t in scan.tried):.3g})")
+        return 1
+    print(f"largest stable lr: {scan.lr:.4g}")
+    return 0
+
+
 def cmd_bench(args) -> int:
     from ._src.bench import main as bench_main
 
     return bench_main(args)
 
 
+EPILOG = """examples:
+  scaling-sgd demo                                  the emergence staircase (about a minute on a 2-core CPU)
+  scaling-sgd run my.toml --set train.lr=0.01       one config, a key overridden
+  scaling-sgd sweep my.toml --out results/my        a grid of configs ([sweep] table), resumable
+  scaling-sgd analyze results/my                    emergence times, fits and figures
+  scaling-sgd lr-scan my.toml                       the largest lr at which no replica diverges
+  scaling-sgd bench --quick                         speed and compile time of each engine
+
+environment variables:
+  SCALING_SGD_COMPILATION_CACHE=0   do not cache compiled programs on disk
+                                    (default: $XDG_CACHE_HOME/scaling-sgd/jax, ~/.cache if unset)
+  SCALING_SGD_NO_PREFLIGHT=1        skip the memory and disk checks before a run
+  JAX_PLATFORMS=cpu                 run on the CPU even where an accelerator is present
+"""
+
+
 def _parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    p = argparse.ArgumentParser(prog="scaling-sgd", description="Emergence and scaling laws in online SGD on multi-index models.")
+    p = argparse.ArgumentParser(
+        prog="scaling-sgd",
+        description="Emergence and scaling laws in online SGD on multi-index models.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--version", action="version", version=f"scaling-sgd {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -201,7 +280,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--force", action="store_true", help="replace another config's results in --out")
     r.set_defaults(fn=cmd_run)
 
-    d = sub.add_parser("demo", help="the emergence-staircase demo (a few minutes on a laptop CPU)")
+    d = sub.add_parser("demo", help="the emergence-staircase demo (about a minute on a quiet 2-core CPU)")
     d.add_argument("--config", help="config to run instead of the demo's own")
     add_set(d)
     d.add_argument("--out", default="results/demo")
@@ -218,9 +297,16 @@ def _parser() -> argparse.ArgumentParser:
 
     a = sub.add_parser("analyze", help="emergence times, fits and figures for a run or sweep directory")
     a.add_argument("dir")
-    a.add_argument("--observable", choices=cfgmod.OBSERVABLES, default=None)
+    a.add_argument("--observable", default=None, help="skill or alignment (default: the config's analysis.observable)")
     a.add_argument("--threshold", type=float, default=None)
     a.set_defaults(fn=cmd_analyze)
+
+    ls = sub.add_parser("lr-scan", help="the largest lr at which no replica of a config's run diverges")
+    ls.add_argument("config")
+    add_set(ls)
+    ls.add_argument("--points", type=int, default=8, help="learning rates per grid (one compiled program; default 8)")
+    ls.add_argument("--steps", type=int, default=None, help="steps of each run (default the config's train.steps)")
+    ls.set_defaults(fn=cmd_lr_scan)
 
     b = sub.add_parser("bench", help="performance benchmark")
     b.add_argument("--quick", action="store_true", help="small sizes, under a minute")

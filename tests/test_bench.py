@@ -10,7 +10,7 @@ import numpy as np
 
 import scaling_sgd as ss
 from scaling_sgd._src import bench
-from scaling_sgd._src.engines import sgd
+from scaling_sgd._src.engines import ENGINES, sgd
 from scaling_sgd._src.rng import split_keys
 
 from helpers import assert_close, sgd_reference, small_config, spec_parts
@@ -63,8 +63,10 @@ def test_bench_json_is_well_formed(tmp_path, capsys):
     # engines missing from this build are reported as skipped, not silently dropped
     engines = {c.get("engine") for c in rep["cases"]} | {s["case"] for s in rep["skipped"]}
     assert {"sgd", "reduced", "flow"} <= engines
+    # cold compile seconds of every registered engine
+    assert set(rep["compile_s"]) == set(ENGINES) and all(v > 0 for v in rep["compile_s"].values())
     out = capsys.readouterr().out
-    assert "samples/s" in out and "x gauss" in out
+    assert "samples/s" in out and "x gauss" in out and "compile, cold" in out
 
 
 def test_numpy_baseline_is_the_same_math():

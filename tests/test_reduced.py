@@ -21,18 +21,18 @@ from helpers import assert_close, small_config, spec_parts
 LEVEL = 0.01
 
 
-def _no_remainder(static, key_data, block):
+def _no_remainder(static, key_data, block, d=None):
     """The block's random numbers with the part of ``x`` outside the frame dropped
     (``L = 0``): a deliberately wrong chain that the tests must detect."""
-    u, L = reduced.block_noise(static, key_data, block)
+    u, L = reduced.block_noise(static, key_data, block, d)
     return u, jnp.zeros_like(L)
 
 
 class WrongReduced(reduced.Reduced):
     """The ``reduced`` engine on the wrong chain (:func:`_no_remainder`)."""
 
-    def block_noise(self, static, key_data, block):
-        return _no_remainder(static, key_data, block)
+    def block_noise(self, static, key_data, block, d=None):
+        return _no_remainder(static, key_data, block, d)
 
 
 SEEDS = list(range(200))

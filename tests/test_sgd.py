@@ -351,14 +351,15 @@ def test_log_grid_is_zero_then_geometric_from_one_to_steps(steps, points):
 
 
 def test_replica_padding_and_pads_on_several_devices(monkeypatch):
-    """With n devices, R replicas get (-R) mod n pads that repeat the last replica."""
+    """R replicas are padded to their bucket (1, 4, 8, ...), then to a multiple of the n
+    devices; the pads repeat the last replica."""
     reps = Replicas(seed=np.arange(5), lr=np.linspace(1, 2, 5), a=np.ones((5, 3)) * np.arange(5)[:, None], beta=np.ones(5))
     monkeypatch.setattr(jax, "local_device_count", lambda: 4)
     assert [driver.replica_padding(R) for R in (1, 4, 5, 6, 8)] == [3, 0, 3, 2, 0]
-    monkeypatch.setattr(jax, "local_device_count", lambda: 2)
-    assert [driver.replica_padding(R) for R in (1, 2, 5)] == [1, 0, 1]
+    monkeypatch.setattr(jax, "local_device_count", lambda: 3)
+    assert [driver.replica_bucket(R) for R in (1, 2, 5, 9)] == [3, 6, 9, 18]
     monkeypatch.setattr(jax, "local_device_count", lambda: 1)
-    assert driver.replica_padding(5) == 0
+    assert [driver.replica_padding(R) for R in (1, 2, 3, 4, 5)] == [0, 2, 1, 0, 3]
     padded = driver.pad_replicas(reps, 2)
     assert padded.R == 7 and list(padded.seed) == [0, 1, 2, 3, 4, 4, 4]
     np.testing.assert_array_equal(padded.a[5:], reps.a[[4, 4]])

@@ -218,19 +218,20 @@ def test_concurrent_shards_equal_the_whole_grid(whole, grid_toml, tmp_path, caps
 
 
 def test_sharded_over_4_devices_equals_unsharded(whole, grid_toml, tmp_path):
-    """R = 12 splits 3 per device; R = 6 (beta = 1 only) is padded to 8, 2 per device, and
-    must equal the first 6 replicas of the unsharded 12 (replicas are independent).
+    """R = 12 is padded to its bucket, 16, 4 per device; R = 6 (beta = 1 only) to 8, 2 per
+    device, and must equal the first 6 replicas of the unsharded 12 (replicas are
+    independent).
 
-    The training state is bitwise equal (norm2, divergence); the observables computed from
-    it may differ in the last bit in float32, because XLA vectorises the batched Gram
-    products differently for 2 or 3 replicas per device than for 12 on one."""
+    The divergence flags and steps are equal; the float32 numbers (the state's norm2 and the
+    observables) may differ in the last bits, because XLA vectorises the batched products
+    differently for 2 or 4 replicas per device than for 16 on one."""
     four, six4 = tmp_path / "four", tmp_path / "six4"
     only_d8, r6 = ["--set", "sweep.d=[8]"], ["--set", "sweep.beta=[1.0]"]
     script = textwrap.dedent(f"""
         import jax
         from scaling_sgd.cli import main
         from scaling_sgd._src.engines.driver import replica_padding
-        assert jax.local_device_count() == 4 and replica_padding(6) == 2 and replica_padding(12) == 0
+        assert jax.local_device_count() == 4 and replica_padding(6) == 2 and replica_padding(12) == 4
         assert main(["sweep", {str(grid_toml)!r}, "--out", {str(four)!r}, *{only_d8!r}]) == 0
         assert main(["sweep", {str(grid_toml)!r}, "--out", {str(six4)!r}, *{only_d8 + r6!r}]) == 0
     """)
@@ -248,10 +249,11 @@ def test_sharded_over_4_devices_equals_unsharded(whole, grid_toml, tmp_path):
         assert (p["id"] == ref["id"]) == (R == 12) and ma.keys() == mb.keys()
         for k in ma:
             want = mb[k] if k == "step" else mb[k][:R]
-            if ma[k].dtype.kind != "f" or k == "norm2":
+            if ma[k].dtype.kind != "f":
                 np.testing.assert_array_equal(ma[k], want, err_msg=k)
-            else:
-                np.testing.assert_allclose(ma[k], want, rtol=4 * eps, atol=4 * eps * np.max(np.abs(want)), err_msg=k)
+            else:  # the state's rounding differences grow over the steps: a few ulps more
+                tol = (32 if k == "norm2" else 4) * eps
+                np.testing.assert_allclose(ma[k], want, rtol=tol, atol=tol * np.max(np.abs(want)), err_msg=k)
 
 
 def test_failed_point_is_recorded_divergence_counted_and_shapes_compile_once(tmp_path, monkeypatch, capsys):

@@ -37,6 +37,7 @@ from .engines import sgd as sgd_engine
 from .engines.driver import simulate
 from .files import atomic_write_json
 from .hermite import hermite_he
+from .progress import NoProgress
 from .runner import precision
 from .spec import build_spec
 
@@ -307,6 +308,27 @@ def _sgd_case(name, d, P, m, B, R, steps, repeats, numpy_steps, note=""):
     return res
 
 
+class _CompileClock(NoProgress):
+    """A progress meter that keeps the seconds from "compiling" to the run's start: the
+    compile time of the driver's programs (:func:`.engines.driver.simulate`)."""
+
+    def compiling(self):
+        self.t = time.perf_counter()
+
+    def start(self, *args):
+        self.seconds = time.perf_counter() - self.t
+
+
+def compile_seconds(engine: str, d: int = 256, Pm: int = 8, R: int = 4) -> float:
+    """Seconds to compile one engine's programs at ``d``, ``P = m = Pm``, ``R`` replicas,
+    float32: cold in a process that has not compiled them (the on-disk cache is not used
+    unless JAX was configured with one)."""
+    spec = build_spec(_config(d, Pm, Pm, 1, R, 100, engine=engine, points=20))
+    clock = _CompileClock()
+    simulate(spec.engine, spec.static, spec.replicas, spec.steps, clock)
+    return clock.seconds
+
+
 def _public(res: dict) -> dict:
     return {k: v for k, v in res.items() if not k.startswith("_")}
 
@@ -428,6 +450,15 @@ def run_bench(quick: bool = False, stream=None, sizes: dict | None = None) -> di
     report["cases"].append(res)
     say(
         f"  {res['name']:<34} wall {wall:.1f} s (with compile), {learned}/{Pm} directions learned, final loss {res['final_loss']:.3g}"
+    )
+
+    from .engines import ENGINES
+
+    report["compile_s"] = {name: compile_seconds(name) for name in ENGINES}
+    say(
+        "  compile, cold (d=256 m=P=8 R=4): "
+        + ", ".join(f"{k} {v:.1f} s" for k, v in report["compile_s"].items())
+        + ("" if jax.config.jax_compilation_cache_dir is None else " (an on-disk cache was configured: maybe warm)")
     )
 
     report["cases"] = [_public(c) for c in report["cases"]]

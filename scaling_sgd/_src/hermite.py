@@ -20,9 +20,12 @@ import math
 import re
 from collections.abc import Callable, Mapping
 
-import jax.numpy as jnp
 import numpy as np
-from scipy.special import erf as _erf
+
+from .lazy import lazy
+
+jnp = lazy("jax.numpy")
+_special = lazy("scipy.special")
 
 __all__ = ["Activation", "activation", "hermite_coefficients", "hermite_he", "hn", "NONPOLYNOMIAL"]
 
@@ -178,7 +181,7 @@ NONPOLYNOMIAL: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "tanh": np.tanh,
     "abs": np.abs,
     "sigmoid": lambda z: 1.0 / (1.0 + np.exp(-z)),
-    "gelu": lambda z: 0.5 * z * (1.0 + _erf(z / math.sqrt(2.0))),
+    "gelu": lambda z: 0.5 * z * (1.0 + _special.erf(z / math.sqrt(2.0))),
 }
 
 _HN = re.compile(r"^h(\d+)$")

@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import dataclasses
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from . import twofloat as tf
 from .hermite import Activation
+from .lazy import lazy
+
+jax = lazy("jax")
+jnp = lazy("jax.numpy")
 
 __all__ = [
     "Model",
@@ -102,14 +104,14 @@ def teacher_coefficients(teacher, betas) -> np.ndarray:
     return power_law_coefficients(betas, int(teacher["P"]))
 
 
-def teacher_basis(key, P: int, d: int, dtype=jnp.float32):
+def teacher_basis(key, P: int, d: int, dtype=np.float32):
     """A Haar-random orthonormal ``(P, d)`` frame (QR of a Gaussian, signs fixed)."""
     g = jax.random.normal(key, (d, P), dtype)
     q, r = jnp.linalg.qr(g)
     return (q * jnp.sign(jnp.diagonal(r))[None, :]).T
 
 
-def init_student(key, m: int, d: int, init_scale, dtype=jnp.float32):
+def init_student(key, m: int, d: int, init_scale, dtype=np.float32):
     """``w_i ~ N(0, (s^2/d) I_d)`` i.i.d.; returns ``W`` ``(m, d)``."""
     return jax.random.normal(key, (m, d), dtype) * (jnp.asarray(init_scale, dtype) / jnp.sqrt(jnp.asarray(d, dtype)))
 

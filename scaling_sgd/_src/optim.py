@@ -18,11 +18,12 @@ import numbers
 import types
 import typing
 
-import jax.numpy as jnp
-import optax
-
 from .errors import ConfigError
+from .lazy import lazy
 from .schedules import factor as schedule_factor
+
+jnp = lazy("jax.numpy")
+optax = lazy("optax")
 
 __all__ = ["EXACT_IN_REDUCED", "check_optimizer", "make_optimizer", "require_plain_sgd"]
 
@@ -52,6 +53,8 @@ def check_optimizer(name, kwargs) -> None:
     """Raise :class:`ConfigError` unless ``optax.<name>(learning_rate, **kwargs)`` is valid."""
     if not isinstance(kwargs, dict):
         raise ConfigError("train.optimizer_kwargs", f"got {kwargs!r}; accepted: a table of keyword arguments")
+    if name == "sgd" and not kwargs:  # plain SGD, applied directly (Static.plain_sgd): no optax to ask
+        return
     fn = getattr(optax, name, None)
     sig = _signature(fn) if callable(fn) else None
     if sig is None or "learning_rate" not in sig.parameters:

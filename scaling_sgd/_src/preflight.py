@@ -66,15 +66,15 @@ def _logged_bytes(spec: RunSpec) -> int:
 def memory_estimate(spec: RunSpec) -> dict[str, int]:
     """Bytes a run holds at its peak, by part (``{label: bytes}``), from its shapes: the
     engine's own parts (:meth:`.engines.base.Engine.memory`), the logs (every log point of
-    every observable, kept on the device and stacked at the end, then
-    :data:`HOST_LOG_COPIES` times on the host while ``metrics.npz`` is written),
+    every observable, kept on the device for the padded replicas and stacked at the end,
+    then :data:`HOST_LOG_COPIES` times on the host while ``metrics.npz`` is written),
     :data:`PER_REPLICA_BYTES` a replica, and :data:`RUNTIME_BYTES` for the compiler and
     the runtime."""
-    R = spec.sizes["replica"]
-    parts = dict(spec.engine.memory(spec.static, R, spec.sizes["step"]))
-    parts["logs"] = int(STATE_COPIES * _logged_bytes(spec))
+    R, Rc = spec.sizes["replica"], spec.R_compiled  # the program runs the padded replicas
+    parts = dict(spec.engine.memory(spec.static, Rc, spec.sizes["step"]))
+    parts["logs"] = int(STATE_COPIES * _logged_bytes(spec) * Rc / R)
     parts["logs on the host"] = int(HOST_LOG_COPIES * _logged_bytes(spec))
-    parts["per-replica buffers"] = PER_REPLICA_BYTES * R
+    parts["per-replica buffers"] = PER_REPLICA_BYTES * Rc
     parts["compiler and runtime"] = RUNTIME_BYTES
     return parts
 

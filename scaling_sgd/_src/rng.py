@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import jax
+from .lazy import lazy
+
+jax = lazy("jax")
+
 
 __all__ = ["Keys", "split_keys"]
 

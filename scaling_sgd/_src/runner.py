@@ -12,7 +12,7 @@ import numpy as np
 
 from . import preflight
 from .checkpoint import Checkpoint
-from .engines.driver import Interrupted, pad_replicas, replica_padding, simulate
+from .engines.driver import Interrupted, simulate
 from .environment import environment
 from .progress import NoProgress, Progress
 from .results import write_run
@@ -102,10 +102,7 @@ def run(
     interrupted = None
     with precision(static.dtype):
         try:
-            # Several local devices: pad the replica axis to a multiple of their number so
-            # that it is sharded across all of them, and drop the pads.
-            padded = pad_replicas(reps, replica_padding(reps.R))
-            raw = simulate(engine, static, padded, steps, meter, stop_signals=stop_signals, checkpoint=ckpt)
+            raw = simulate(engine, static, reps, steps, meter, stop_signals=stop_signals, checkpoint=ckpt)
         except Interrupted as e:
             if not keep_partial:
                 raise
@@ -116,19 +113,25 @@ def run(
     step, idx = np.unique(raw["step"], return_index=True)
     metrics = {"step": step.astype(np.int64)}
     for k, v in raw.items():
+        if k == "stopped_at":
+            continue
         if k != "step":
             v = np.asarray(v)[:R]
             metrics[k] = v[:, idx] if v.ndim >= 2 else v
     metrics.update({k: getattr(reps, k) for k in REPLICATED})
     done = int(step[-1])
     resumed = int(ckpt.resumed_step or 0) if ckpt is not None else 0
+    # steps simulated in this process: a run whose replicas all diverged stopped there
+    simulated = (int(raw["stopped_at"]) if raw.get("stopped_at", -1) >= 0 else done) - resumed
+    sps = engine.work_units(static, reps)
     meta = {
         "hash": spec.hash,
         "engine": engine.name,
         "replicas": R,
         "diverged_replicas": int(np.sum(metrics["diverged"])),
         "wall_time_s": wall,
-        "samples_per_s": float(done - resumed) * static.batch_size * R / wall if wall > 0 else None,
+        # None for an engine that draws no samples (the flow)
+        "samples_per_s": float(simulated) * sps / wall if wall > 0 and sps is not None else None,
         "environment": environment(),
         "format": 1,
     }
@@ -136,6 +139,9 @@ def run(
         meta["resumed_from_step"] = resumed
     if interrupted:
         meta.update(partial=True, last_step=done, interrupted_by=interrupted)
+    if raw.get("stopped_at", -1) >= 0:
+        # every replica diverged: the log points after it hold their frozen values
+        meta["all_diverged_at"] = int(raw["stopped_at"])
     if out_dir is not None:
         write_run(out_dir, spec.config, metrics, meta)
         if not interrupted:

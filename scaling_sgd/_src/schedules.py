@@ -26,9 +26,12 @@ from __future__ import annotations
 
 import math
 
-import jax
-import jax.numpy as jnp
 import numpy as np
+
+from .lazy import lazy
+
+jax = lazy("jax")
+jnp = lazy("jax.numpy")
 
 __all__ = ["SCHEDULES", "factor", "tau_over_lr"]
 

@@ -14,7 +14,7 @@ import dataclasses
 import numpy as np
 
 from . import config as cfgmod
-from .engines import ENGINES, Engine, Replicas, Static
+from .engines import ENGINES, Engine, Replicas, Static, driver  # noqa: F401 - driver: Replicas as a pytree
 from .engines.base import log_grid
 from .hermite import activation
 from .model import Model, teacher_coefficients
@@ -60,10 +60,19 @@ class RunSpec:
         return self.sizes["step"]
 
     @property
+    def R_compiled(self) -> int:
+        """Replicas the program runs: :attr:`R` padded to its bucket
+        (:func:`.engines.driver.replica_bucket`)."""
+        from .engines.driver import replica_bucket
+
+        return replica_bucket(self.R)
+
+    @property
     def program(self) -> tuple:
-        """What one compiled program is specific to: the engine, the static description,
-        the replica count and the number of log points (runs with equal keys share it)."""
-        return (self.engine, self.static, self.R, self.T)
+        """What one compiled program is specific to: the engine, the static description it
+        is compiled for (:meth:`.engines.base.Engine.program`), the replica bucket and the
+        number of log points (runs with equal keys share it)."""
+        return (self.engine, self.engine.program(self.static, self.replicas)[0], self.R_compiled, self.T)
 
 
 def build_spec(cfg: dict) -> RunSpec:

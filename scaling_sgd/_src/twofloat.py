@@ -28,9 +28,12 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
-import jax
-import jax.numpy as jnp
 import numpy as np
+
+from .lazy import lazy
+
+jax = lazy("jax")
+jnp = lazy("jax.numpy")
 
 __all__ = ["DW", "dw", "two_sum", "two_prod", "add", "mul", "div", "sqrt", "total", "gram", "value"]
 

@@ -32,11 +32,13 @@ import abc
 import dataclasses
 from typing import Any, ClassVar, NamedTuple
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
+from ..lazy import lazy
 from ..model import Model
+
+jax = lazy("jax")
+jnp = lazy("jax.numpy")
 
 __all__ = [
     "Engine",
@@ -94,15 +96,18 @@ def _setting(key: str, axis: int):
     return dataclasses.field(metadata={"setting": key, "axis": axis})
 
 
-@jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class Replicas:
-    """Per-replica numbers (traced: changing them never recompiles).
+    """Per-replica numbers (traced: changing them never recompiles; a JAX pytree, registered
+    by :mod:`.driver`, which every traced use goes through).
 
     Attributes:
         seed: ``(R,)`` integer.  lr: ``(R,)`` float.  a: ``(R, P)`` teacher coefficients.
         beta: ``(R,)`` float (informational; ``a`` is what the dynamics use).
         init_scale: scalar ``s``.  diverge_bound: scalar.
+        d: ``None``, or the input dimension as an int32 scalar where the engine's program
+        takes it as a number (:meth:`Engine.program`); ``Static.model.d`` then only fixes
+        shapes.
 
     ``seed``, ``lr`` and ``beta`` are the replicated settings (:data:`REPLICA_SETTINGS`):
     a list in the config makes replicas, the product ``beta x lr x seed`` (seed fastest).
@@ -114,6 +119,7 @@ class Replicas:
     beta: Any = _setting("teacher.beta", 0)
     init_scale: Any = 0.1
     diverge_bound: Any = 1e8
+    d: Any = None
 
     @property
     def R(self) -> int:
@@ -192,9 +198,6 @@ class Engine(abc.ABC):
     name: ClassVar[str] = ""
     #: what ``Target.budget`` counts, for progress messages
     unit: ClassVar[str] = "steps"
-    #: the cost is spread evenly in log step (an adaptive ODE solver), not in steps: the
-    #: time left is estimated from the log points done
-    cost_in_log_steps: ClassVar[bool] = False
     #: the config table of this engine's own settings (``None``: it has none) ...
     table: ClassVar[str | None] = None
     #: ... and its keys with their defaults
@@ -213,6 +216,13 @@ class Engine(abc.ABC):
     def from_config(cls, cfg: dict) -> Engine:
         """The engine a resolved config asks for (its settings from :attr:`table`)."""
         return cls()
+
+    def program(self, static: Static, reps: Replicas) -> tuple[Static, Replicas]:
+        """The static description this engine's program is compiled for, and the replicas
+        it takes.  By default both unchanged; an engine whose shapes do not depend on a
+        static number may move it into the replicas (traced), so that one program serves
+        every value of it (``reduced`` and ``flow`` take ``d`` as :attr:`Replicas.d`)."""
+        return static, reps
 
     def check(self, cfg: dict) -> None:  # noqa: B027 - engines without rules keep the default
         """Raise :class:`ConfigError` if the resolved config ``cfg`` is invalid for this engine."""
@@ -264,6 +274,12 @@ class Engine(abc.ABC):
         statistics; none by default."""
         return {}
 
-    def work_units(self, static: Static, reps: Replicas) -> float:
-        """Samples per unit of work (steps x batch x replicas), for progress rates."""
+    def work_units(self, static: Static, reps: Replicas) -> float | None:
+        """Samples per step (batch x replicas), for progress rates; ``None`` for an engine
+        that draws no samples."""
         return float(static.batch_size * reps.R)
+
+    def done_fraction(self, static: Static, state, grid: Grid):
+        """The fraction of the run done, from which progress estimates the time left (a
+        traced scalar in ``[0, 1]``): steps done over steps, by default."""
+        return self.position(static, state, grid) / jnp.maximum(grid.step[-1], 1)

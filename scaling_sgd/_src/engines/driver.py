@@ -12,9 +12,16 @@ It owns what the engines share (see :mod:`.base` for the contract):
   long log segment, while a run with many short segments does not pay a host round trip
   per log point.  Engines give the same numbers whatever the chunks are (each step is the
   same code wherever a chunk ends; tested bitwise);
-* the divergence rule at log points (:func:`.base.divergence_check`);
-* placing the replica axis on the local devices (sharded when there are several);
-* progress (:mod:`..progress`): "compiling...", then steps, rate and time left;
+* the divergence rule at log points (:func:`.base.divergence_check`), and the stop of a
+  run whose every replica has diverged: frozen replicas observe the same numbers at every
+  later log point, so those are filled in at once (the result equals the full run's);
+* the replica count: padded to a bucket (:func:`replica_bucket`: 1, 4, 8, 16, ...), the
+  pads dropped afterwards, so that a longer seed list compiles no new program; the replica
+  axis placed on the local devices (sharded when there are several);
+* the engine's program (:meth:`.base.Engine.program`): what it compiles on, e.g. ``d``
+  traced for ``reduced`` and ``flow``;
+* progress (:mod:`..progress`): "compiling...", then steps, rate, replicas diverged and
+  time left;
 * interrupts: SIGINT (Ctrl-C, a notebook's "interrupt") and SIGTERM (a batch system's
   preemption) stop the run at the end of the current chunk, within seconds, and raise
   :class:`Interrupted` (a ``KeyboardInterrupt``) carrying the log points already done.
@@ -47,10 +54,16 @@ __all__ = [
     "Chunk",
     "Interrupted",
     "place_replicas",
+    "replica_bucket",
     "replica_padding",
     "pad_replicas",
     "compiled_programs",
 ]
+
+
+# the replicas are traced arguments of the compiled programs (registered here, with JAX,
+# so that reading a config needs neither)
+jax.tree_util.register_dataclass(Replicas)
 
 
 class Interrupted(KeyboardInterrupt):
@@ -125,16 +138,18 @@ def _start(engine: Engine, static: Static, reps: Replicas, grid: Grid) -> Chunk:
     return Chunk(state, jnp.asarray(1, jnp.int32), obs)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1), donate_argnums=(2,))
-def _run(engine: Engine, static: Static, chunk: Chunk, reps: Replicas, grid: Grid, budget):
+def _chunk(engine: Engine, static: Static, chunk: Chunk, reps: Replicas, grid: Grid, budget, stop: bool):
     """Advance through the log points from ``chunk.j`` on, observing at each one reached,
-    until the last one or until ``budget`` units of work are spent.  Returns the chunk and
-    the position (steps)."""
+    until the last one, until ``budget`` units of work are spent, or until every replica has
+    diverged (then the log points left are filled, :func:`_fill`).  Returns the chunk, the
+    position (steps) with the fraction done (:meth:`.base.Engine.done_fraction`), and
+    whether it stopped on divergence."""
     T = grid.step.shape[0]
     w0 = engine.work(static, chunk.state)
 
     def cond(c: Chunk):
-        return (c.j < T) & (engine.work(static, c.state) - w0 < budget)
+        go = (c.j < T) & (engine.work(static, c.state) - w0 < budget)
+        return (go & ~jnp.all(engine.flags(c.state)[0])) if stop else go
 
     def body(c: Chunk) -> Chunk:
         left = budget - (engine.work(static, c.state) - w0)
@@ -149,7 +164,39 @@ def _run(engine: Engine, static: Static, chunk: Chunk, reps: Replicas, grid: Gri
         return jax.lax.cond(reached, observe, lambda state: Chunk(state, c.j, c.obs), state)
 
     chunk = jax.lax.while_loop(cond, body, chunk)
-    return chunk, engine.position(static, chunk.state, grid)
+    # every replica diverged: frozen, each observes at the log points left what it observes
+    # now, so they are filled in and the run is complete
+    if not stop:
+        return chunk, _where(engine, static, chunk, grid), jnp.asarray(False)
+    stopped = jnp.all(engine.flags(chunk.state)[0]) & (chunk.j < T)
+    chunk = jax.lax.cond(stopped, lambda c: _fill(engine, static, c, reps, grid), lambda c: c, chunk)
+    return chunk, _where(engine, static, chunk, grid), stopped
+
+
+def _where(engine: Engine, static: Static, chunk: Chunk, grid: Grid):
+    """The position (steps) and the fraction of the run done, for progress."""
+    return engine.position(static, chunk.state, grid), engine.done_fraction(static, chunk.state, grid)
+
+
+def _fill(engine: Engine, static: Static, c: Chunk, reps: Replicas, grid: Grid) -> Chunk:
+    """The log points ``c.j ..`` filled with the observables of the (frozen) state now."""
+    T = grid.step.shape[0]
+    state, o = _observe_checked(engine, static, c.state, reps, grid, jnp.minimum(c.j, T - 1))
+    left = jnp.arange(T) >= c.j
+    obs = jax.tree.map(lambda buf, x: jnp.where(left.reshape((T,) + (1,) * x.ndim), x[None], buf), c.obs, o)
+    return Chunk(state, jnp.asarray(T, jnp.int32), obs)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1), donate_argnums=(2,))
+def _run(engine: Engine, static: Static, chunk: Chunk, reps: Replicas, grid: Grid, budget):
+    """One chunk (:func:`_chunk`), stopping once every replica has diverged."""
+    return _chunk(engine, static, chunk, reps, grid, budget, stop=True)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1), donate_argnums=(2,))
+def _run_to_end(engine: Engine, static: Static, chunk: Chunk, reps: Replicas, grid: Grid, budget):
+    """One chunk (:func:`_chunk`) that advances every log point, diverged or not."""
+    return _chunk(engine, static, chunk, reps, grid, budget, stop=False)
 
 
 # start and run: what one shape (engine, static description, replica count) compiles
@@ -159,7 +206,7 @@ PROGRAMS_PER_SHAPE = 2
 def compiled_programs() -> int:
     """How many programs the driver has compiled in this process (for tests: changing
     traced numbers must not add any; a new shape adds :data:`PROGRAMS_PER_SHAPE`)."""
-    return _start._cache_size() + _run._cache_size()
+    return _start._cache_size() + _run._cache_size() + _run_to_end._cache_size()
 
 
 # -- replicas on devices ----------------------------------------------------------------
@@ -179,15 +226,24 @@ def place_replicas(x, dtype=None):
     return x
 
 
-def replica_padding(R: int) -> int:
-    """How many replicas to add so that ``R`` splits evenly over the local devices.
+def replica_bucket(R: int) -> int:
+    """The replica count a program is compiled for: ``R`` rounded up to ``1, 4, 8, 16, ...``
+    (a power of two, at least 4 when ``R > 1``), then to a multiple of the local device
+    count.
 
-    :func:`place_replicas` shards the replica axis only when the device count divides
-    ``R``; padding (and dropping the pads afterwards) keeps every device busy for any ``R``.
-    ``0`` on a single device.
+    The pads repeat the last replica and are dropped afterwards (:func:`pad_replicas`), so
+    a seed list that grows inside its bucket (``[0, 1] -> [0, 1, 2]``) reuses the program,
+    at the price of at most twice the work of ``R`` replicas.  :func:`place_replicas`
+    shards the replica axis only when the device count divides it.
     """
+    b = 1 if R <= 1 else max(4, 1 << (int(R) - 1).bit_length())
     n = jax.local_device_count()
-    return (-R) % n if n > 1 else 0
+    return -(-b // n) * n if n > 1 else b
+
+
+def replica_padding(R: int) -> int:
+    """How many replicas :func:`simulate` adds to ``R`` (:func:`replica_bucket` ``- R``)."""
+    return replica_bucket(R) - int(R)
 
 
 def _replicated(x) -> bool:
@@ -235,19 +291,22 @@ def simulate(
     chunk_seconds: float = 1.0,
     first_budget: int = 64,
     stop_signals=(signal.SIGINT, signal.SIGTERM),
+    stop_when_diverged: bool = True,
     checkpoint=None,
 ) -> dict:
     """Run all replicas of ``engine`` and return numpy metrics ``(R, T, ...)``.
 
     Args:
         engine: an :class:`.base.Engine`.  static: shapes and code paths.
-        reps: per-replica numbers (``R`` replicas).
+        reps: per-replica numbers (``R`` replicas; run as :func:`replica_bucket` ``(R)``).
         log_steps: ``(T,)`` int log points, ``0`` first, non-decreasing, ``< 2^31``.
         progress: a :class:`..progress.Progress` (or ``None``).
         chunk_seconds: wall time aimed at per compiled call (progress and Ctrl-C
             granularity); it never changes the numbers.
         first_budget: work units of the first call (then adapted).
         stop_signals: signals that stop the run between chunks (:class:`Interrupted`).
+        stop_when_diverged: once every replica has diverged, fill the log points left with
+            their frozen observables instead of advancing to the end (the same numbers).
         checkpoint: where the run's state is kept between processes (a
             :class:`..checkpoint.Checkpoint`, or ``None``).  The run starts from the state it
             holds, if any; the state is saved at log points (at most every
@@ -257,32 +316,35 @@ def simulate(
     Returns:
         dict of ``(R, T, ...)`` observables (``loss``, ``alignment``, ``skill``,
         ``norm2``, optionally ``overlap``) and ``diverged`` ``(R,)`` bool,
-        ``diverged_step`` ``(R,)`` int64 (``-1`` when alive).
+        ``diverged_step`` ``(R,)`` int64 (``-1`` when alive), and ``stopped_at`` (int):
+        when every replica diverged and the run stopped, the step by which they all had
+        (the largest ``diverged_step``); ``-1`` when it ran to the end.
     """
     progress = progress or NoProgress()
     log_steps = _check_steps(log_steps)
+    R = reps.R
+    cstatic, creps = engine.program(static, pad_replicas(reps, replica_padding(R)))
     grid = Grid(
         step=jnp.asarray(log_steps, jnp.int32),
         tau=jnp.asarray(tau_over_lr(static.schedule, log_steps, log_steps[-1], static.schedule_n0)),
     )
-    dreps = _on_devices(reps)
+    dreps = _on_devices(creps)
     T = log_steps.size
+    run = _run if stop_when_diverged else _run_to_end
 
     progress.compiling()
-    chunk_shape = jax.eval_shape(lambda r, g: _start(engine, static, r, g), dreps, grid)
-    _start.lower(engine, static, dreps, grid).compile()
-    _run.lower(engine, static, chunk_shape, dreps, grid, jnp.asarray(0, jnp.int32)).compile()
+    chunk_shape = jax.eval_shape(lambda r, g: _start(engine, cstatic, r, g), dreps, grid)
+    _start.lower(engine, cstatic, dreps, grid).compile()
+    run.lower(engine, cstatic, chunk_shape, dreps, grid, jnp.asarray(0, jnp.int32)).compile()
 
-    chunk = _start(engine, static, dreps, grid)
-    budget, j = int(first_budget), 1
+    chunk = _start(engine, cstatic, dreps, grid)
+    budget, j, stopped = int(first_budget), 1, False
     resumed = checkpoint.restore(chunk) if checkpoint is not None else None
     if resumed is not None:
         chunk, budget = resumed
         j = int(jax.device_get(chunk.j))
-    start_step = int(log_steps[j - 1])
-    if resumed is not None:
-        checkpoint.resumed_step = start_step
-    progress.start(int(log_steps[-1]), engine.work_units(static, reps), start=start_step)
+        checkpoint.resumed_step = int(log_steps[j - 1])
+    progress.start(int(log_steps[-1]), engine.work_units(static, reps), R, start=int(log_steps[j - 1]))
     saved_j, saved_t = j, time.perf_counter()
     with _stop_on(stop_signals) as stop:
         try:
@@ -290,20 +352,22 @@ def simulate(
                 if stop["signal"]:
                     if checkpoint is not None:
                         checkpoint.save(chunk, budget)
-                    raise Interrupted(_collect(engine, static, chunk, j, log_steps), stop["signal"])
+                    raise Interrupted(_collect(engine, cstatic, chunk, j, log_steps, R), stop["signal"])
                 t0 = time.perf_counter()
-                chunk, pos = _run(engine, static, chunk, dreps, grid, jnp.asarray(budget, jnp.int32))
-                j, pos = (int(v) for v in jax.device_get((chunk.j, pos)))  # waits for the chunk
+                chunk, (pos, frac), stop_now = run(engine, cstatic, chunk, dreps, grid, jnp.asarray(budget, jnp.int32))
+                got = jax.device_get((chunk.j, pos, frac, stop_now, engine.flags(chunk.state)[0]))  # waits for the chunk
+                j, pos, frac, stopped = int(got[0]), int(got[1]), float(got[2]), stopped or bool(got[3])
                 el = time.perf_counter() - t0
                 budget = int(np.clip(budget * chunk_seconds / max(el, 1e-4), budget // 4 + 1, min(budget * 4, 2**30)))
-                frac = (j - 1) / max(T - 1, 1) if engine.cost_in_log_steps else None
-                progress.update(min(pos, int(log_steps[-1])), frac)
+                progress.update(min(pos, int(log_steps[-1])), frac, int(np.sum(np.asarray(got[4])[:R])))
                 if checkpoint is not None and j < T and checkpoint.due(j > saved_j, time.perf_counter() - saved_t):
                     checkpoint.save(chunk, budget)
                     saved_j, saved_t = j, time.perf_counter()
         finally:
             progress.close()
-    return _collect(engine, static, chunk, T, log_steps)
+    out = _collect(engine, cstatic, chunk, T, log_steps, R)
+    out["stopped_at"] = int(out["diverged_step"].max()) if stopped else -1
+    return out
 
 
 def initial_observables(engine: Engine, static: Static, reps: Replicas, log_steps) -> dict:
@@ -312,23 +376,24 @@ def initial_observables(engine: Engine, static: Static, reps: Replicas, log_step
     description and replicas logs at its first log point, recomputed from the seeds
     (numpy, ``(R, ...)``)."""
     log_steps = _check_steps(log_steps)
-    static = dataclasses.replace(static, with_overlap=True)
+    cstatic, creps = engine.program(dataclasses.replace(static, with_overlap=True), reps)
     grid = Grid(
         step=jnp.asarray(log_steps, jnp.int32),
         tau=jnp.asarray(tau_over_lr(static.schedule, log_steps, log_steps[-1], static.schedule_n0)),
     )
-    chunk = _start(engine, static, _on_devices(reps), grid)
+    chunk = _start(engine, cstatic, _on_devices(creps), grid)
     return {k: np.asarray(v[0]) for k, v in jax.device_get(chunk.obs).items()}
 
 
-def _collect(engine: Engine, static: Static, chunk: Chunk, j: int, log_steps) -> dict:
-    """The metrics of the first ``j`` log points, fetched to the host at once."""
+def _collect(engine: Engine, static: Static, chunk: Chunk, j: int, log_steps, R: int) -> dict:
+    """The metrics of the first ``j`` log points of the first ``R`` replicas (the pads
+    dropped), fetched to the host at once."""
     diverged, diverged_step = engine.flags(chunk.state)
     extra = engine.final(static, chunk.state) if j == len(log_steps) else {}
     obs, extra, diverged, diverged_step = jax.device_get((chunk.obs, extra, diverged, diverged_step))
-    out = {k: np.swapaxes(np.asarray(v)[:j], 0, 1) for k, v in obs.items()}
-    out.update({k: np.asarray(v) for k, v in extra.items()})
-    out["diverged"] = np.asarray(diverged, bool)
-    out["diverged_step"] = np.asarray(diverged_step, np.int64)
+    out = {k: np.swapaxes(np.asarray(v)[:j, :R], 0, 1) for k, v in obs.items()}
+    out.update({k: np.asarray(v)[:R] for k, v in extra.items()})
+    out["diverged"] = np.asarray(diverged, bool)[:R]
+    out["diverged_step"] = np.asarray(diverged_step, np.int64)[:R]
     out["step"] = np.asarray(log_steps[:j], np.int64)
     return out

@@ -31,6 +31,9 @@ over replicas (each replica has its own ``lr``, hence its own time grid).  Diver
 follows the driver's rule (a loss that is non-finite or above the bound at a log point);
 a replica whose solver gives up is flagged at the first log point it does not reach.
 Either way it is frozen.
+
+The program takes ``d`` as a traced number (:meth:`Flow.program`): a sweep over ``d``
+compiles once (except with ``match_sgd``, whose start has ``d`` in its shapes).
 """
 
 from __future__ import annotations
@@ -39,18 +42,21 @@ import dataclasses
 import warnings
 from typing import NamedTuple
 
-import jax
-import jax.numpy as jnp
+import numpy as np
 
 from .. import model as mdl
 from ..errors import ConfigError, ConfigWarning
+from ..lazy import lazy
 from ..optim import require_plain_sgd
 from ..validate import check_choice, check_num, check_representable, finfo
-from .base import STATE_COPIES, Engine, Grid, Replicas, Static, Target, itemsize
+from .base import MAX_STEPS_INT32, STATE_COPIES, Engine, Grid, Replicas, Static, Target, itemsize
 from .base import dtype_of as _dtype
 from .flow_solvers import SOLVERS, FlowSolver, make_solver
 from .reduced import coordinates
 from .reduced import init as reduced_init
+
+jax = lazy("jax")
+jnp = lazy("jax.numpy")
 
 __all__ = ["Flow", "FlowRun", "gradient", "gradient_row", "block_jacobian", "loss", "init", "vector_field"]
 
@@ -84,17 +90,18 @@ def gradient(model: mdl.Model, C, a):
     return g.at[:, :P].add(-(r[:, None] * dKM * a[None, :]))
 
 
-def init(static: Static, seed, init_scale, match_sgd: bool = False):
+def init(static: Static, seed, init_scale, match_sgd: bool = False, d=None):
     """Initial coordinates ``(m, P + m)`` with the law of SGD's ``W(0)``.
 
     ``match_sgd=False``: drawn directly in ``P + m`` coordinates (Bartlett, cost independent
     of ``d``; the same numbers as the ``reduced`` engine's start).  ``match_sgd=True``: the
     ``sgd`` engine's own ``W(0)`` for this seed (``O(m d)``), so that ``flow`` and ``sgd``
-    runs with the same seed start from the same weights (paired comparisons).
+    runs with the same seed start from the same weights (paired comparisons).  ``d``: the
+    input dimension as a traced number (default ``static.model.d``; not with ``match_sgd``).
     """
     m = static.model
     if not match_sgd:
-        return reduced_init(static, seed, init_scale).C[:, : m.P + m.m]
+        return reduced_init(static, seed, init_scale, d).C[:, : m.P + m.m]
     from .sgd import init as sgd_init
 
     st = sgd_init(static, seed, init_scale)
@@ -168,7 +175,6 @@ class Flow(Engine):
     replicas: str = "map"
     name = "flow"
     unit = "solver steps"
-    cost_in_log_steps = True
     table = "flow"
     defaults = {"rtol": 1e-5, "atol": 1e-9, "solver": "auto"}
     extra_metrics = {"solver_steps": ("replica",), "solver_fevals": ("replica",)}
@@ -224,6 +230,16 @@ class Flow(Engine):
             return 'reduce replicas, teacher.P or student.m, or use flow.solver = "rkc" (no Jacobian)'
         return super().advice(top)
 
+    def program(self, static: Static, reps: Replicas) -> tuple[Static, Replicas]:
+        """``d`` as a traced number (:attr:`.base.Replicas.d`); the static ``d`` becomes
+        ``P + m``, the smallest the flow accepts.  With ``match_sgd`` (``d`` is a shape of
+        the start) or a ``d`` past int32, unchanged."""
+        d, model = static.model.d, static.model
+        if self.match_sgd or d > MAX_STEPS_INT32:
+            return static, reps
+        model = dataclasses.replace(model, d=model.P + model.m)
+        return dataclasses.replace(static, model=model), dataclasses.replace(reps, d=np.int32(d))
+
     def _f(self, static: Static, a):
         model = static.model
         return (lambda C: -gradient(model, C, a)), (lambda C: block_jacobian(model, C, a))
@@ -232,7 +248,7 @@ class Flow(Engine):
         dt = _dtype(static)
         lr = reps.lr.astype(dt)
         a = reps.a.astype(dt)
-        C0 = jax.vmap(lambda s: init(static, s, reps.init_scale, self.match_sgd))(reps.seed)
+        C0 = jax.vmap(lambda s: init(static, s, reps.init_scale, self.match_sgd, reps.d))(reps.seed)
         ts = lr[:, None] * grid.tau.astype(dt)[None, :]  # (R, T)
 
         def one(c, aa, t):
@@ -260,6 +276,18 @@ class Flow(Engine):
         if hasattr(run.solver, "n_fevals"):
             out["solver_fevals"] = run.solver.n_fevals
         return out
+
+    def work_units(self, static: Static, reps: Replicas) -> None:
+        """None: the flow draws no samples (its progress shows no samples/s)."""
+        return None
+
+    def done_fraction(self, static: Static, run: FlowRun, grid: Grid):
+        """The solver's clock over its end, ``tau / tau_end``, of the live replica furthest
+        behind (each replica has its own ``tau`` grid, ``lr tau_over_lr(step)``)."""
+        tau = jax.vmap(self.solver.time)(run.solver, run.ts)
+        f = tau / jnp.maximum(run.ts[:, -1], jnp.finfo(run.ts.dtype).tiny)
+        live = ~run.diverged & ~jax.vmap(self.solver.failed)(run.solver)
+        return jnp.clip(jnp.min(jnp.where(live, f, 1.0)), 0.0, 1.0)
 
     def work(self, static: Static, run: FlowRun):
         """Solver steps of the replica that took the most (a vmapped loop runs that many)."""

@@ -24,10 +24,11 @@ import dataclasses
 import math
 from typing import Any, NamedTuple
 
-import jax
-import jax.numpy as jnp
-
+from ..lazy import lazy
 from . import rkc
+
+jax = lazy("jax")
+jnp = lazy("jax.numpy")
 
 __all__ = ["FlowSolver", "RKC", "ROS2", "ROS2State", "Diffrax", "DiffraxState", "make_solver", "solve", "SOLVERS", "MAX_STEPS"]
 
@@ -66,6 +67,10 @@ class FlowSolver(abc.ABC):
     def steps(self, state):
         """Attempted steps so far (the work the driver's budget counts)."""
         return state.nst
+
+    def time(self, state, ts):
+        """The solver's clock ``tau`` now (scalar): the last output time reached, by default."""
+        return ts[jnp.clip(self.reached(state) - 1, 0, ts.shape[0] - 1)]
 
     def memory(self, R: int, m: int, n: int, T: int, itemsize: int) -> dict[str, int]:
         """Bytes the solver holds beyond the flow's state ``(R, m, n)``, by part, for ``R``
@@ -170,6 +175,9 @@ class ROS2(FlowSolver):
 
         return jax.lax.while_loop(cond, body, (state, jnp.asarray(0, jnp.int32)))[0]
 
+    def time(self, state: ROS2State, ts):
+        return state.t
+
     def reached(self, state: ROS2State):
         return state.k
 
@@ -209,6 +217,9 @@ class RKC(FlowSolver):
             return rkc.step(lambda y, _: f(y), s, ts, None, self.settings), n + 1
 
         return jax.lax.while_loop(cond, body, (state, jnp.asarray(0, jnp.int32)))[0]
+
+    def time(self, state: rkc.RKCState, ts):
+        return state.t
 
     def reached(self, state: rkc.RKCState):
         return state.k

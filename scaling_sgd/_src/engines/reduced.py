@@ -38,6 +38,11 @@ rotation-equivariant function of the gradient (``optim.EXACT_IN_REDUCED``); the 
 rejects the others.  ``teacher.basis`` is irrelevant in law (isotropy) and ignored.
 
 Divergence: same semantics as ``sgd`` (a bad step is not applied, the replica freezes).
+
+``d`` enters only as a number (the initial scale and the chi-square degrees of freedom),
+and in the shapes only through ``K``: the engine's program takes ``d`` as a traced
+number (:meth:`Reduced.program`), so a sweep over ``d`` compiles once.  The functions
+here take it as ``d`` (default ``static.model.d``).
 """
 
 from __future__ import annotations
@@ -45,24 +50,27 @@ from __future__ import annotations
 import dataclasses
 from typing import NamedTuple
 
-import jax
-import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
 from .. import model as mdl
 from ..errors import ConfigError
+from ..lazy import lazy
 from ..optim import require_plain_sgd
 from ..rng import split_keys
 from ..schedules import factor as schedule_factor
-from .base import STATE_COPIES, Engine, Grid, Replicas, Static, Target, itemsize
+from .base import MAX_STEPS_INT32, STATE_COPIES, Engine, Grid, Replicas, Static, Target, itemsize
 from .base import dtype_of as _dtype
+
+jax = lazy("jax")
+jnp = lazy("jax.numpy")
+lax = lazy("jax.lax")
 
 __all__ = [
     "Reduced",
     "ReducedRun",
     "ReducedState",
     "buffer_steps",
+    "shape_dim",
     "chisquare",
     "coordinates",
     "init",
@@ -106,13 +114,33 @@ def buffer_steps(static: Static) -> int:
     return int(min(want, cap))
 
 
+def shape_dim(static: Static) -> int:
+    """The smallest ``d`` with the shapes of ``static`` (the same :func:`buffer_steps`):
+    ``min(d, P + m + K_max B)``, ``K_max`` the uncapped buffer."""
+    m, B = static.model, static.batch_size
+    return int(min(m.d, m.P + m.m + max(1, -(-max(m.m, 8) // B)) * B))
+
+
+def _input_dim(static: Static, d):
+    """``d`` as the code uses it: ``d`` if given (a traced int32), else ``static.model.d``."""
+    return static.model.d if d is None else d
+
+
+def _dof(d, n, dt):
+    """``d - n`` (``n`` a numpy integer array) as floats of ``dt``, exact as integers
+    (``d`` a Python int or a traced int32)."""
+    if isinstance(d, (int, np.integer)):
+        return jnp.asarray(d - n, dt)
+    return (d - jnp.asarray(n, jnp.int32)).astype(dt)
+
+
 def _bartlett_from(g, diag):
     """Bartlett factor ``tril(g, -1) + diag(diag)`` (``g`` square ``N(0,1)``, ``diag^2``
     chi-squares with ``df, df-1, ...``): ``L L^T ~ Wishart(df, I)``."""
     return jnp.tril(g, -1) + jnp.diag(diag)
 
 
-def init(static: Static, seed, init_scale) -> ReducedState:
+def init(static: Static, seed, init_scale, d=None) -> ReducedState:
     """Initial coordinates with the law of ``w_i ~ N(0, (s^2/d) I_d)`` i.i.d.
 
     Teacher coordinates ``C[:, :P]`` i.i.d. ``N(0, s^2/d)``; residual block ``(s/sqrt(d))``
@@ -123,10 +151,14 @@ def init(static: Static, seed, init_scale) -> ReducedState:
     K = buffer_steps(static)
     _, k_init, k_data = split_keys(seed)
     k_g, k_chi = jax.random.split(k_init)
-    scale = jnp.asarray(init_scale, dt) / jnp.sqrt(jnp.asarray(m.d, dt))
+    d = _input_dim(static, d)
+    # s / sqrt(d) as XLA computes it for a constant d, s * (1 / sqrt(d)) (it rewrites a
+    # division by a constant), so that a traced d gives the same numbers to the last bit;
+    # the barrier keeps 1 / sqrt from becoming an rsqrt
+    scale = jnp.asarray(init_scale, dt) * (1.0 / lax.optimization_barrier(jnp.sqrt(jnp.asarray(d, dt))))
     g = jax.random.normal(k_g, (m.m, m.P + m.m), dt)  # teacher coordinates | Bartlett off-diagonal
     M = g[:, : m.P] * scale
-    diag = jnp.sqrt(chisquare(k_chi, jnp.asarray(m.d - m.P - np.arange(m.m), dt), dt))
+    diag = jnp.sqrt(chisquare(k_chi, _dof(d, m.P + np.arange(m.m), dt), dt))
     R = _bartlett_from(g[:, m.P :], diag) * scale
     B = static.batch_size
     C = jnp.concatenate([M, R, jnp.zeros((m.m, K * B), dt)], axis=1)
@@ -154,14 +186,17 @@ def _chisquare_round(key, df, dtype):
     boost = alpha < 1.0
     a1 = jnp.where(boost, alpha + 1.0, alpha)
     dd = a1 - 1.0 / 3.0
-    c = 1.0 / jnp.sqrt(9.0 * dd)
+    # 1 / sqrt and / alpha as XLA computes them for a constant df (the barrier keeps
+    # 1 / sqrt from becoming an rsqrt; a division by a constant becomes a product with its
+    # reciprocal), so that a traced df draws the same numbers to the last bit
+    c = 1.0 / lax.optimization_barrier(jnp.sqrt(9.0 * dd))
     dd_, c_ = dd[None], c[None]  # broadcast over the candidate axis
     v = (1.0 + c_ * z) ** 3
     v_pos = jnp.maximum(v, jnp.finfo(dtype).tiny)
     acc = (v > 0) & (log_u < 0.5 * z * z + dd_ - dd_ * v_pos + dd_ * jnp.log(v_pos))
     first = jnp.argmax(acc, axis=0)
     gam = dd * jnp.take_along_axis(v_pos, first[None], axis=0)[0]
-    gam = jnp.where(boost, gam * jnp.exp(log_ub / alpha), gam)
+    gam = jnp.where(boost, gam * jnp.exp(log_ub * (1.0 / lax.optimization_barrier(alpha))), gam)
     return 2.0 * gam, jnp.any(acc, axis=0)
 
 
@@ -182,7 +217,7 @@ def chisquare(key, df, dtype):
     return lax.while_loop(lambda c: ~jnp.all(c[1]), body, start)[0]
 
 
-def block_noise(static: Static, key_data, block):
+def block_noise(static: Static, key_data, block, d=None):
     """All random numbers of the ``K`` steps of block ``block`` (steps ``block K ..``).
 
     Drawn at once, keyed by the absolute block index (so chunking never changes them).
@@ -204,7 +239,7 @@ def block_noise(static: Static, key_data, block):
     # one normal draw for the coordinates and the Bartlett off-diagonals
     g = jax.random.normal(k_u, (K, B, width + B), dt)
     u = g[:, :, :width] * jnp.asarray(mask[:, None, :], dt)
-    df = jnp.asarray((m.d - n_used)[:, None] - np.arange(B)[None, :], dt)  # (K, B)
+    df = _dof(_input_dim(static, d), n_used[:, None] + np.arange(B)[None, :], dt)  # (K, B)
     diag = jnp.sqrt(chisquare(k_chi, df, dt))
     L = jnp.tril(g[:, :, width:], -1) + diag[:, :, None] * jnp.eye(B, dtype=dt)[None]
     # place slot j's factor on its new columns: a product with a constant 0/1 matrix,
@@ -260,14 +295,14 @@ def step(static: Static, state: ReducedState, t, lr, a, steps, bound) -> Reduced
     )
 
 
-def new_block(static: Static, states: ReducedState, t, noise=None) -> ReducedState:
+def new_block(static: Static, states: ReducedState, t, noise=None, d=None) -> ReducedState:
     """Start block ``t // K`` for all replicas (batched states, outside ``vmap``):
     re-compress the residual block and draw the block's random numbers with ``noise``
-    (default :func:`block_noise`)."""
+    (default :func:`block_noise`; called as ``noise(static, key_data, block, d)``)."""
     K = buffer_steps(static)
     blk = jnp.asarray(t, jnp.int32) // K
     noise = noise or block_noise
-    u, L = jax.vmap(lambda k: noise(static, k, blk))(states.key_data)
+    u, L = jax.vmap(lambda k: noise(static, k, blk, d))(states.key_data)
     C = jax.vmap(lambda c: recompress(static, c))(states.C)
     # frozen replicas stay bit-identical: no re-compression either
     C = jnp.where(states.diverged[:, None, None], states.C, C)
@@ -333,13 +368,22 @@ class Reduced(Engine):
             raise ConfigError("data.d", f"= {d} is too small for engine 'reduced'; accepted: d >= P + m + batch_size = {need}")
         require_plain_sgd(cfg, "reduced")
 
-    def block_noise(self, static: Static, key_data, block):
+    def block_noise(self, static: Static, key_data, block, d=None):
         """The random numbers of one block (:func:`block_noise`; a test may override it
         to build a deliberately wrong chain)."""
-        return block_noise(static, key_data, block)
+        return block_noise(static, key_data, block, d)
+
+    def program(self, static: Static, reps: Replicas) -> tuple[Static, Replicas]:
+        """``d`` as a traced number (:attr:`.base.Replicas.d`); the static ``d`` becomes
+        :func:`shape_dim`, which only fixes ``K``.  A ``d`` past int32 stays static."""
+        d = static.model.d
+        if d > MAX_STEPS_INT32:
+            return static, reps
+        model = dataclasses.replace(static.model, d=shape_dim(static))
+        return dataclasses.replace(static, model=model), dataclasses.replace(reps, d=np.int32(d))
 
     def init(self, static: Static, reps: Replicas, grid: Grid) -> ReducedRun:
-        states = jax.vmap(lambda s: init(static, s, reps.init_scale))(reps.seed)
+        states = jax.vmap(lambda s: init(static, s, reps.init_scale, reps.d))(reps.seed)
         return ReducedRun(states, jnp.asarray(0, jnp.int32))
 
     def advance(self, static: Static, run: ReducedRun, reps: Replicas, target: Target, grid: Grid) -> ReducedRun:
@@ -355,7 +399,7 @@ class Reduced(Engine):
         v_step = jax.vmap(lambda st, t, l, aa: step(static, st, t, l, aa, steps, reps.diverge_bound), in_axes=(0, None, 0, 0))
 
         def one(t, s):
-            s = lax.cond(t % K == 0, lambda s: new_block(static, s, t, self.block_noise), lambda s: s, s)
+            s = lax.cond(t % K == 0, lambda s: new_block(static, s, t, self.block_noise, reps.d), lambda s: s, s)
             return v_step(s, t, lr, a)
 
         return ReducedRun(lax.fori_loop(run.t, t1, one, run.states), t1)

@@ -53,8 +53,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-import jax
-import jax.numpy as jnp
+from ..lazy import lazy
+
+jax = lazy("jax")
+jnp = lazy("jax.numpy")
+
 
 __all__ = ["RKCSettings", "RKCState", "init", "step", "advance", "solve", "rkc_step", "spectral_radius", "stage_count"]
 

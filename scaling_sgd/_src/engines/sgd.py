@@ -22,17 +22,19 @@ from __future__ import annotations
 import dataclasses
 from typing import NamedTuple
 
-import jax
-import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
 from .. import model as mdl
+from ..lazy import lazy
 from ..optim import make_optimizer
 from ..rng import split_keys
 from ..schedules import factor as schedule_factor
 from .base import Engine, Grid, Replicas, Static, Target, itemsize
 from .base import dtype_of as _dtype
+
+jax = lazy("jax")
+jnp = lazy("jax.numpy")
+lax = lazy("jax.lax")
 
 __all__ = [
     "SGD",
