@@ -83,13 +83,27 @@ TARGETS: dict[str, Target] = {
     "engines.driver": Target(
         "scaling_sgd/_src/engines/driver.py",
         None,
-        ("tests/test_sgd.py", "tests/test_flow.py", "tests/test_notebook_safety.py", "tests/test_robustness_io.py"),
+        (
+            "tests/test_sgd.py",
+            "tests/test_flow.py",
+            "tests/test_notebook_safety.py",
+            "tests/test_robustness_io.py",
+            "tests/test_output_times.py",
+        ),
     ),
     "engines.sgd": Target("scaling_sgd/_src/engines/sgd.py", None, ("tests/test_sgd.py",)),
     "engines.reduced": Target("scaling_sgd/_src/engines/reduced.py", None, ("tests/test_reduced.py",)),
-    "engines.flow": Target("scaling_sgd/_src/engines/flow.py", None, ("tests/test_flow.py", "tests/test_rkc.py")),
-    "engines.flow_solvers": Target("scaling_sgd/_src/engines/flow_solvers.py", None, ("tests/test_rkc.py", "tests/test_flow.py")),
-    "engines.rkc": Target("scaling_sgd/_src/engines/rkc.py", None, ("tests/test_rkc.py", "tests/test_flow.py")),
+    "engines.flow": Target(
+        "scaling_sgd/_src/engines/flow.py", None, ("tests/test_flow.py", "tests/test_rkc.py", "tests/test_output_times.py")
+    ),
+    "engines.flow_solvers": Target(
+        "scaling_sgd/_src/engines/flow_solvers.py",
+        None,
+        ("tests/test_rkc.py", "tests/test_flow.py", "tests/test_output_times.py"),
+    ),
+    "engines.rkc": Target(
+        "scaling_sgd/_src/engines/rkc.py", None, ("tests/test_rkc.py", "tests/test_flow.py", "tests/test_output_times.py")
+    ),
     # a run's description, files and checks
     "config": Target(
         "scaling_sgd/_src/config.py", None, ("tests/test_config.py", "tests/test_cli.py", "tests/test_robustness.py")
