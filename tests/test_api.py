@@ -75,6 +75,13 @@ def test_result_accessors_follow_the_replica_grid(res):
         odd.unstack()
 
 
+def test_meta_rate_counts_every_sample_of_every_replica(res):
+    """``samples_per_s`` is steps x batch size x replicas over the run's wall time."""
+    m, B = res.meta, res.config["train"]["batch_size"]
+    assert m["replicas"] == res.R == 12
+    assert m["samples_per_s"] * m["wall_time_s"] == pytest.approx(int(res.step[-1]) * B * res.R, rel=1e-12)
+
+
 def test_emergence_times_never_count_a_diverged_replica():
     r = ss.run(small_config(**{"train.lr": [1e-3, 50.0], "train.steps": 300, "log.points": 30}))
     assert list(r.diverged) == [False, True]
