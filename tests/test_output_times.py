@@ -40,20 +40,26 @@ def _linear():
     return f, jac, jnp.asarray(Y0[None])
 
 
-def _landing_attempt(solver, before, after, ts) -> bool:
-    """Whether the attempt from ``before`` was cut to land on the output time ``ts[k]``
-    (the solvers' own rule: the step size they would try reaches it)."""
-    gap = float(ts[int(before.k)]) - float(before.t)
+def _proposal(solver, before, after) -> float:
+    """The step size the attempt from ``before`` would take before any cut to an output
+    time (rkc: capped by its stability bound at the ``rho`` the attempt used)."""
     if isinstance(solver, flow_solvers.RKC):
-        s_max = solver.settings.s_max  # the stability cap of the step, at the rho the attempt used
-        return min(float(before.h), (s_max**2 - 1) / (1.54 * float(after.rho))) >= gap
-    return float(before.h) >= gap
+        s_max = solver.settings.s_max
+        return min(float(before.h), (s_max**2 - 1) / (1.54 * float(after.rho)))
+    return float(before.h)
+
+
+def _landing_attempt(solver, before, after, ts) -> bool:
+    """Whether the attempt from ``before`` was cut to land on the output time ``ts[k]``."""
+    return _proposal(solver, before, after) >= float(ts[int(before.k)]) - float(before.t)
 
 
 def _one_attempt_at_a_time(solver, f, jac, C0, ts):
     """Step with a budget of one attempt per call (the driver's smallest chunk).
 
-    Returns ``(outputs, times, state, landing rejections, visited)``: ``outputs[k]`` is
+    An accepted step that was cut to land on an output leaves the next step size at least
+    the proposal it was cut from.  Returns ``(outputs, times, state, landing rejections,
+    visited)``: ``outputs[k]`` is
     ``current`` when output ``k`` was first reported reached, with the solver's time then in
     ``times[k]``; ``visited`` maps every time the solver stood at to its solution there.
     """
@@ -69,7 +75,10 @@ def _one_attempt_at_a_time(solver, f, jac, C0, ts):
         new = one(st)
         assert int(solver.steps(new)) == int(solver.steps(st)) + 1
         rejected = int(solver.rejected(new)) - int(solver.rejected(st))
-        landing_rejections += rejected and _landing_attempt(solver, st, new, ts)
+        landing = _landing_attempt(solver, st, new, ts)
+        landing_rejections += rejected and landing
+        if landing and not rejected:  # a step cut to land keeps the longer proposal it was cut from
+            assert float(new.h) >= _proposal(solver, st, new), (float(new.t), float(new.h))
         for k in range(int(solver.reached(st)), int(solver.reached(new))):
             outputs[k], times[k] = np.asarray(current(new, k)), float(new.t)
         visited[float(new.t)] = np.asarray(current(new, 0))
