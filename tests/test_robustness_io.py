@@ -425,3 +425,18 @@ def test_a_folder_with_an_unreadable_run_is_replaced_only_with_force(tmp_path):
     with pytest.raises(OutputError, match="incomplete or damaged"):
         preflight.check_target(out, "0123abcd")
     preflight.check_target(out, "0123abcd", force=True)
+
+
+def test_the_index_counts_an_interrupted_point_as_partial_not_done(swept, tmp_path):
+    """A point whose run was interrupted (its config.json marked partial, as a stopped run
+    writes it) is ``partial`` in the index, so a resume recomputes it."""
+    from scaling_sgd._src import config as cfgmod
+
+    cfg, ref = swept
+    sw = tmp_path / "sw"
+    shutil.copytree(ref, sw)
+    first = _points(sw)[0]
+    doc = json.loads((first / "config.json").read_text())
+    (first / "config.json").write_text(json.dumps({**doc, "partial": True, "interrupted_by": "SIGINT"}))
+    index = sweep_state.build_index(sw, sweep.plan(cfgmod.load(cfg)))
+    assert [e["state"] for e in index["points"]] == ["partial", "done"]
