@@ -75,6 +75,27 @@ def test_result_accessors_follow_the_replica_grid(res):
         odd.unstack()
 
 
+def test_meta_rate_counts_every_sample_of_every_replica(res):
+    """``samples_per_s`` is steps x batch size x replicas over the run's wall time."""
+    m, B = res.meta, res.config["train"]["batch_size"]
+    assert m["replicas"] == res.R == 12
+    assert m["samples_per_s"] * m["wall_time_s"] == pytest.approx(int(res.step[-1]) * B * res.R, rel=1e-12)
+
+
+def test_schema_size_per_replica_step_counts_the_logged_numbers(res):
+    """``size_per_replica_step`` is the count of numbers each replica logs at a log point:
+    the observables of a run, with and without the optional ones."""
+    from scaling_sgd._src.model import OPTIONAL_OBSERVABLES
+    from scaling_sgd._src.schema import LOGGED, size_per_replica_step
+
+    sizes = {"direction": res.skill.shape[-1], "neuron": res.config["student"]["m"]}
+    logged = {k: res.metrics[k][0, 0].size for k in LOGGED if k in res.metrics}
+    assert size_per_replica_step(sizes, overlap=True) == sum(logged.values())
+    assert "overlap" in logged  # (the default logs it)
+    no_optional = sum(n for k, n in logged.items() if k not in OPTIONAL_OBSERVABLES)
+    assert size_per_replica_step(sizes, overlap=False) == no_optional < sum(logged.values())
+
+
 def test_emergence_times_never_count_a_diverged_replica():
     r = ss.run(small_config(**{"train.lr": [1e-3, 50.0], "train.steps": 300, "log.points": 30}))
     assert list(r.diverged) == [False, True]

@@ -147,6 +147,19 @@ def test_results_format_no_retrace_and_schedule_time():
     assert abs(float(schedule_factor("inverse_sqrt", 111.0, T, 37.0)) - 0.5) < 1e-6
 
 
+@pytest.mark.parametrize("name", sorted(flow_solvers.SOLVERS))
+def test_each_solver_gets_the_configured_tolerances(name):
+    """``[flow]`` rtol and atol reach the solver as they are (not swapped, not defaulted)."""
+    cfg = small_config(**{"train.engine": "flow", "flow.solver": name, "flow.rtol": 3e-6, "flow.atol": 7e-11})
+    solver = flow.Flow.from_config(cfg).solver
+    assert (solver.rtol, solver.atol) == (3e-6, 7e-11)
+    assert isinstance(
+        solver, flow_solvers.RKC if name in ("auto", "rkc") else flow_solvers.ROS2 if name == "ros2" else flow_solvers.Diffrax
+    )
+    if isinstance(solver, flow_solvers.Diffrax):
+        assert solver.name == name
+
+
 def test_bad_solver_is_one_clear_error():
     with pytest.raises(ConfigError, match="flow.solver"):
         small_config(**{"train.engine": "flow", "flow.solver": "euler"})

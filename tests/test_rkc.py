@@ -212,7 +212,9 @@ def test_flow_memory_is_linear_in_m_times_p_plus_m():
 
 def _learned_state(P, eps, activation="h4", seed=0):
     """Students on the teacher directions with ``r2 = a``, perturbed by ``eps``: loss ``~eps^2``."""
-    static, reps, _ = spec_parts(small_config(**{"data.d": 4 * P, "teacher.P": P, "student.m": P, "teacher.activation": activation}))
+    static, reps, _ = spec_parts(
+        small_config(**{"data.d": 4 * P, "teacher.P": P, "student.m": P, "teacher.activation": activation})
+    )
     a = np.asarray(reps.a[0])
     C = np.zeros((P, 2 * P))
     C[np.arange(P), np.arange(P)] = np.sqrt(a)
@@ -256,3 +258,16 @@ def test_twofloat_gram_is_error_free_to_2e_40():
         np.max(plain / np.maximum(2.0**-40 * np.linalg.norm(X64, axis=1)[:, None] * np.linalg.norm(X64, axis=1)[None, :], 1e-300))
         > 1e3
     )
+
+
+def test_twofloat_add_keeps_the_low_parts_when_the_high_parts_cancel():
+    """``add`` is accurate to ``~u^2`` of the sum also when ``x.hi = -y.hi``: the sum is then
+    ``x.lo + y.lo``, whose own rounding error a float32 sum would lose (``u = 2^-24``)."""
+    rng = np.random.default_rng(3)
+    hi = rng.standard_normal(1000).astype(np.float32)
+    lo_x = (hi * 2.0**-25 * rng.uniform(-1, 1, 1000)).astype(np.float32)
+    lo_y = (hi * 2.0**-45 * rng.uniform(-1, 1, 1000)).astype(np.float32)
+    got = tf.add(tf.DW(jnp.asarray(hi), jnp.asarray(lo_x)), tf.DW(jnp.asarray(-hi), jnp.asarray(lo_y)))
+    exact = lo_x.astype(np.float64) + lo_y.astype(np.float64)  # exact in float64
+    total = np.asarray(got.hi, np.float64) + np.asarray(got.lo, np.float64)
+    assert np.max(np.abs(total - exact) / np.abs(exact)) < 2.0**-44

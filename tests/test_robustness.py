@@ -22,6 +22,7 @@ Every run here shares one compiled shape, so the file costs a few compilations.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -163,6 +164,32 @@ def test_memory_preflight_message(base_toml, tmp_path, capsys):
         preflight.check_memory(cfg, (need - 1, "test memory", 1))
     with pytest.raises(preflight.ResourceError, match="per device"):  # split over devices
         preflight.check_memory(cfg, (need // 2 - 1, "test memory", 2))
+    preflight.check_memory(cfg, (need // 2 + 1, "test memory", 2))  # half on each of two devices fits
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_cgroup_memory_room_is_limit_minus_usage(monkeypatch, version):
+    """Under a cgroup memory limit the room is ``limit - usage`` (v2: ``memory.max`` and
+    ``memory.current``; v1: ``memory.limit_in_bytes`` and ``memory.usage_in_bytes``), never
+    negative; ``max`` (v2) or a v1 limit of ``2^60`` or more means no limit."""
+    if version == 2:
+        group = "0::/scaling-sgd-test\n"
+        limit_file, usage_file = "/sys/fs/cgroup/scaling-sgd-test/memory.max", "/sys/fs/cgroup/scaling-sgd-test/memory.current"
+        unlimited = "max"
+    else:  # a v1 hierarchy whose group folder is not mounted: the root memory group is read
+        group = "7:cpu\n5:memory:/scaling-sgd-test\n"
+        limit_file, usage_file = "/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"
+        unlimited = str(2**62)
+    for limit, room in (("8000", 5000), ("2000", 0), (str(2**59), 2**59 - 3000), (unlimited, None)):
+        files = {"/proc/self/cgroup": group, limit_file: limit, usage_file: "3000"}
+
+        def fake_open(path, *args, files=files, **kw):
+            if path not in files:
+                raise FileNotFoundError(path)
+            return io.StringIO(files[path])
+
+        monkeypatch.setattr(preflight, "open", fake_open, raising=False)
+        assert preflight._cgroup_available() == room, (version, limit)
 
 
 def test_bad_config_files(tmp_path, capsys):

@@ -416,3 +416,29 @@ def test_analyze_sweep_api_tolerates_a_damaged_point(swept, tmp_path):
     assert s["groups_analysed"] == 1 and len(s["skipped"]) == 1
     with pytest.raises(OutputError):  # a run with --force can never replace a sweep's points/
         preflight.check_target(sw / "points", None, force=True)
+
+
+def test_a_folder_with_an_unreadable_run_is_replaced_only_with_force(tmp_path):
+    """A folder holding only a run's files but no readable config hash (an incomplete or
+    damaged run) is not any config's: a run refuses it unless forced."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.npz").write_bytes(b"not a zip archive")
+    with pytest.raises(OutputError, match="incomplete or damaged"):
+        preflight.check_target(out, "0123abcd")
+    preflight.check_target(out, "0123abcd", force=True)
+
+
+def test_the_index_counts_an_interrupted_point_as_partial_not_done(swept, tmp_path):
+    """A point whose run was interrupted (its config.json marked partial, as a stopped run
+    writes it) is ``partial`` in the index, so a resume recomputes it."""
+    from scaling_sgd._src import config as cfgmod
+
+    cfg, ref = swept
+    sw = tmp_path / "sw"
+    shutil.copytree(ref, sw)
+    first = _points(sw)[0]
+    doc = json.loads((first / "config.json").read_text())
+    (first / "config.json").write_text(json.dumps({**doc, "partial": True, "interrupted_by": "SIGINT"}))
+    index = sweep_state.build_index(sw, sweep.plan(cfgmod.load(cfg)))
+    assert [e["state"] for e in index["points"]] == ["partial", "done"]

@@ -374,3 +374,40 @@ def test_step_counter_overflow_is_refused():
     np.testing.assert_array_equal(driver._check_steps(ok), ok)
     with pytest.raises(ValueError, match="2\\^31"):
         driver._check_steps(np.array([0, 1, 2**31]))
+
+
+def test_chunks_of_one_step_and_an_interrupt_between_chunks_change_no_number():
+    """The driver's chunking: a run advanced one step per chunk logs exactly what one run in
+    large chunks logs (each log point is observed once the engine stands at its step), and a
+    run stopped by a signal between chunks returns exactly the log points it had reached."""
+    import os
+    import signal
+
+    from scaling_sgd._src.engines import ENGINES
+    from scaling_sgd._src.progress import NoProgress
+
+    cfg = small_config(**{"train.steps": 40, "log.points": 12, "train.lr": [1e-2, 3e-2]})
+    static, reps, log_steps = spec_parts(cfg)
+    engine = ENGINES["sgd"].from_config(cfg)
+    whole = driver.simulate(engine, static, reps, log_steps)
+    tiny = driver.simulate(engine, static, reps, log_steps, first_budget=1, chunk_seconds=1e-9)
+    for k in whole:
+        np.testing.assert_array_equal(tiny[k], whole[k], err_msg=k)
+
+    class StopAfter(NoProgress):
+        """Sends SIGUSR1 to this process once the run has passed step 20."""
+
+        def update(self, done, fraction=None):
+            if done >= 20:
+                os.kill(os.getpid(), signal.SIGUSR1)
+
+    with pytest.raises(driver.Interrupted) as e:
+        driver.simulate(
+            engine, static, reps, log_steps, StopAfter(), first_budget=1, chunk_seconds=1e-9, stop_signals=(signal.SIGUSR1,)
+        )
+    part = e.value.partial
+    j = part["step"].size
+    assert 0 < j < log_steps.size and part["step"][-1] <= 21
+    np.testing.assert_array_equal(part["step"], whole["step"][:j])
+    for k in ("loss", "skill", "alignment", "norm2"):
+        np.testing.assert_array_equal(part[k], whole[k][:, :j], err_msg=k)

@@ -57,6 +57,7 @@ class Target:
 # out on purpose: it compares runs with stored arrays and kills any change of the numbers,
 # right or wrong, so it would hide whether a test checks the mathematics.
 TARGETS: dict[str, Target] = {
+    # the model and its kernels
     "hermite": Target("scaling_sgd/_src/hermite.py", None, ("tests/test_hermite.py", "tests/test_model.py")),
     "model": Target(
         "scaling_sgd/_src/model.py",
@@ -66,31 +67,74 @@ TARGETS: dict[str, Target] = {
             "tests/test_sgd.py::test_one_step_equals_numpy",
             "tests/test_sgd.py::test_gradient_formula_equals_autodiff",
             "tests/test_sgd.py::test_canonical_and_random_basis_agree_in_distribution",
+            "tests/test_rkc.py",
         ),
     ),
-    "engines.sgd": Target("scaling_sgd/_src/engines/sgd.py", None, ("tests/test_sgd.py",)),
-    "engines.reduced": Target("scaling_sgd/_src/engines/reduced.py", None, ("tests/test_reduced.py",)),
-    "engines.flow": Target("scaling_sgd/_src/engines/flow.py", None, ("tests/test_flow.py",)),
-    "engines.flow_solvers": Target("scaling_sgd/_src/engines/flow_solvers.py", None, ("tests/test_flow.py",)),
+    "twofloat": Target("scaling_sgd/_src/twofloat.py", None, ("tests/test_rkc.py", "tests/test_model.py")),
+    "schedules": Target(
+        "scaling_sgd/_src/schedules.py", None, ("tests/test_flow.py", "tests/test_reduced.py", "tests/test_sgd.py")
+    ),
+    # the engines
     "engines.base": Target(
         "scaling_sgd/_src/engines/base.py",
-        ("divergence_check", "dtype_of", "log_grid"),
-        ("tests/test_sgd.py", "tests/test_flow.py"),
+        None,
+        ("tests/test_sgd.py", "tests/test_flow.py", "tests/test_engine_plugin.py", "tests/test_config.py"),
     ),
     "engines.driver": Target(
         "scaling_sgd/_src/engines/driver.py",
         None,
-        ("tests/test_sgd.py", "tests/test_flow.py", "tests/test_notebook_safety.py"),
+        (
+            "tests/test_sgd.py",
+            "tests/test_flow.py",
+            "tests/test_notebook_safety.py",
+            "tests/test_robustness_io.py",
+            "tests/test_output_times.py",
+        ),
     ),
+    "engines.sgd": Target("scaling_sgd/_src/engines/sgd.py", None, ("tests/test_sgd.py",)),
+    "engines.reduced": Target("scaling_sgd/_src/engines/reduced.py", None, ("tests/test_reduced.py",)),
+    "engines.flow": Target(
+        "scaling_sgd/_src/engines/flow.py", None, ("tests/test_flow.py", "tests/test_rkc.py", "tests/test_output_times.py")
+    ),
+    "engines.flow_solvers": Target(
+        "scaling_sgd/_src/engines/flow_solvers.py",
+        None,
+        ("tests/test_rkc.py", "tests/test_flow.py", "tests/test_output_times.py"),
+    ),
+    "engines.rkc": Target(
+        "scaling_sgd/_src/engines/rkc.py", None, ("tests/test_rkc.py", "tests/test_flow.py", "tests/test_output_times.py")
+    ),
+    # a run's description, files and checks
+    "config": Target(
+        "scaling_sgd/_src/config.py", None, ("tests/test_config.py", "tests/test_cli.py", "tests/test_robustness.py")
+    ),
+    "spec": Target(
+        "scaling_sgd/_src/spec.py", None, ("tests/test_config.py", "tests/test_engine_plugin.py", "tests/test_api.py")
+    ),
+    "schema": Target(
+        "scaling_sgd/_src/schema.py", None, ("tests/test_engine_plugin.py", "tests/test_api.py", "tests/test_config.py")
+    ),
+    "validate": Target("scaling_sgd/_src/validate.py", None, ("tests/test_config.py", "tests/test_robustness.py")),
+    "files": Target("scaling_sgd/_src/files.py", None, ("tests/test_robustness_io.py", "tests/test_sweep.py")),
+    "results": Target(
+        "scaling_sgd/_src/results.py", None, ("tests/test_robustness_io.py", "tests/test_sweep.py", "tests/test_aggregate.py")
+    ),
+    "preflight": Target(
+        "scaling_sgd/_src/preflight.py",
+        None,
+        ("tests/test_robustness_io.py", "tests/test_robustness.py", "tests/test_engine_plugin.py"),
+    ),
+    "runner": Target(
+        "scaling_sgd/_src/runner.py", None, ("tests/test_api.py", "tests/test_sweep.py", "tests/test_robustness_io.py")
+    ),
+    "sweep": Target("scaling_sgd/_src/sweep.py", None, ("tests/test_sweep.py", "tests/test_robustness_io.py")),
+    "sweep_state": Target("scaling_sgd/_src/sweep_state.py", None, ("tests/test_robustness_io.py", "tests/test_sweep.py")),
+    "cli": Target("scaling_sgd/cli.py", None, ("tests/test_cli.py", "tests/test_robustness.py", "tests/test_api.py")),
+    # the analysis (installed as scaling_sgd.analysis)
     "emergence": Target("scaling_sgd/_src/emergence.py", None, ("tests/test_analysis.py", "tests/test_theory.py")),
     "analysis.emergence": Target("analysis/emergence.py", None, ("tests/test_analysis.py", "tests/test_theory.py")),
     "analysis.fit": Target("analysis/fit.py", None, ("tests/test_analysis.py", "tests/test_theory.py", "tests/test_sims.py")),
     "analysis.theory": Target("analysis/theory.py", None, ("tests/test_theory.py", "tests/test_analysis.py")),
-    "config.hash": Target(
-        "scaling_sgd/_src/config.py",
-        ("canonical_json", "config_hash"),
-        ("tests/test_config.py", "tests/test_sweep.py", "tests/test_cli.py"),
-    ),
 }
 
 # Bugs planted by hand (tests/MUTATION.md, "The planted bugs"), run with every sample:
@@ -130,7 +174,7 @@ PLANTED = [
         "bootstrap resamples seeds independently at each point",
     ),
     (
-        "config.hash",
+        "config",
         'c.pop("analysis", None)',
         'c.pop("analysis", None)\n    c.pop("log", None)',
         "config hash ignores the [log] table",
@@ -148,6 +192,70 @@ PLANTED = [
         "blocked sgd reuses an input block",
     ),
     ("engines.sgd", "ok = good & ~diverged\n", "ok = good\n", "blocked sgd does not freeze a diverged replica"),
+    # the RKC state machine and the other solvers' landing on output times
+    (
+        "engines.rkc",
+        "k_new = jnp.where(acc & hits,",
+        "k_new = jnp.where(hits,",
+        "a rejected step that would land on an output time advances the output index",
+    ),
+    (
+        "engines.rkc",
+        "h_next = jnp.where(acc & hits, jnp.maximum(h_next, h), h_next)",
+        "pass",
+        "a landing step forgets the longer proposal",
+    ),
+    ("engines.flow_solvers", "reached = acc & hits", "reached = hits", "ros2: a rejected landing step advances the output index"),
+    # the driver's chunking
+    (
+        "engines.driver",
+        "raise Interrupted(_collect(engine, static, chunk, j, log_steps)",
+        "raise Interrupted(_collect(engine, static, chunk, j + 1, log_steps)",
+        "an interrupted run returns a log point it has not reached",
+    ),
+    (
+        "engines.driver",
+        "reached = engine.position(static, state, grid) >= grid.step[c.j]",
+        "reached = engine.position(static, state, grid) + 1 >= grid.step[c.j]",
+        "a chunk observes a log point one step before it is reached",
+    ),
+    # the double-word loss
+    (
+        "twofloat",
+        "return DW(*_fast_two_sum(s, e + f))",
+        "return DW(*_fast_two_sum(s, e))",
+        "double-word add drops the low parts' error",
+    ),
+    (
+        "model",
+        "out = tf.add(tf.mul(out, x), tf.dw(float(c), dt))",
+        "out = tf.add(tf.mul(out, x), tf.DW(jnp.asarray(float(c), dt), jnp.zeros((), dt)))",
+        "double-word loss with its kernel coefficients rounded to working precision",
+    ),
+    # sweep repair and claims
+    (
+        "sweep_state",
+        'if not pid_alive(info["pid"]):',
+        'if pid_alive(info["pid"]):',
+        "a claim of a dead process on this host is not stale",
+    ),
+    ("sweep_state", 'elif doc.get("partial"):', "elif False:", "the index counts an interrupted point as done"),
+    # the preflight
+    ("preflight", "per_dev = need / max(ndev, 1)", "per_dev = need", "memory check ignores the number of devices"),
+    (
+        "preflight",
+        "if stored == config_hash or force:",
+        "if stored == config_hash or force or stored is None:",
+        "a damaged run folder is replaced without --force",
+    ),
+    # the schedules' clocks
+    ("schedules", "return c * np.log1p(t / c)", "return np.log1p(t / c)", "inverse_time clock without the factor c"),
+    (
+        "schedules",
+        "return 0.5 * t + T / (2.0 * math.pi) * np.sin(math.pi * np.minimum(t / T, 1.0))",
+        "return 0.5 * t + T / math.pi * np.sin(math.pi * np.minimum(t / T, 1.0))",
+        "cosine clock with the wrong sine amplitude",
+    ),
 ]
 
 
@@ -182,6 +290,14 @@ def scratch_copy(dest: Path, ref: str | None = None) -> Path:
     return dest
 
 
+def link_analysis(root: Path) -> None:
+    """``scaling_sgd.analysis`` of the scratch copy is its ``analysis/`` folder (as the
+    installed package maps it), so that mutants of ``analysis/`` are the code the tests import."""
+    link = root / "scaling_sgd" / "analysis"
+    if not link.exists():
+        link.symlink_to(Path("..") / "analysis", target_is_directory=True)
+
+
 # A pytest plugin written into the scratch copy: the baseline run records each test's
 # duration, the mutant runs then go fastest test first within each file (with ``-x`` a
 # killed mutant stops at its first failing test, so this is most of the speed).
@@ -213,6 +329,7 @@ def pytest_sessionfinish(session, exitstatus):
 def run_tests(root: Path, tests: list[str], timeout: float, record: Path | None = None, order: Path | None = None):
     """Run ``tests`` in the scratch copy: ``(status, seconds, first failure)``."""
     env = dict(os.environ, PYTHONPATH=str(root), JAX_PLATFORMS="cpu", PYTHONDONTWRITEBYTECODE="1")
+    env.pop("WT", None)  # a worktree shim must not redirect scaling_sgd.analysis away from the copy
     env["MUTATION_RECORD"] = str(record) if record else ""
     env["MUTATION_ORDER"] = str(order) if order else ""
     cmd = [
@@ -330,9 +447,11 @@ def main(argv=None):
     with tempfile.TemporaryDirectory(prefix="mutation-") as tmp:
         root = scratch_copy(Path(tmp) / "repo", args.ref)
         (root / "_mutation_order.py").write_text(ORDER_PLUGIN)
+        link_analysis(root)
         env = dict(os.environ, PYTHONPATH=str(root))
+        env.pop("WT", None)
         where = subprocess.run(
-            [sys.executable, "-c", "import scaling_sgd, analysis; print(scaling_sgd.__file__, analysis.__file__)"],
+            [sys.executable, "-c", "import scaling_sgd, scaling_sgd.analysis as a; print(scaling_sgd.__file__, a.__file__)"],
             cwd=root,
             env=env,
             capture_output=True,

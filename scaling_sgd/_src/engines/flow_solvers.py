@@ -72,6 +72,10 @@ class FlowSolver(abc.ABC):
         """The solver's clock ``tau`` now (scalar): the last output time reached, by default."""
         return ts[jnp.clip(self.reached(state) - 1, 0, ts.shape[0] - 1)]
 
+    def rejected(self, state):
+        """Rejected step attempts so far (included in :meth:`steps`)."""
+        return state.nrej
+
     def memory(self, R: int, m: int, n: int, T: int, itemsize: int) -> dict[str, int]:
         """Bytes the solver holds beyond the flow's state ``(R, m, n)``, by part, for ``R``
         replicas and ``T`` outputs."""
@@ -84,13 +88,14 @@ def _tiny(dt):
 
 class ROS2State(NamedTuple):
     """``t`` time, ``C`` solution at ``t``, ``h`` next step, ``k`` outputs reached,
-    ``nst`` steps taken, ``bad`` gave up."""
+    ``nst`` steps attempted, ``nrej`` of them rejected, ``bad`` gave up."""
 
     t: jax.Array
     C: jax.Array
     h: jax.Array
     k: jax.Array
     nst: jax.Array
+    nrej: jax.Array
     bad: jax.Array
 
 
@@ -127,7 +132,8 @@ class ROS2(FlowSolver):
         first = jnp.argmax(ts > 0)
         h0 = jnp.minimum(h0, jnp.where(ts[first] > 0, ts[first], 1.0))
         k0 = jnp.sum(ts <= 0)
-        return ROS2State(jnp.asarray(0.0, dt), C0, h0, k0, jnp.asarray(0, jnp.int32), jnp.asarray(False))
+        zero = jnp.asarray(0, jnp.int32)
+        return ROS2State(jnp.asarray(0.0, dt), C0, h0, k0, zero, zero, jnp.asarray(False))
 
     def _attempt(self, f, jac, C, h):
         dt = C.dtype
@@ -160,7 +166,7 @@ class ROS2(FlowSolver):
         k = jnp.where(reached, jnp.sum(ts <= t), s.k)
         h_next = jnp.where(acc & hits, jnp.maximum(s.h, h_try * fac), h_try * fac)
         bad = s.bad | (h_next < 1e-12 * jnp.maximum(t, 1.0))
-        return ROS2State(t, C, h_next, k, s.nst + 1, bad)
+        return ROS2State(t, C, h_next, k, s.nst + 1, s.nrej + (~acc).astype(jnp.int32), bad)
 
     def advance(self, f, jac, state: ROS2State, ts, j, budget, frozen) -> ROS2State:
         T = ts.shape[0]
@@ -233,13 +239,18 @@ class RKC(FlowSolver):
     def steps(self, state: rkc.RKCState):
         return state.n_steps
 
+    def rejected(self, state: rkc.RKCState):
+        return state.n_rejected
+
 
 class DiffraxState(NamedTuple):
-    """The whole solution ``Cs`` ``(T, m, P+m)``, whether it succeeded, and the steps."""
+    """The whole solution ``Cs`` ``(T, m, P+m)``, whether it succeeded, and the steps
+    attempted (``nst``) and rejected (``nrej``)."""
 
     Cs: jax.Array
     ok: jax.Array
     nst: jax.Array
+    nrej: jax.Array
 
 
 # config name -> diffrax class name (diffrax is imported when a solve is traced)
@@ -278,7 +289,8 @@ class Diffrax(FlowSolver):
             max_steps=self.max_steps,
             throw=False,
         )
-        return DiffraxState(sol.ys, sol.result == diffrax.RESULTS.successful, sol.stats["num_steps"])
+        ok = sol.result == diffrax.RESULTS.successful
+        return DiffraxState(sol.ys, ok, sol.stats["num_steps"], sol.stats["num_rejected_steps"])
 
     def advance(self, f, jac, state, ts, j, budget, frozen):
         return state
