@@ -19,7 +19,7 @@ SCAN = {"train.engine": "reduced", "train.steps": 400, "log.points": 6, "train.s
 
 def test_stable_lr_is_the_edge_between_a_stable_and_a_diverging_rate_in_one_program():
     cfg = small_config(**{**SCAN, "train.lr": 0.01})
-    ss.run(small_config(**{**SCAN, "train.lr": [1.0] * 4, "log.overlap": False}))  # the scan's program: 4 rates x 2 seeds
+    ss.run(small_config(**{**SCAN, "train.lr": [1.0, 2.0, 3.0, 4.0], "log.overlap": False}))  # the scan's program: 4 rates x 2 seeds
     n0 = driver.compiled_programs()
     scan = ss.scan_lr(cfg, points=4)
     assert driver.compiled_programs() == n0  # the grid, its moves and the refinement share one program

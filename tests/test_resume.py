@@ -47,7 +47,7 @@ class _StopAfter(NoProgress):
     def __init__(self, n: int, sig=signal.SIGINT):
         self.n, self.sig, self.calls = n, sig, 0
 
-    def update(self, done, fraction=None):
+    def update(self, done, fraction=None, diverged=0):
         self.calls += 1
         if self.calls == self.n:
             os.kill(os.getpid(), self.sig)
