@@ -53,7 +53,7 @@ def test_aggregation_recovers_known_exponents(tmp_path, capsys):
         pid = f"{d:016x}"
         _synthetic_run(tmp_path / "points" / pid, d, 6, 8, [1.0, 2.0], range(8), 1e-3, 0.9, rng)
         points.append({"id": pid, "dir": f"points/{pid}", "settings": {"data.d": d, "teacher.beta": [1.0, 2.0]}, "state": "done"})
-    points.append({"id": "f" * 16, "dir": "points/missing", "settings": {"data.d": 512}, "state": "failed"})
+    points.append({"id": "f" * 16, "dir": f"points/{'f' * 16}", "settings": {"data.d": 512}, "state": "failed"})
     (tmp_path / "sweep.json").write_text(
         json.dumps({"format": 1, "base_config": {}, "swept": ["data.d", "teacher.beta"], "points": points})
     )

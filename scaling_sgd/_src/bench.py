@@ -315,7 +315,7 @@ class _CompileClock(NoProgress):
     def compiling(self):
         self.t = time.perf_counter()
 
-    def start(self, *args):
+    def start(self, *args, **kwargs):
         self.seconds = time.perf_counter() - self.t
 
 
