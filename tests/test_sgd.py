@@ -397,7 +397,7 @@ def test_chunks_of_one_step_and_an_interrupt_between_chunks_change_no_number():
     class StopAfter(NoProgress):
         """Sends SIGUSR1 to this process once the run has passed step 20."""
 
-        def update(self, done, fraction=None):
+        def update(self, done, fraction=None, diverged=0):
             if done >= 20:
                 os.kill(os.getpid(), signal.SIGUSR1)
 
