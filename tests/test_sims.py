@@ -205,7 +205,7 @@ def test_run_sweep_writes_a_package_sweep_reuses_it_and_splits_replica_groups(tm
     again = load.run_sweep(exp)  # resumable by config hash: nothing runs
     np.testing.assert_array_equal(again[0].metrics["loss"], runs[0].metrics["loss"])
     with pytest.raises(RuntimeError, match="1 point\\(s\\) failed"):  # a new point fails: the experiment stops
-        load.run_sweep(exp, {**exp.raw, "sweep": {"m": [1, 3]}})
+        load.run_sweep(exp, {**exp.raw, "sweep": {"m": [1, 2, 3]}})  # the grid extended by one point
 
 
 def test_write_result_keeps_the_row_format_and_the_mode_in_its_name(tmp_path, monkeypatch):
