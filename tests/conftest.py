@@ -1,8 +1,14 @@
 """Strict numerics for every test: float64 available, no silent rank promotion."""
 
-import jax
-import pytest
-from robustness_common import make_base_toml, make_runs
+import os
+
+# The suite compiles many programs in one process; JAX's on-disk compilation cache is left
+# out of it (a run's own cache is a user feature, not what the tests check).
+os.environ["SCALING_SGD_COMPILATION_CACHE"] = "0"
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+from robustness_common import make_base_toml, make_runs  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_rank_promotion", "raise")
