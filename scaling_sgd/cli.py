@@ -151,11 +151,8 @@ def cmd_run(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from ._src import config as cfgmod
-
     try:
-        raw = cfgmod.load(args.config or DEMO_CONFIG)
-        cfg = cfgmod.resolve(cfgmod.apply_set(raw, args.set))
+        cfg = load_resolved(args.config or DEMO_CONFIG, args.set)
     except ConfigError as e:
         return _fail(str(e))
     from ._src.runner import run  # JAX: only once the config is good
