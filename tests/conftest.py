@@ -14,6 +14,18 @@ jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Drop every compiled program after each test module.
+
+    XLA's CPU backend maps each compiled kernel into its own memory pages; a process that
+    keeps every program of the whole suite alive passes Linux's limit on memory mappings
+    (``vm.max_map_count``, 65530 by default) and is aborted inside the compiler.
+    """
+    yield
+    jax.clear_caches()
+
+
 # -- fixtures shared by test_robustness.py and test_robustness_io.py (one set of runs per module)
 @pytest.fixture(scope="module")
 def base_toml(tmp_path_factory):
