@@ -184,6 +184,7 @@ def test_bootstrap_interval_covers_truth_at_nominal_rate():
     assert 0.88 <= cover <= 0.99, cover
 
 
+@pytest.mark.slow
 def test_end_to_end_sgd_run_analysed(tmp_path, capsys):
     from scaling_sgd._src.runner import run
     from scaling_sgd._src.spec import build_spec

@@ -21,6 +21,7 @@ def res():
     return ss.run(RAW)
 
 
+@pytest.mark.slow
 def test_run_accepts_a_raw_dict_numpy_scalars_and_activation_objects():
     cfg = {
         "teacher": {"P": np.int64(2), "activation": ss.hn(4)},
@@ -131,6 +132,7 @@ def test_load_run_round_trip_and_xarray(res, tmp_path):
     assert repr(back.unstack()).count("\n") == 0 and len(repr(back.unstack())) < 300
 
 
+@pytest.mark.slow
 def test_load_sweep_names_the_swept_dimensions(tmp_path):
     from scaling_sgd.cli import main
 

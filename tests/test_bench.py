@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import scaling_sgd as ss
 from scaling_sgd._src import bench
@@ -41,6 +42,7 @@ def _ratios(obj):
             yield from _ratios(v)
 
 
+@pytest.mark.slow
 def test_bench_json_is_well_formed(tmp_path, capsys):
     path = tmp_path / "bench.json"
     assert bench.main(SimpleNamespace(quick=True, json=str(path), sizes=TINY)) == 0
@@ -116,6 +118,7 @@ def test_blocked_run_equals_per_step_loop_across_blocks_and_divergence():
     assert 2 < div_step[1] < 47 and div_step[1] % 10 != 0  # inside a block, after some log points
 
 
+@pytest.mark.slow
 def test_log_grid_does_not_change_the_trajectory_bitwise():
     """float32: blocks are keyed by absolute step and always advanced by one call site."""
     base = {"train.steps": 200, "train.seed": [0, 1], "train.batch_size": 2}

@@ -46,6 +46,7 @@ class StaticDFlow(Flow):
         return static, reps
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("engine", ["reduced", "flow"])
 def test_d_is_traced_one_program_for_every_d_and_the_same_numbers(engine):
     over = {"train.engine": engine, **SMALL, "train.dtype": "float64"}
@@ -65,6 +66,7 @@ def test_replica_buckets():
     assert [driver.replica_bucket(R) for R in (1, 2, 3, 4, 5, 8, 9, 100)] == [1, 4, 4, 4, 8, 8, 16, 128]
 
 
+@pytest.mark.slow
 def test_seed_list_inside_its_bucket_lr_beta_steps_compile_nothing_and_pads_change_nothing():
     over = {"train.engine": "reduced", **SMALL}
     two = ss.run(small_config(**{**over, "train.seed": [0, 1]})).metrics
@@ -81,6 +83,7 @@ def test_seed_list_inside_its_bucket_lr_beta_steps_compile_nothing_and_pads_chan
     assert driver.compiled_programs() == n0 + driver.PROGRAMS_PER_SHAPE
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("engine", ["sgd", "reduced"])
 def test_all_diverged_run_stops_with_the_numbers_of_the_full_run(engine):
     over = {"train.engine": engine, **SMALL, "train.seed": 0, "train.lr": [30.0, 60.0], "student.init_scale": 1.0}

@@ -33,6 +33,7 @@ def test_closed_form_gradient_equals_autodiff_and_block_jacobian():
         assert_close(Jb[i], J[i, :, i, :], rtol=1e-11, atol=1e-11)
 
 
+@pytest.mark.slow
 def test_ros2_agrees_with_kvaerno5_and_converges():
     """The block-Jacobian W-method against diffrax's implicit Kvaerno5 (dense Jacobian) on a
     staircase that goes through plateaus and learned (stiff) phases."""
@@ -91,6 +92,7 @@ def test_single_direction_escape_time_matches_theory():
     assert np.all((ratio > 0.9) & (ratio < 1.1)), ratio
 
 
+@pytest.mark.slow
 def test_flow_is_the_small_lr_limit_of_sgd():
     """Median emergence step of direction 1: ``sgd`` at small lr vs ``flow`` from the same
     ``W(0)`` (paired by seed), within 10%.  Seeds are chosen by their initial condition (the
@@ -125,6 +127,7 @@ def test_flow_is_the_small_lr_limit_of_sgd():
     assert 0.9 < ratio < 1.1, ratio
 
 
+@pytest.mark.slow
 def test_results_format_no_retrace_and_schedule_time():
     base = {"train.engine": "flow", "train.lr": [1e-3, 2e-3], "train.steps": 1000, "log.points": 8}
     m = ss.run(small_config(**base)).metrics

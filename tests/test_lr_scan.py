@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 import scaling_sgd as ss
 from scaling_sgd._src.engines import driver
@@ -17,9 +18,11 @@ from helpers import TINY_TOML, small_config
 SCAN = {"train.engine": "reduced", "train.steps": 400, "log.points": 6, "train.seed": [0, 1], "student.init_scale": 0.3}
 
 
+@pytest.mark.slow
 def test_stable_lr_is_the_edge_between_a_stable_and_a_diverging_rate_in_one_program():
     cfg = small_config(**{**SCAN, "train.lr": 0.01})
-    ss.run(small_config(**{**SCAN, "train.lr": [1.0, 2.0, 3.0, 4.0], "log.overlap": False}))  # the scan's program: 4 rates x 2 seeds
+    # the scan's program: 4 rates x 2 seeds
+    ss.run(small_config(**{**SCAN, "train.lr": [1.0, 2.0, 3.0, 4.0], "log.overlap": False}))
     n0 = driver.compiled_programs()
     scan = ss.scan_lr(cfg, points=4)
     assert driver.compiled_programs() == n0  # the grid, its moves and the refinement share one program
@@ -35,6 +38,7 @@ def test_stable_lr_is_the_edge_between_a_stable_and_a_diverging_rate_in_one_prog
     assert ss.run(small_config(**{**SCAN, "train.lr": above})).metrics["diverged"].any()
 
 
+@pytest.mark.slow
 def test_lr_scan_command_and_the_all_diverged_line(tmp_path, capsys):
     cfg = tmp_path / "c.toml"
     cfg.write_text(TINY_TOML.replace("steps = 20", "steps = 2000").replace("lr = 1e-3", "lr = 500.0"))

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -65,6 +66,7 @@ def test_float64_run_leaves_x64_mode_as_it_was():
     assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_sigint_stops_a_long_run_within_seconds_and_keeps_the_part_done(tmp_path):
     cfg = tmp_path / "long.toml"
     cfg.write_text(

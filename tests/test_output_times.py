@@ -120,6 +120,7 @@ def test_diffrax_solvers_record_every_output_at_its_time_with_rejections(name):
         np.testing.assert_allclose(np.asarray(Cs[k, 0]), _exact(t), rtol=0, atol=TOL, err_msg=f"output {k} at t = {t}")
 
 
+@pytest.mark.slow
 def test_engine_observables_are_taken_at_the_output_times_through_rejected_landings():
     """The ``flow`` engine through the driver, in chunks of a step or two, on a grid with an
     output at nearly every unit step through the escape (so most rkc steps are cut to land on

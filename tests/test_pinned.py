@@ -126,6 +126,7 @@ def pinned():
     return arrays, meta["environment"] == _environment()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(CASES))
 def test_pinned_run_is_unchanged(pinned, name):
     arrays, same_machine = pinned

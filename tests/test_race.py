@@ -24,6 +24,7 @@ def _run(P, m, seeds, engine="sgd", **train):
     )
 
 
+@pytest.mark.slow
 def test_the_race_is_won_in_time_order_by_free_neurons():
     """Each direction goes to the neuron with the earliest escape among the pairs left once
     the earlier escapes took their neuron and direction (the greedy race)."""
@@ -61,6 +62,7 @@ def test_tau_to_steps_inverts_the_clock(schedule):
     assert np.isinf(tau_to_steps(tau_over_lr(schedule, 2 * T, T, n0), schedule, T, n0))
 
 
+@pytest.mark.slow
 def test_the_race_needs_an_information_exponent_above_two():
     res = ss.run(
         {

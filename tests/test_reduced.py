@@ -83,6 +83,7 @@ def ks_family(a, b, points=(-3, -2, -1)):
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(CASES))
 def test_reduced_equals_sgd_in_law(runs, case):
     s, r = runs(case)
@@ -94,6 +95,7 @@ def test_reduced_equals_sgd_in_law(runs, case):
     assert min(pv.values()) > LEVEL / len(pv), {k: round(v, 4) for k, v in pv.items()}
 
 
+@pytest.mark.slow
 def test_dropping_the_chi2_remainder_is_detected(runs):
     s, _ = runs("h4")
     static, reps, grid = spec_parts(_cfg("h4", "reduced", [x + 100_000 for x in SEEDS]))
@@ -125,6 +127,7 @@ def _one_step_samples(static, W0, lr, n, remainder=True):
     return jax.jit(jax.vmap(sgd_one))(keys[:n]), jax.jit(red_one)(st0)
 
 
+@pytest.mark.slow
 def test_one_step_transition_kernel_equals_sgd():
     """From one fixed ``W0``, 20000 independent steps of each engine: every Gram entry has
     the same law (large ``lr`` so a step moves the Gram by O(1)); the wrong chain fails."""
@@ -170,6 +173,7 @@ def test_chisquare_sampler():
         assert stats.kstest(xs, stats.chi2(df).cdf).pvalue > 1e-3 / dfs.size, df
 
 
+@pytest.mark.slow
 def test_recompression_preserves_gram_and_chunking_does_not_change_numbers():
     cfg = small_config(
         **{"train.engine": "reduced", "train.dtype": "float64", "train.steps": 100, "train.lr": 1e-2, "student.m": 5}
@@ -185,6 +189,7 @@ def test_recompression_preserves_gram_and_chunking_does_not_change_numbers():
     assert_close(a["loss"][:, -1], b["loss"][:, -1], dtype=np.float32)
 
 
+@pytest.mark.slow
 def test_changing_numbers_never_retraces_and_divergence_freezes():
     base = {"train.engine": "reduced", "train.lr": [1e-3, 50.0], "train.steps": 300, "log.points": 30}
     _res = ss.run(small_config(**base))
@@ -366,6 +371,7 @@ def test_schedule_scales_the_reduced_step_exactly():
                 assert not np.allclose(got, step(const, st, t, lr, a, T, 1e30).C, rtol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("engine", ["reduced", "sgd"])
 def test_initial_loss_above_the_bound_is_flagged_at_step_zero(engine):
     """A replica whose loss at initialisation already exceeds the bound diverges at step 0

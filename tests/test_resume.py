@@ -53,6 +53,7 @@ class _StopAfter(NoProgress):
             os.kill(os.getpid(), self.sig)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("engine", list(CONFIGS))
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_a_stopped_run_resumes_to_the_uninterrupted_numbers(engine, sig, tmp_path, monkeypatch):

@@ -76,6 +76,7 @@ TS = np.concatenate([[0.0], np.geomspace(0.1, 2000.0, 30)])
 TS_SHORT = np.concatenate([[0.0, 0.0], np.geomspace(0.1, 300.0, 20)])  # a repeated output time too
 
 
+@pytest.mark.slow
 def test_rkc_converges_and_agrees_with_ros2():
     """A staircase through plateaus and stiff learned phases: RKC converges as rtol falls (to
     its own rtol = 1e-9 solution) and that solution agrees with ros2 at rtol = 1e-6 (tested
@@ -119,6 +120,7 @@ def test_rkc_is_resumable_at_any_output():
     assert int(st.n_steps) == int(st_all.n_steps) and int(st.n_fevals) == int(st_all.n_fevals)
 
 
+@pytest.mark.slow
 def test_rkc_replicas_map_equals_vmap():
     """Replicas are independent: the flow engine mapping the solver over replicas one after
     another (lax.map) and in lockstep (vmap, where every loop runs to the largest count over
@@ -174,6 +176,7 @@ def _step_bytes(Pm: int, with_ros2: bool):
     return b_rkc, _temp_bytes(lambda s: ros2._step(lambda y: F(y, a), jac, s, ts), st2)
 
 
+@pytest.mark.slow
 def test_flow_memory_is_linear_in_m_times_p_plus_m():
     """Compiled memory: the RKC step's scratch grows like ``m (P+m)`` (x4 when P = m doubles),
     while ros2's per-neuron dense Jacobian blocks grow like ``m (P+m)^2`` (x8); and a whole RKC

@@ -196,6 +196,7 @@ sys.exit(main(sys.argv[2:]))
 """
 
 
+@pytest.mark.slow
 def test_sigterm_leaves_a_complete_run_or_none(base_toml, runs, tmp_path):
     """Mid-compute, SIGTERM stops the run at the end of a chunk and the part done is written
     as a valid run marked partial (exit 143), or, before the loop starts, its default action
@@ -376,6 +377,7 @@ def test_claims(tmp_path, monkeypatch):
     c.release()
 
 
+@pytest.mark.slow
 def test_identical_concurrent_sweeps_compute_each_point_once(tmp_path, capsys):
     cfg = tmp_path / "s.toml"
     cfg.write_text(BASE + "[sweep]\nsteps = [2000, 3000, 4000]\n")

@@ -96,6 +96,7 @@ def test_jitted_run_equals_python_loop():
     assert not np.any(out["diverged"])
 
 
+@pytest.mark.slow
 def test_same_seed_same_numbers_different_seed_different():
     cfg = small_config(**{"train.seed": [1, 2]})
     m1 = ss.run(cfg).metrics
@@ -106,6 +107,7 @@ def test_same_seed_same_numbers_different_seed_different():
     assert np.all(m1["seed"] == [1, 2])
 
 
+@pytest.mark.slow
 def test_chunking_does_not_change_numbers():
     """The data stream is keyed by the absolute step: a different log grid gives the same
     weights at shared steps."""
@@ -114,6 +116,7 @@ def test_chunking_does_not_change_numbers():
     assert_close(a["loss"][:, -1], b["loss"][:, -1], dtype=np.float32)
 
 
+@pytest.mark.slow
 def test_changing_numbers_never_retraces():
     base = small_config(**{"train.lr": [1e-3, 2e-3], "train.seed": 0, "teacher.beta": 1.0})
     ss.run(base)
@@ -131,6 +134,7 @@ def test_changing_numbers_never_retraces():
     assert driver.compiled_programs() == n0 + driver.PROGRAMS_PER_SHAPE
 
 
+@pytest.mark.slow
 def test_divergent_replica_is_frozen_and_others_go_on():
     cfg = small_config(**{"train.lr": [1e-3, 50.0], "train.steps": 300, "log.points": 30})
     _res = ss.run(cfg)
@@ -148,6 +152,7 @@ def test_divergent_replica_is_frozen_and_others_go_on():
     assert meta["diverged_replicas"] == 1
 
 
+@pytest.mark.slow
 def test_optax_sgd_path_equals_plain_and_adam_differs():
     plain = ss.run(small_config(**{"train.dtype": "float64"})).metrics
     via_optax = ss.run(small_config(**{"train.dtype": "float64", "train.optimizer_kwargs": {"nesterov": False}})).metrics
@@ -164,6 +169,7 @@ def test_schedule_changes_the_trajectory_only_after_step_zero():
     assert abs(const["loss"][0, -1] - cos["loss"][0, -1]) > 1e-9
 
 
+@pytest.mark.slow
 def test_canonical_and_random_basis_agree_in_distribution():
     """Isotropy: the teacher frame is irrelevant in law.  KS over 200 seeds at two times."""
     seeds = list(range(200))
@@ -186,6 +192,7 @@ def test_canonical_and_random_basis_agree_in_distribution():
     assert stats.ks_2samp(can["loss"][:, -1], other["loss"][:, -1]).pvalue < 0.01
 
 
+@pytest.mark.slow
 def test_single_direction_emergence_matches_flow_prediction():
     """P = m = 1, h4, lr 25x below a/d^(k/2): each seed's emergence step agrees in the
     median with the gradient-flow prediction from its own initial overlap m0 (and norm).

@@ -173,6 +173,7 @@ def test_overrides_go_through_the_package_sweep_plan(tmp_path, monkeypatch):
     assert quick.run_root == load.RUN_ROOT / "01_z-quick"
 
 
+@pytest.mark.slow
 def test_run_sweep_writes_a_package_sweep_reuses_it_and_splits_replica_groups(tmp_path, monkeypatch):
     monkeypatch.setattr(load, "SIMS", tmp_path)
     monkeypatch.setattr(load, "RUN_ROOT", tmp_path / "runs")

@@ -217,6 +217,7 @@ def test_concurrent_shards_equal_the_whole_grid(whole, grid_toml, tmp_path, caps
     assert _files(out).keys() == _files(whole).keys()
 
 
+@pytest.mark.slow
 def test_sharded_over_4_devices_equals_unsharded(whole, grid_toml, tmp_path):
     """R = 12 is padded to its bucket, 16, 4 per device; R = 6 (beta = 1 only) to 8, 2 per
     device, and must equal the first 6 replicas of the unsharded 12 (replicas are
@@ -256,6 +257,7 @@ def test_sharded_over_4_devices_equals_unsharded(whole, grid_toml, tmp_path):
                 np.testing.assert_allclose(ma[k], want, rtol=tol, atol=tol * np.max(np.abs(want)), err_msg=k)
 
 
+@pytest.mark.slow
 def test_failed_point_is_recorded_divergence_counted_and_shapes_compile_once(tmp_path, monkeypatch, capsys):
     cfg = tmp_path / "f.toml"
     cfg.write_text(
