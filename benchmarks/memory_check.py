@@ -77,14 +77,6 @@ CASES = {
         "data.d": 4096,
         "train.seed": list(range(4)),
     },
-    "flow ros2 P=m=32 R=8": {
-        "train.engine": "flow",
-        "flow.solver": "ros2",
-        "teacher.P": 32,
-        "student.m": 32,
-        "data.d": 256,
-        "train.seed": list(range(8)),
-    },
     "flow ros2 P=m=64 R=8": {
         "train.engine": "flow",
         "flow.solver": "ros2",
@@ -100,6 +92,14 @@ CASES = {
         "student.m": 128,
         "data.d": 512,
         "train.seed": list(range(4)),
+    },
+    "flow ros2 P=m=256 R=2": {
+        "train.engine": "flow",
+        "flow.solver": "ros2",
+        "teacher.P": 256,
+        "student.m": 256,
+        "data.d": 1024,
+        "train.seed": list(range(2)),
     },
 }
 

@@ -216,13 +216,14 @@ class Flow(Engine):
         """The coordinates ``(R, m, P + m)`` with a solver step's working copies, the
         Gram-matrix temporaries of the gradient and the observables (:data:`GRAM_COPIES`
         arrays ``(R, m, P + m)``), and what the solver holds
-        (:meth:`.flow_solvers.FlowSolver.memory`)."""
+        (:meth:`.flow_solvers.FlowSolver.memory`; under ``lax.map`` a step's temporaries are
+        those of one replica)."""
         m, f = static.model, itemsize(static)
         n = m.P + m.m
         return {
             "flow state": int(STATE_COPIES * 4 * R * m.m * n * f),
             "flow Gram temporaries": int(GRAM_COPIES * R * m.m * n * f),
-            **self.solver.memory(R, m.m, n, T, f),
+            **self.solver.memory(R, m.m, n, T, f, R if self.replicas == "vmap" else 1),
         }
 
     def advice(self, top: str) -> str:

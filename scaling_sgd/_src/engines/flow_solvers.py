@@ -76,9 +76,10 @@ class FlowSolver(abc.ABC):
         """Rejected step attempts so far (included in :meth:`steps`)."""
         return state.nrej
 
-    def memory(self, R: int, m: int, n: int, T: int, itemsize: int) -> dict[str, int]:
+    def memory(self, R: int, m: int, n: int, T: int, itemsize: int, at_once: int) -> dict[str, int]:
         """Bytes the solver holds beyond the flow's state ``(R, m, n)``, by part, for ``R``
-        replicas and ``T`` outputs."""
+        replicas and ``T`` outputs, of which a step advances ``at_once`` together (``R``
+        under ``vmap``, 1 under ``lax.map``)."""
         return {}
 
 
@@ -120,9 +121,10 @@ class ROS2(FlowSolver):
     atol: float = 1e-9
     max_steps: int = MAX_STEPS
 
-    def memory(self, R: int, m: int, n: int, T: int, itemsize: int) -> dict[str, int]:
-        """The per-neuron Jacobian blocks and their LU factors, ``(R, m, n, n)``."""
-        return {"flow Jacobian blocks": 3 * R * m * n * n * itemsize}
+    def memory(self, R: int, m: int, n: int, T: int, itemsize: int, at_once: int) -> dict[str, int]:
+        """The per-neuron Jacobian blocks and their LU factors, ``(at_once, m, n, n)``: a
+        step's temporaries, held for the replicas it advances together."""
+        return {"flow Jacobian blocks": 3 * at_once * m * n * n * itemsize}
 
     def init(self, f, jac, C0, ts) -> ROS2State:
         dt = C0.dtype
@@ -266,9 +268,9 @@ class Diffrax(FlowSolver):
     atol: float = 1e-9
     max_steps: int = MAX_STEPS
 
-    def memory(self, R: int, m: int, n: int, T: int, itemsize: int) -> dict[str, int]:
-        """Every output ``(R, T, m, n)`` (solved in one go), and for the implicit solvers
-        the dense Jacobian ``(R, (m n)^2)`` and its factors."""
+    def memory(self, R: int, m: int, n: int, T: int, itemsize: int, at_once: int) -> dict[str, int]:
+        """Every output ``(R, T, m, n)`` (solved in one go, every replica together), and for
+        the implicit solvers the dense Jacobian ``(R, (m n)^2)`` and its factors."""
         parts = {"flow saved outputs": R * T * m * n * itemsize}
         if self.name.startswith("kvaerno"):
             parts["flow dense Jacobian"] = 2 * R * (m * n) ** 2 * itemsize

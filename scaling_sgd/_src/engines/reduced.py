@@ -58,12 +58,19 @@ from ..lazy import lazy
 from ..optim import require_plain_sgd
 from ..rng import split_keys
 from ..schedules import factor as schedule_factor
-from .base import MAX_STEPS_INT32, STATE_COPIES, Engine, Grid, Replicas, Static, Target, itemsize
+from .base import MAX_STEPS_INT32, Engine, Grid, Replicas, Static, Target, itemsize
 from .base import dtype_of as _dtype
 
 jax = lazy("jax")
 jnp = lazy("jax.numpy")
 lax = lazy("jax.lax")
+
+# Arrays of the size of the coordinates and one block's noise that a compiled block holds at
+# once: the loop carry and its update, and the block's normal draw, its masked coordinates,
+# its Bartlett factors and their placed copy.  Measured: peak RSS less the runtime and logs is
+# 6.6 to 8.9 times the bytes of ``(R, m + 2 K B, P + m + K B)`` at P = m = 128 and 256 (two
+# runs each, benchmarks/memory_check.py).
+WORKING_COPIES = 8.0
 
 __all__ = [
     "Reduced",
@@ -351,11 +358,11 @@ class Reduced(Engine):
 
     def memory(self, static: Static, R: int, T: int) -> dict[str, int]:
         """The coordinates and a block's sample coordinates and Bartlett factors,
-        ``(R, m + 2 K B, P + m + K B)`` with ``K = buffer_steps``, and their working copies."""
+        ``(R, m + 2 K B, P + m + K B)`` with ``K = buffer_steps``, times ``WORKING_COPIES``."""
         m, B = static.model, static.batch_size
         K = buffer_steps(static)
         n = m.P + m.m + K * B
-        return {"reduced state": int(STATE_COPIES * R * (m.m + 2 * K * B) * n * itemsize(static))}
+        return {"reduced state": int(WORKING_COPIES * R * (m.m + 2 * K * B) * n * itemsize(static))}
 
     def advice(self, top: str) -> str:
         return "reduce replicas, train.batch_size, teacher.P or student.m"
