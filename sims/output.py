@@ -4,13 +4,14 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import math
 import sys
 import time
 from pathlib import Path
 
-from scaling_sgd._src.files import atomic_write_json
+from scaling_sgd._src.files import atomic_write_bytes, atomic_write_json
 from sims import load
 from sims.load import Experiment
 
@@ -103,12 +104,15 @@ def figure_path(exp: Experiment) -> Path:
 
 
 def save_figure(fig, exp: Experiment) -> Path:
-    """Write ``fig`` to ``sims/figures/<tag>.png`` and release it."""
+    """Write ``fig`` to ``sims/figures/<tag>.png`` (whole or not at all: an interrupted
+    write leaves the figure that was there) and release it."""
     import matplotlib.pyplot as plt
 
     path = figure_path(exp)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
     return path
 
 
