@@ -105,3 +105,26 @@ def test_a_run_with_a_live_replica_does_not_stop():
     cfg = small_config(**over)
     res = ss.run(cfg)
     assert list(res.metrics["diverged"]) == [False, True] and "all_diverged_at" not in res.meta
+
+
+@pytest.mark.slow
+def test_programs_are_released_near_the_limit_on_memory_mappings(monkeypatch):
+    """Past MAP_LIMIT_SHARE of vm.max_map_count the driver drops the compiled programs
+    before compiling another (a process at the limit is aborted in the compiler); below
+    it, they are kept, and a released run gives the same numbers."""
+    maps = driver.memory_maps()
+    if maps is not None:  # Linux: the process holds some mappings, fewer than the limit
+        assert 0 < maps[0] < maps[1]
+    cfg = small_config(**SMALL)
+    first = ss.run(cfg).metrics
+    held = driver.compiled_programs()
+    assert held >= driver.PROGRAMS_PER_SHAPE
+    if maps is not None and maps[0] < driver.MAP_LIMIT_SHARE * maps[1]:
+        assert not driver.release_programs_near_map_limit()
+    monkeypatch.setattr(driver, "memory_maps", lambda: (76, 100))
+    again = ss.run(cfg).metrics
+    assert driver.compiled_programs() == driver.PROGRAMS_PER_SHAPE  # only this run's programs
+    _equal(first, again)
+    monkeypatch.setattr(driver, "memory_maps", lambda: (74, 100))
+    ss.run(small_config(**{**SMALL, "student.m": 3}))
+    assert driver.compiled_programs() == 2 * driver.PROGRAMS_PER_SHAPE  # kept, one shape added

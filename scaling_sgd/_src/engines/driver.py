@@ -209,6 +209,38 @@ def compiled_programs() -> int:
     return _start._cache_size() + _run._cache_size() + _run_to_end._cache_size()
 
 
+# The share of Linux's limit on a process's memory mappings (``vm.max_map_count``) past which
+# the compiled programs are released before another is compiled: XLA's CPU backend maps
+# each compiled kernel into pages of its own, and a process that reaches the limit is
+# aborted inside the compiler.  A process that runs many shapes (a notebook, a sweep over
+# P and m) passes it after some thousands of programs.
+MAP_LIMIT_SHARE = 0.75
+
+
+def memory_maps() -> tuple[int, int] | None:
+    """``(mappings this process holds, the most it may hold)``, or ``None`` where the
+    system does not say (not Linux)."""
+    try:
+        with open("/proc/sys/vm/max_map_count", "rb") as f:
+            limit = int(f.read())
+        with open("/proc/self/maps", "rb") as f:
+            held = sum(1 for _ in f)
+    except (OSError, ValueError):
+        return None
+    return held, limit
+
+
+def release_programs_near_map_limit() -> bool:
+    """Drop every compiled program of the process (``jax.clear_caches``; they compile
+    again when called) when its memory mappings pass :data:`MAP_LIMIT_SHARE` of the limit.
+    Returns whether it did."""
+    maps = memory_maps()
+    if maps is None or maps[0] < MAP_LIMIT_SHARE * maps[1]:
+        return False
+    jax.clear_caches()
+    return True
+
+
 # -- replicas on devices ----------------------------------------------------------------
 def place_replicas(x, dtype=None):
     """Put a replica-major array on the devices.
@@ -332,6 +364,7 @@ def simulate(
     T = log_steps.size
     run = _run if stop_when_diverged else _run_to_end
 
+    release_programs_near_map_limit()
     progress.compiling()
     chunk_shape = jax.eval_shape(lambda r, g: _start(engine, cstatic, r, g), dreps, grid)
     _start.lower(engine, cstatic, dreps, grid).compile()
