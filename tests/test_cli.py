@@ -101,3 +101,37 @@ def test_results_files_are_readable_like_plain_files(good_cfg, tmp_path):
     os.umask(umask)
     for name in ("config.json", "metrics.npz"):
         assert (out / name).stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+@pytest.mark.parametrize("command", ["run", "demo"])
+def test_an_interrupted_run_or_demo_writes_the_part_done_and_exits_130(good_cfg, tmp_path, monkeypatch, command):
+    """Ctrl-C between chunks (the driver's Interrupted, raised here after the first half of
+    the log points): the command writes those log points as a run marked partial, exits
+    130, and the same command again runs it to the end."""
+    from scaling_sgd._src import runner
+    from scaling_sgd._src.engines.driver import Interrupted
+
+    real = runner.simulate
+
+    def stopped(*a, **k):
+        raw = real(*a, **k)
+        half = raw["step"].size // 2
+        part = {key: (v[:, :half] if getattr(v, "ndim", 0) >= 2 else v) for key, v in raw.items()}
+        raise Interrupted(dict(part, step=raw["step"][:half]), "SIGINT")
+
+    out = tmp_path / "out"
+    args = (
+        [command, str(good_cfg), "--out", str(out)]
+        if command == "run"
+        else ["demo", "--config", str(good_cfg), "--out", str(out)]
+    )
+    monkeypatch.setattr(runner, "simulate", stopped)
+    assert main(args) == 130
+    meta = json.loads((out / "config.json").read_text())
+    assert meta["partial"] is True and meta["interrupted_by"] == "SIGINT"
+    with np.load(out / "metrics.npz") as z:
+        assert z["loss"].shape[1] == z["step"].size < 6  # the first half of the 6 log points
+    monkeypatch.setattr(runner, "simulate", real)
+    assert main(args) == 0
+    with np.load(out / "metrics.npz") as z:
+        assert z["step"].size == 6
