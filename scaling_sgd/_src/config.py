@@ -435,18 +435,17 @@ def _check_power_law(beta: float, P: int, dtype: str) -> None:
         )
 
 
-def with_overlap(cfg: Mapping, R: int | None = None) -> bool:
+def with_overlap(cfg: Mapping, R: int) -> bool:
     """Whether a run logs the full cosine matrix ``overlap`` ``(R, T, m, P)``.
 
     ``log.overlap = "auto"`` keeps it when it is small: ``m P <= OVERLAP_AUTO_MAX`` and the
     whole array at most ``OVERLAP_AUTO_MAX_ELEMENTS`` entries (bounded memory and disk).
-    ``R``: the replica count, when known.
+    ``R``: the replica count.
     """
     ov = cfg["log"]["overlap"]
     if ov != "auto":
         return bool(ov)
     mP = cfg["student"]["m"] * cfg["teacher"]["P"]
-    R = len(replica_grid(cfg)["seed"]) if R is None else R
     size = R * (cfg["log"]["points"] + 1) * mP
     return mP <= OVERLAP_AUTO_MAX and size <= OVERLAP_AUTO_MAX_ELEMENTS
 

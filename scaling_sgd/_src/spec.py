@@ -15,7 +15,7 @@ import numpy as np
 
 from . import config as cfgmod
 from .engines import ENGINES, Engine, Replicas, Static, driver  # noqa: F401 - driver: Replicas as a pytree
-from .engines.base import log_grid
+from .engines.base import itemsize, log_grid
 from .hermite import activation
 from .model import Model, teacher_coefficients
 from .schema import schema
@@ -114,5 +114,5 @@ def build_spec(cfg: dict) -> RunSpec:
         steps=steps,
         metrics=schema(engine.name, overlap),
         sizes={"replica": replicas.R, "step": int(steps.size), "direction": model.P, "neuron": model.m},
-        itemsize=8 if static.dtype == "float64" else 4,
+        itemsize=itemsize(static),
     )

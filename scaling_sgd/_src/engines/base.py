@@ -158,7 +158,7 @@ def dtype_of(static: Static):
 
 def itemsize(static: Static) -> int:
     """Bytes per float of a run."""
-    return 8 if static.dtype == "float64" else 4
+    return np.dtype(static.dtype).itemsize
 
 
 def divergence_check(diverged, diverged_step, loss, bound, step):
