@@ -13,11 +13,12 @@ learned.  Flow time ``tau`` is converted to SGD steps by the run's own clock
 
 The initial students are the run's own: recomputed from its config and seeds
 (:meth:`scaling_sgd.Result.initial_observables`), so the prediction is for the very
-replicas that ran, with no fitted parameter.  docs/model.md §3 gives the derivation and the
-limits: the model ignores the interaction of neurons before their escape (a neuron's
-cosines with the other directions, and the other neurons' pull on the same direction), so
-it is a finite-width, finite-``d`` theory of the additive picture, not of the dynamics
-after the escapes.
+replicas that ran, with no fitted parameter; :func:`race_from_config` gives the same
+prediction for a config before (or instead of) running it.  docs/model.md §3 gives the
+derivation and the limits: the model ignores the interaction of neurons before their
+escape (a neuron's cosines with the other directions, and the other neurons' pull on the
+same direction), so it is a finite-width, finite-``d`` theory of the additive picture, not
+of the dynamics after the escapes.
 
 Loss, plateau and frontier follow from the predicted steps by the additive model: the loss
 is ``K(1) sum_p a_p^2`` over the directions not yet learned.
@@ -33,7 +34,7 @@ from scaling_sgd._src.schedules import tau_over_lr
 
 from .escape import assign_neurons, flow_escape_time, kernel_coeffs, pair_escape_times
 
-__all__ = ["RacePrediction", "race", "tau_to_steps"]
+__all__ = ["RacePrediction", "race", "race_from_config", "tau_to_steps"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,7 +86,7 @@ def tau_to_steps(tau_over_lr_value, schedule: str, steps: int, n0: float = 0.0) 
     return np.where(x <= 0.0, 0.0, np.where(inside & np.isfinite(x), t, np.inf))
 
 
-def race(result, observable: str | None = None, threshold: float | None = None) -> RacePrediction:
+def race(result, observable: str | None = None, threshold: float | None = None, within_run: bool = False) -> RacePrediction:
     """The race model's emergence steps for the replicas of ``result`` (a
     :class:`scaling_sgd.Result`), from their own initial students.
 
@@ -93,35 +94,125 @@ def race(result, observable: str | None = None, threshold: float | None = None) 
         result: a run whose student and teacher share their activation, with information
             exponent ``k > 2``.
         observable, threshold: the emergence criterion (default: the run's ``[analysis]``).
+        within_run: predict only the directions won by the end of the run
+            (``train.steps``); the others get ``steps = inf`` and ``neuron = -1``.  For
+            ``sigma = c_k h_k`` the pairs that cannot escape by then (a bound from the
+            single-direction flow, :func:`_escape_lower_bound`) leave the race before any
+            quadrature, which is what makes ``m P`` in the millions affordable; the
+            directions won within the run get the steps of the full race, up to the
+            ``1e-4`` with which :func:`.escape.pair_escape_times` ranks near ties.
     Raises:
         ValueError: different student and teacher activations, or ``k <= 2`` (no escape
             from a small overlap: the race model does not apply).
     """
+    observable, threshold = result.criterion(observable, threshold)
+    return _race(result.config, result.initial_observables, result.a, result.lr, observable, threshold, within_run)
+
+
+def race_from_config(
+    config, observable: str | None = None, threshold: float | None = None, within_run: bool = False
+) -> RacePrediction:
+    """The race model's emergence steps for the replicas a config would run, without running
+    it: :func:`race` of that run, from the same initial students (the config's seeds) and
+    the same teacher and clock.
+
+    The initial students are computed with two settings that leave them unchanged: a log grid
+    of two points (the initial observables keep a buffer of ``log.points`` copies of the
+    ``(R, m, P)`` cosines, 13 GB at ``P = m = 1024`` with 8 seeds and 200 points) and, for
+    the ``flow`` engine, the ``ros2`` solver (``rkc``'s start estimates the spectral radius
+    with 41 gradient evaluations, ``O(m^2 (P + m))`` each; a diffrax solver's start is the
+    whole solve).  The start of the flow is the engine's, not the solver's.
+
+    Args:
+        config: a config (a dict, resolved or not, or a TOML path), as :func:`scaling_sgd.run`
+            takes it.
+        observable, threshold, within_run: as :func:`race`.
+    Raises:
+        ValueError: as :func:`race`; ``ConfigError`` on a bad config.
+    """
+    from scaling_sgd._src.api import Result, _as_config
+    from scaling_sgd._src.spec import build_spec
+
+    cfg = _as_config(config)
+    spec = build_spec(cfg)
+    start = {**cfg, "log": {**cfg["log"], "points": 2}}
+    if cfg["train"]["engine"] == "flow":
+        start["flow"] = {**cfg["flow"], "solver": "ros2"}
+    # Results with no metrics: their criterion and initial students are the run's own
+    observable, threshold = Result(spec.config, {}, {}).criterion(observable, threshold)
+    unrun = Result(start, {}, {})
+    return _race(spec.config, unrun.initial_observables, spec.replicas.a, spec.replicas.lr, observable, threshold, within_run)
+
+
+def _escape_lower_bound(M0, r2, a, coeffs, threshold: float, observable: str):
+    """A lower bound on every pair's flow escape time for ``sigma = c_k h_k`` (``None`` for
+    any other activation): with ``K(m) = c^2 m^k`` the cosine obeys
+    ``dm/dtau <= k c^2 a m^(k-1)``, so reaching ``m_c`` takes at least
+    ``(m0^(2-k) - m_c^(2-k)) / (k (k-2) c^2 a)``.  ``r2`` relaxes towards ``a m^k``, which
+    grows with ``m``, so ``r2 <= max(r2_0, a m^k)`` and ``skill = r2 m^k / a`` reaches the
+    threshold only once ``m^k >= min(threshold a / r2_0, threshold^(1/2))``; ``alignment``
+    only once ``m^2 >= threshold``.  Shapes: ``M0`` ``(m, P)``, ``r2`` ``(m,)``, ``a``
+    ``(P,)``."""
+    nz = np.flatnonzero(coeffs)
+    if nz.size != 1:
+        return None
+    k, c2 = int(nz[0]), float(coeffs[nz[0]]) ** 2
+    if observable == "alignment":
+        mck = np.full((M0.shape[0], a.size), threshold ** (k / 2.0))
+    else:
+        mck = np.minimum(threshold * a[None, :] / r2[:, None], np.sqrt(threshold))
+    e = (k - 2.0) / k  # m^(2-k) = (m^k)^(-e)
+    with np.errstate(divide="ignore", invalid="ignore"):  # a zero cosine or coefficient: never (nan or inf)
+        return np.maximum(M0 ** (2.0 - k) - mck ** (-e), 0.0) / (k * (k - 2.0) * c2 * a[None, :])
+
+
+def _race(cfg, initial, a, lr, observable: str, threshold: float, within_run: bool = False) -> RacePrediction:
+    """The race of the resolved config ``cfg`` from ``initial()``, its initial observables
+    (``overlap`` ``(R, m, P)``, ``norm2`` ``(R, m)``; called once the config is known to
+    fit the model), teacher coefficients ``a`` ``(R, P)`` and learning rates ``lr`` ``(R,)``."""
     from scaling_sgd import activation
 
-    cfg = result.config
     t, s = cfg["teacher"], cfg["student"]
     if s.get("activation") not in (None, t["activation"]):
         raise ValueError("race: the student's activation differs from the teacher's; accepted: one activation for both")
     act = activation(t["activation"], t.get("activation_degree", 12))
     if act.info_exponent is None or act.info_exponent <= 2:
         raise ValueError(f"race: information exponent k = {act.info_exponent}; accepted: k > 2 (escape from a small overlap)")
-    observable, threshold = result.criterion(observable, threshold)
     coeffs = kernel_coeffs(t["activation"], t.get("activation_degree", 12))
-    obs0 = result.initial_observables()
+    obs0 = initial()
     M0 = np.asarray(obs0["overlap"], np.float64)  # (R, m, P)
     # an even sigma escapes from either sign; an odd component makes only a positive cosine grow
     M0 = np.maximum(M0, 0.0) if any(c != 0.0 for j, c in enumerate(coeffs) if j % 2 == 1) else np.abs(M0)
     r2 = np.asarray(obs0["norm2"], np.float64)  # (R, m)
-    a = np.asarray(result.a, np.float64)
-    cost = pair_escape_times(M0, r2[:, :, None], a[:, None, :], coeffs, threshold, observable)
+    a = np.asarray(a, np.float64)
+    lr = np.asarray(lr, np.float64)
+    tr = cfg["train"]
+    schedule, n0 = tr.get("schedule", "constant"), tr.get("schedule_n0", 0.0)
+    tau_end = lr * float(tau_over_lr(schedule, np.asarray(float(tr["steps"])), tr["steps"], n0))  # (R,)
+    if within_run:
+        keep = np.ones(M0.shape, bool)
+        for r in range(M0.shape[0]):  # one replica at a time: the bound's temporaries are (m, P)
+            lb = _escape_lower_bound(M0[r], r2[r], a[r], coeffs, threshold, observable)
+            if lb is not None:
+                keep[r] = lb <= 1.01 * tau_end[r]  # a margin over the quadrature error of the escape times
+        r_, i_, p_ = np.nonzero(keep)
+        cost = np.full(M0.shape, np.inf)
+        cost[r_, i_, p_] = pair_escape_times(M0[r_, i_, p_], r2[r_, i_], a[r_, p_], coeffs, threshold, observable)
+    else:
+        cost = pair_escape_times(M0, r2[:, :, None], a[:, None, :], coeffs, threshold, observable)
     who = assign_neurons(cost, "order")
     have = who >= 0
     idx = np.where(have, who, 0)
-    m0 = np.where(have, np.take_along_axis(M0, idx[:, None, :], 1)[:, 0], 0.0)
+    m0 = np.take_along_axis(M0, idx[:, None, :], 1)[:, 0]
     r2w = np.take_along_axis(r2, idx, 1)
-    tau = np.where(have, flow_escape_time(m0, r2w, a, coeffs, threshold, observable), np.inf)  # the winners, at full accuracy
-    lr = np.asarray(result.lr, np.float64)[:, None]
-    tr = cfg["train"]
-    steps = tau_to_steps(tau / lr, tr.get("schedule", "constant"), tr["steps"], tr.get("schedule_n0", 0.0))
+    # the winners, at full accuracy; in slices, as the quadrature holds 20001 points a pair
+    tau = np.full(a.shape, np.inf)
+    rows, cols = np.nonzero(have)
+    for j in range(0, rows.size, 256):
+        sl = (rows[j : j + 256], cols[j : j + 256])
+        tau[sl] = flow_escape_time(m0[sl], r2w[sl], a[sl], coeffs, threshold, observable)
+    if within_run:
+        late = ~(tau <= tau_end[:, None])
+        tau, have = np.where(late, np.inf, tau), have & ~late
+    steps = tau_to_steps(tau / lr[:, None], schedule, tr["steps"], n0)
     return RacePrediction(steps=steps, tau=tau, neuron=np.where(have, who, -1), a=a, K1=float(np.sum(np.square(coeffs))))

@@ -62,7 +62,8 @@ def run(exp: Experiment, force: bool = False) -> Outcome:
             est,
             lo,
             hi,
-            why="finite P (next row; the same model reaches -1/3 only at P ~ 1000)",
+            why="finite P (next row: the additive model here and at P = 1024; the race model against P: "
+            "sims/results/race_frontier.json)",
             note=(f"no theory value: {no_law}; " if no_law else "")
             + (
                 f"fitted where the frontier lies in [{lo_l}, {hi_l}] (C = m x steps in [{grid[sel].min():.2g}, {grid[sel].max():.2g}])"
