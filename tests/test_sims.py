@@ -287,6 +287,50 @@ def test_a_missing_full_run_is_shown_by_its_quick_form_and_never_counted(tmp_pat
     assert MV.collect("quick")["02_y"]["title"] == "T"  # the quick report reads only quick runs
 
 
+def test_the_race_section_shows_each_race_value_beside_the_fit_and_counts_the_inside_ones(tmp_path, monkeypatch):
+    monkeypatch.setattr(output, "RESULT_DIR", tmp_path)
+    assert MV.race_section("cpu") == []  # no race file: no section
+    rows = [
+        {
+            "experiment": "09_x",
+            "quantity": "slope a",
+            "race": 1.05,
+            "fitted": 1.0,
+            "lo": 0.9,
+            "hi": 1.1,
+            "inside": True,
+            "how": "h1",
+        },
+        {
+            "experiment": "09_x",
+            "quantity": "slope b",
+            "race": 1.3,
+            "fitted": 1.0,
+            "lo": 0.9,
+            "hi": 1.1,
+            "inside": False,
+            "how": "h2",
+        },
+        {
+            "experiment": "11_y",
+            "quantity": "slope c",
+            "race": -2.0,
+            "fitted": float("nan"),
+            "lo": float("nan"),
+            "hi": float("nan"),
+            "inside": None,
+            "how": "h3",
+        },
+    ]
+    (tmp_path / "race_rows.json").write_text(json.dumps({"mode": "cpu", "rows": rows}))
+    text = "\n".join(MV.race_section("cpu"))
+    assert "| 09_x | slope a | 1.050 | 1.000 | [0.900, 1.100] | yes |" in text
+    assert "| 09_x | slope b | 1.300 | 1.000 | [0.900, 1.100] | **no** |" in text
+    assert "| 11_y | slope c | -2.000 | — | — | n/a |" in text
+    assert "inside the simulated fit's interval in 1 of 2 rows" in text and "- *slope c*: h3" in text
+    assert MV.race_section("quick") == []  # the quick report reads only its own file
+
+
 def _synthetic_run(P, betas, seeds, activation="h4", noise=0.3, seed=0, clock=None, **over):
     """A sweep point whose skills are logistic in log tau around T_p = 1e3 p^beta e^(noise z)
     and whose loss is the additive model of those skills (+1e-6), as ``sims.load.Run``; tau is

@@ -1,0 +1,176 @@
+"""The race model on the very seeds of experiments 09 to 11, beside their stored fits.
+
+    python -m sims.race_rows [--mode cpu|quick] [--out sims/results/race_rows.json]
+
+For each point of the experiment's sweep the race model (:func:`scaling_sgd.analysis.race.
+race_from_config`) predicts every replica's emergence steps from its own initial student,
+without simulating; the prediction is then put through the experiment's own estimator:
+
+* 09: per beta, the slope of the median ``T_p`` against ``p`` over the directions with a
+  finite median (:func:`~scaling_sgd.analysis.fit.fit_power_law`), and the loss exponent of
+  the seed-mean additive loss over the loss fit window
+  (:func:`~scaling_sgd.analysis.fit.loss_exponent`), both on the run's own log grid;
+* 10: the compute frontier's slope, read from ``sims/results/race_frontier.json``
+  (:mod:`sims.race_frontier`, experiment 6's envelope and fit on the race's losses);
+* 11: the slope of the median plateau against the width over the experiment's ``fit_m``
+  (the plateau is the additive loss over the directions no neuron wins).
+
+A step the race puts past the run's end is censored (``inf``), as the run records it.  The
+estimators, windows and bootstrap seeds are the experiments' own, fixed before any race
+number was computed; nothing is fitted to the stored results.  Each row gives the race
+value and whether it lies inside the stored 95% interval of the simulated fit: a
+discriminating test of the finite-size additive picture (the asymptotic theory rows stay
+beside it in VALIDATION.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from scaling_sgd._src.config import replica_grid
+from scaling_sgd._src.engines.base import log_grid
+from scaling_sgd._src.files import atomic_write_json
+from scaling_sgd.analysis.fit import bootstrap, fit_from_draws, fit_power_law, loss_exponent
+from scaling_sgd.analysis.race import race_from_config
+from sims import load
+
+RESULTS = load.SIMS / "results"
+
+
+def _prediction(cfg: dict):
+    """``(race prediction, log steps, per-replica betas)`` of one sweep point, with the
+    steps past the run censored."""
+    pred = race_from_config(cfg)
+    steps = np.where(pred.steps <= cfg["train"]["steps"], pred.steps, np.inf)
+    grid = log_grid(int(cfg["train"]["steps"]), int(cfg["log"]["points"]))
+    return pred, steps, grid, np.asarray(replica_grid(cfg)["beta"], np.float64)
+
+
+def _stored(name: str, quantity: str, mode: str) -> dict | None:
+    path = RESULTS / f"{name}{'' if mode == 'cpu' else '-' + mode}.json"
+    if not path.is_file():
+        return None
+    for c in json.loads(path.read_text())["checks"]:
+        if c["quantity"] == quantity:
+            return c
+    return None
+
+
+def _row(name: str, quantity: str, race_value: float, mode: str, how: str) -> dict:
+    c = _stored(name, quantity, mode)
+    row = {"experiment": name, "quantity": quantity, "race": race_value, "how": how}
+    if c is None:
+        return row | {"fitted": math.nan, "lo": math.nan, "hi": math.nan, "inside": None}
+    inside = math.isfinite(c["lo"]) and math.isfinite(race_value) and c["lo"] <= race_value <= c["hi"]
+    return row | {"fitted": c["fitted"], "lo": c["lo"], "hi": c["hi"], "inside": inside}
+
+
+def rows_09(mode: str) -> list[dict]:
+    exp = load.load_experiment("09_loss_exponent_P256", mode)
+    nb = int(exp.get("n_boot", 400))
+    (point,) = exp.plan().points
+    pred, T, grid, betas = _prediction(point.config)
+    P = T.shape[1]
+    p = np.arange(1, P + 1)
+    out = []
+    for j, b in enumerate(sorted(set(betas.tolist()))):
+        sel = betas == b
+        fit = loss_exponent(grid, T[sel], pred.loss(grid)[sel], n_boot=nb, seed=j)
+        out.append(
+            _row(
+                exp.name,
+                f"loss exponent, beta={b:g}, P={P}",
+                fit["est"],
+                mode,
+                f"seed-mean additive loss of {int(sel.sum())} seeds over the 2nd to the P/10-th median race emergence",
+            )
+        )
+        med = np.median(T[sel], axis=0)
+        learned = np.isfinite(med)
+        fp = fit_power_law(p[learned], T[sel][:, learned], stat="median", n_boot=nb, seed=100 + j)
+        out.append(
+            _row(
+                exp.name,
+                f"slope of T_p vs p, beta={b:g}, P={P}",
+                fp.slope,
+                mode,
+                f"median race emergence step over {int(learned.sum())}/{P} directions",
+            )
+        )
+    return out
+
+
+def rows_11(mode: str) -> list[dict]:
+    exp = load.load_experiment("11_width_floor_P256", mode)
+    nb = int(exp.get("n_boot", 400))
+    lo_m, hi_m = exp.get("fit_m", [4, 64])
+    points = exp.plan().points
+    ms = np.array([int(pt.config["student"]["m"]) for pt in points], float)
+    plateaus = []
+    for pt in points:
+        pred, T, _, _ = _prediction(pt.config)
+        # the additive loss at the run's end: a^2 of every direction not learned by then
+        plateaus.append(pred.K1 * np.sum(np.where(np.isfinite(T), 0.0, pred.a**2), axis=1))
+    sel = (ms >= lo_m) & (ms <= hi_m)
+    R = min(x.size for x in plateaus)
+    est, _, _ = bootstrap(lambda ii: fit_from_draws(ms[sel], [np.median(x[ii]) for x, s in zip(plateaus, sel) if s]).slope, R, nb)
+    beta = float(points[0].config["teacher"]["beta"])
+    P = int(points[0].config["teacher"]["P"])
+    return [
+        _row(
+            exp.name,
+            f"slope of plateau vs m, beta={beta:g}, P={P}",
+            est,
+            mode,
+            f"median over {R} seeds of the race's plateau (additive loss of the directions unlearned at the run's end), "
+            f"widths {ms[sel].astype(int).tolist()}",
+        )
+    ]
+
+
+def rows_10(mode: str) -> list[dict]:
+    """Experiment 10's frontier slope from ``sims/results/race_frontier.json`` (``python -m
+    sims.race_frontier``: the race on the same seeds, widths and fit), when it has the P."""
+    path = RESULTS / "race_frontier.json"
+    exp = load.load_experiment("10_compute_frontier_P256", mode)
+    (P,) = {int(pt.config["teacher"]["P"]) for pt in exp.plan().points}
+    beta = float(exp.plan().points[0].config["teacher"]["beta"])
+    rows = [r for r in json.loads(path.read_text())["rows"] if r["P"] == P] if path.is_file() and mode == "cpu" else []
+    return [
+        _row(
+            exp.name,
+            f"slope of compute frontier, beta={beta:g}",
+            r["slope"],
+            mode,
+            f"lower envelope over widths {r['widths']} of the seed-mean additive loss, fitted where it lies in "
+            f"[0.02, 0.5] ({r['n_window']} points; sims/race_frontier.py)",
+        )
+        for r in rows
+    ]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="the race model on the seeds of experiments 09 to 11, beside their fits")
+    ap.add_argument("--mode", default="cpu", choices=("cpu", "quick"))
+    ap.add_argument("--out", type=Path, default=None, help="default: sims/results/race_rows[-quick].json")
+    args = ap.parse_args(argv)
+    out = args.out or RESULTS / f"race_rows{'' if args.mode == 'cpu' else '-' + args.mode}.json"
+    rows = []
+    for f in (rows_09, rows_10, rows_11):
+        rows += f(args.mode)
+        print(f"{f.__name__}: {len(rows)} rows", flush=True)
+    atomic_write_json(out, {"mode": args.mode, "rows": rows})
+    for r in rows:
+        verdict = {True: "inside", False: "outside", None: "no stored fit"}[r["inside"]]
+        print(f"{r['quantity']:45s} race {r['race']:+.3f}  fitted {r['fitted']:+.3f} [{r['lo']:+.3f}, {r['hi']:+.3f}]  {verdict}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
