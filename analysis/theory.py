@@ -22,7 +22,7 @@ from .escape import (
 )
 from .fit import fit_from_draws
 from .frontier import lower_envelope
-from .race import RacePrediction, race
+from .race import RacePrediction, race, race_from_config
 
 __all__ = [
     "single_direction_flow",
@@ -39,6 +39,7 @@ __all__ = [
     "assign_neurons",
     "pair_escape_times",
     "race",
+    "race_from_config",
     "RacePrediction",
     "exponents",
     "exponent_reasons",
