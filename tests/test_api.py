@@ -201,3 +201,36 @@ def test_analysis_takes_a_result_and_draws_its_figures(res, tmp_path):
     for fig in (a.plot_staircase(), a.plot_emergence(), a.plot_loss(), a.plot_heatmap()):
         assert isinstance(fig, matplotlib.figure.Figure) and fig.axes
         matplotlib.pyplot.close(fig)
+
+
+CACHE_CHILD = """
+import json, sys
+import scaling_sgd as ss
+from scaling_sgd._src.runner import enable_compilation_cache
+ss.run({"teacher": {"P": 2}, "student": {"m": 2}, "data": {"d": 8}, "train": {"steps": 4, "progress": False}})
+import jax
+print(json.dumps([enable_compilation_cache(), jax.config.jax_compilation_cache_dir]))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("switch", ["1", "0"])
+def test_a_run_caches_its_compiled_programs_under_the_user_cache_folder(tmp_path, switch):
+    """A run turns on JAX's on-disk cache in ``$XDG_CACHE_HOME/scaling-sgd/jax`` and writes
+    its programs there; ``SCALING_SGD_COMPILATION_CACHE=0`` leaves it off (fresh processes:
+    the cache is process-wide)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path), "SCALING_SGD_COMPILATION_CACHE": switch}
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)
+    out = subprocess.run([sys.executable, "-c", CACHE_CHILD], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    folder = tmp_path / "scaling-sgd" / "jax"
+    if switch == "1":
+        assert json.loads(out.stdout.strip().splitlines()[-1]) == [str(folder), str(folder)]
+        assert any(folder.iterdir())  # the compiled programs were written
+    else:
+        assert json.loads(out.stdout.strip().splitlines()[-1]) == [None, None] and not folder.exists()
