@@ -448,3 +448,15 @@ def test_per_task_rows_carry_the_clock_of_the_schedule(monkeypatch, tmp_path, n0
     assert ("window too close to n0" in main["scope"]) == (n0 > 1.0) and main["discriminates"] == (n0 == 1.0)
     assert ref["agrees"] is True and ref["predicted"] == pytest.approx(main["fitted"], abs=0.03)
     assert not ref["discriminates"] and ref["quantity"].endswith("experiment 9's exponent x the clock's mean log-slope")
+    # on the flow the schedule only relabels time: the row never counts, whatever the fit
+    E13 = importlib.import_module("sims.experiments.13_per_task_lr")
+    assert sched.cfg["train"]["engine"] != "flow" and E13.FLOW_SCOPE not in main["scope"]
+    flow = _synthetic_run(
+        32, [1.0], range(12), clock=clock, data__d=64, train__engine="flow", train__schedule="inverse_sqrt", train__schedule_n0=n0
+    )
+    monkeypatch.setattr(load, "run_sweep", lambda exp, **k: [const] if exp == "constant" else [flow])
+    main_flow = E.get("13_per_task_lr")(
+        load.Experiment("13_per_task_lr", "quick", {}, {"n_boot": 60, "constant_lr": "09"})
+    ).checks[0]
+    assert E13.FLOW_SCOPE in main_flow["scope"] and not main_flow["discriminates"]
+    assert main_flow["fitted"] == main["fitted"]
