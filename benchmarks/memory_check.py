@@ -5,7 +5,8 @@
 Each case runs in a fresh Python process (so that the peak is its own): it resolves a
 config, takes the preflight's estimate (:func:`scaling_sgd._src.preflight.memory_estimate`,
 the engine's own parts plus the logs and the runtime), runs it, and reports the peak
-resident set size (``ru_maxrss``) of the process.  Three sizes per engine, chosen so that
+resident set size of the process (``VmHWM``, where Linux gives it; ``ru_maxrss`` would
+carry the size of a large parent over the exec).  Three sizes per engine, chosen so that
 the engine's state, not the runtime, dominates the largest.  The ratio peak / estimate is
 what the preflight's "fits or not" rests on; benchmarks/NOTES.md quotes the table and
 tests/test_memory_estimate.py holds a small case of each engine within [0.6, 2].
@@ -116,7 +117,13 @@ for k, v in over.items():
 spec = ss.build_spec(ss.resolve_config(raw))
 parts = preflight.memory_estimate(spec)
 run(spec, None, progress=False)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+# the high-water mark of this program's own memory: ru_maxrss survives exec, so a child of
+# a large parent (a test session) would report the parent's size
+try:
+    with open("/proc/self/status") as f:
+        peak = next(int(l.split()[1]) * 1024 for l in f if l.startswith("VmHWM:"))
+except (OSError, StopIteration):
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 print(json.dumps({"estimate": sum(parts.values()), "parts": parts, "peak": peak}))
 """
 
