@@ -26,8 +26,6 @@ beside it in VALIDATION.md).
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import sys
 from pathlib import Path
 
@@ -38,37 +36,35 @@ from scaling_sgd._src.engines.base import log_grid
 from scaling_sgd._src.files import atomic_write_json
 from scaling_sgd.analysis.fit import bootstrap, fit_from_draws, fit_power_law, loss_exponent
 from scaling_sgd.analysis.race import race_from_config
-from sims import load
-
-RESULTS = load.SIMS / "results"
+from sims import load, output
+from sims.checks import verdict
+from sims.load import Experiment
 
 
 def _prediction(cfg: dict):
-    """``(race prediction, log steps, per-replica betas)`` of one sweep point, with the
-    steps past the run censored."""
+    """``(race prediction, its steps with those past the run censored, log steps,
+    per-replica betas)`` of one sweep point."""
     pred = race_from_config(cfg)
     steps = np.where(pred.steps <= cfg["train"]["steps"], pred.steps, np.inf)
     grid = log_grid(int(cfg["train"]["steps"]), int(cfg["log"]["points"]))
     return pred, steps, grid, np.asarray(replica_grid(cfg)["beta"], np.float64)
 
 
-def _stored(name: str, quantity: str, mode: str) -> dict | None:
-    path = RESULTS / f"{name}{'' if mode == 'cpu' else '-' + mode}.json"
-    if not path.is_file():
-        return None
-    for c in json.loads(path.read_text())["checks"]:
-        if c["quantity"] == quantity:
-            return c
-    return None
-
-
-def _row(name: str, quantity: str, race_value: float, mode: str, how: str) -> dict:
-    c = _stored(name, quantity, mode)
-    row = {"experiment": name, "quantity": quantity, "race": race_value, "how": how}
+def _row(exp: Experiment, quantity: str, race_value: float, how: str) -> dict:
+    """The race value beside the experiment's stored check of the same quantity (its
+    results file ``sims/results/<tag>.json``), judged as the checks are (:func:`.checks.verdict`)."""
+    path = output.RESULT_DIR / f"{exp.tag}.json"
+    stored = output.load_json(path)["checks"] if path.is_file() else []
+    c = next((c for c in stored if c["quantity"] == quantity), None)
+    row = {"experiment": exp.name, "quantity": quantity, "race": race_value, "how": how}
     if c is None:
-        return row | {"fitted": math.nan, "lo": math.nan, "hi": math.nan, "inside": None}
-    inside = math.isfinite(c["lo"]) and math.isfinite(race_value) and c["lo"] <= race_value <= c["hi"]
-    return row | {"fitted": c["fitted"], "lo": c["lo"], "hi": c["hi"], "inside": inside}
+        return row | {"fitted": float("nan"), "lo": float("nan"), "hi": float("nan"), "inside": None}
+    return row | {
+        "fitted": c["fitted"],
+        "lo": c["lo"],
+        "hi": c["hi"],
+        "inside": verdict(race_value, c["lo"], c["hi"], fitted=c["fitted"]),
+    }
 
 
 def rows_09(mode: str) -> list[dict]:
@@ -84,10 +80,9 @@ def rows_09(mode: str) -> list[dict]:
         fit = loss_exponent(grid, T[sel], pred.loss(grid)[sel], n_boot=nb, seed=j)
         out.append(
             _row(
-                exp.name,
+                exp,
                 f"loss exponent, beta={b:g}, P={P}",
                 fit["est"],
-                mode,
                 f"seed-mean additive loss of {int(sel.sum())} seeds over the 2nd to the P/10-th median race emergence",
             )
         )
@@ -96,10 +91,9 @@ def rows_09(mode: str) -> list[dict]:
         fp = fit_power_law(p[learned], T[sel][:, learned], stat="median", n_boot=nb, seed=100 + j)
         out.append(
             _row(
-                exp.name,
+                exp,
                 f"slope of T_p vs p, beta={b:g}, P={P}",
                 fp.slope,
-                mode,
                 f"median race emergence step over {int(learned.sum())}/{P} directions",
             )
         )
@@ -114,9 +108,9 @@ def rows_11(mode: str) -> list[dict]:
     ms = np.array([int(pt.config["student"]["m"]) for pt in points], float)
     plateaus = []
     for pt in points:
-        pred, T, _, _ = _prediction(pt.config)
+        pred = race_from_config(pt.config)
         # the additive loss at the run's end: a^2 of every direction not learned by then
-        plateaus.append(pred.K1 * np.sum(np.where(np.isfinite(T), 0.0, pred.a**2), axis=1))
+        plateaus.append(pred.loss([pt.config["train"]["steps"]])[:, 0])
     sel = (ms >= lo_m) & (ms <= hi_m)
     R = min(x.size for x in plateaus)
     est, _, _ = bootstrap(lambda ii: fit_from_draws(ms[sel], [np.median(x[ii]) for x, s in zip(plateaus, sel) if s]).slope, R, nb)
@@ -124,10 +118,9 @@ def rows_11(mode: str) -> list[dict]:
     P = int(points[0].config["teacher"]["P"])
     return [
         _row(
-            exp.name,
+            exp,
             f"slope of plateau vs m, beta={beta:g}, P={P}",
             est,
-            mode,
             f"median over {R} seeds of the race's plateau (additive loss of the directions unlearned at the run's end), "
             f"widths {ms[sel].astype(int).tolist()}",
         )
@@ -137,17 +130,17 @@ def rows_11(mode: str) -> list[dict]:
 def rows_10(mode: str) -> list[dict]:
     """Experiment 10's frontier slope from ``sims/results/race_frontier.json`` (``python -m
     sims.race_frontier``: the race on the same seeds, widths and fit), when it has the P."""
-    path = RESULTS / "race_frontier.json"
+    path = output.RESULT_DIR / "race_frontier.json"
     exp = load.load_experiment("10_compute_frontier_P256", mode)
-    (P,) = {int(pt.config["teacher"]["P"]) for pt in exp.plan().points}
-    beta = float(exp.plan().points[0].config["teacher"]["beta"])
-    rows = [r for r in json.loads(path.read_text())["rows"] if r["P"] == P] if path.is_file() and mode == "cpu" else []
+    points = exp.plan().points
+    (P,) = {int(pt.config["teacher"]["P"]) for pt in points}
+    beta = float(points[0].config["teacher"]["beta"])
+    rows = [r for r in output.load_json(path)["rows"] if r["P"] == P] if path.is_file() and mode == "cpu" else []
     return [
         _row(
-            exp.name,
+            exp,
             f"slope of compute frontier, beta={beta:g}",
             r["slope"],
-            mode,
             f"lower envelope over widths {r['widths']} of the seed-mean additive loss, fitted where it lies in "
             f"[0.02, 0.5] ({r['n_window']} points; sims/race_frontier.py)",
         )
@@ -160,15 +153,15 @@ def main(argv=None) -> int:
     ap.add_argument("--mode", default="cpu", choices=("cpu", "quick"))
     ap.add_argument("--out", type=Path, default=None, help="default: sims/results/race_rows[-quick].json")
     args = ap.parse_args(argv)
-    out = args.out or RESULTS / f"race_rows{'' if args.mode == 'cpu' else '-' + args.mode}.json"
+    out = args.out or output.RESULT_DIR / f"race_rows{'' if args.mode == 'cpu' else '-' + args.mode}.json"
     rows = []
     for f in (rows_09, rows_10, rows_11):
         rows += f(args.mode)
         print(f"{f.__name__}: {len(rows)} rows", flush=True)
     atomic_write_json(out, {"mode": args.mode, "rows": rows})
     for r in rows:
-        verdict = {True: "inside", False: "outside", None: "no stored fit"}[r["inside"]]
-        print(f"{r['quantity']:45s} race {r['race']:+.3f}  fitted {r['fitted']:+.3f} [{r['lo']:+.3f}, {r['hi']:+.3f}]  {verdict}")
+        said = {True: "inside", False: "outside", None: "no judgement"}[r["inside"]]
+        print(f"{r['quantity']:45s} race {r['race']:+.3f}  fitted {r['fitted']:+.3f} [{r['lo']:+.3f}, {r['hi']:+.3f}]  {said}")
     return 0
 
 
