@@ -25,7 +25,16 @@ from . import plots, theory
 from .aggregate import analyze_sweep
 from .censored import censored_power_law, km_median
 from .core import RunAnalysis, analyze_metrics
-from .emergence import emergence_score, emergence_times, log_median, log_quantiles, loss_fit_window, sharpness, spread
+from .emergence import (
+    emergence_score,
+    emergence_times,
+    log_median,
+    log_quantiles,
+    loss_fit_window,
+    run_emergence_times,
+    sharpness,
+    spread,
+)
 from .fit import PowerLawFit, fit_from_draws, fit_power_law
 from .frontier import lower_envelope
 from .grouped import GroupedAnalysis, analyze
@@ -42,6 +51,7 @@ __all__ = [
     "censored_power_law",
     "emergence_score",
     "emergence_times",
+    "run_emergence_times",
     "fit_from_draws",
     "fit_power_law",
     "km_median",

@@ -21,11 +21,11 @@ from . import theory
 from .censored import censored_power_law, km_median_ci
 from .emergence import (
     emergence_score,
-    emergence_times,
     loss_fit_needs,
     loss_fit_rule,
     loss_fit_window,
     resample_log,
+    run_emergence_times,
     sharpness,
     spread,
 )
@@ -266,7 +266,7 @@ def analyze_metrics(
         for key in ("emergence_time_vs_p", "loss_vs_step", "plateau_vs_m", "compute_frontier"):
             th[key], th_why[key] = None, why_b
 
-    times, censored = emergence_times(step, y, threshold)
+    times, censored = run_emergence_times({**sub, "step": step}, cfg, observable, threshold)
     spr = spread(times)
     width = sharpness(step, y)
     predicted, pred_source = None, None

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from scaling_sgd._src.emergence import emergence_times, log_median, log_quantiles
+from scaling_sgd._src.emergence import emergence_times, log_median, log_quantiles, run_emergence_times
 
 __all__ = [
     "emergence_times",
+    "run_emergence_times",
     "log_median",
     "log_quantiles",
     "spread",

@@ -49,7 +49,7 @@ def _default_out(config_path) -> Path:
     return Path("results") / Path(config_path).stem
 
 
-def print_emergence(metrics: dict, observable: str, threshold: float, stream=None):
+def print_emergence(metrics: dict, config: dict, stream=None):
     """Print the emergence step of each direction (median over replicas, and range).
 
     Diverged replicas are never counted as learned: they are left out of the times and
@@ -58,11 +58,12 @@ def print_emergence(metrics: dict, observable: str, threshold: float, stream=Non
     """
     import numpy as np
 
-    from .analysis.emergence import emergence_times, log_median
+    from .analysis.emergence import log_median, run_emergence_times
     from .analysis.output import fmt
 
     stream = stream or sys.stdout
-    t, cens = emergence_times(metrics["step"], metrics[observable], threshold)
+    observable, threshold = config["analysis"]["observable"], config["analysis"]["threshold"]
+    t, cens = run_emergence_times(metrics, config)
     R, P = t.shape
     div = np.asarray(metrics.get("diverged", np.zeros(R, bool)), bool).reshape(R)
     live = t[~div]
@@ -145,8 +146,7 @@ def cmd_run(args) -> int:
         return 0
     if meta["diverged_replicas"]:
         print(f"warning: {meta['diverged_replicas']} replica(s) diverged (flagged and frozen; see metrics 'diverged')")
-    an = cfg["analysis"]
-    print_emergence(metrics, an["observable"], an["threshold"])
+    print_emergence(metrics, cfg)
     return 0
 
 

@@ -34,7 +34,7 @@ from scaling_sgd._src import config as cfgmod
 from scaling_sgd._src import sweep
 from scaling_sgd._src.results import is_run_dir
 from scaling_sgd.analysis.core import replica_groups, select_replicas
-from scaling_sgd.analysis.emergence import emergence_times
+from scaling_sgd.analysis.emergence import run_emergence_times
 
 REPO = Path(__file__).resolve().parents[1]
 SIMS = REPO / "sims"
@@ -158,9 +158,9 @@ class Run:
 
     @property
     def times(self) -> np.ndarray:
-        """``(R, P)`` emergence steps with the config's observable and threshold."""
-        an = self.cfg["analysis"]
-        return emergence_times(self.metrics["step"], self.metrics[an["observable"]], an["threshold"])[0]
+        """``(R, P)`` emergence steps with the config's observable and threshold (located
+        between solver steps when the run did so)."""
+        return run_emergence_times(self.metrics, self.cfg)[0]
 
     @property
     def step(self) -> np.ndarray:

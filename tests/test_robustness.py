@@ -310,7 +310,7 @@ def test_diverged_replicas_are_never_counted_as_learned(runs, capsys):
     skill[0, 2:, :] = np.inf
     skill[1, 3, 0] = 0.9  # a live replica that learned direction 1
     m = {"step": step, "skill": skill, "diverged": np.array([True, False, False]), "a": np.ones((3, 2))}
-    print_emergence(m, "skill", 0.5, stream=sys.stdout)
+    print_emergence(m, {"analysis": {"observable": "skill", "threshold": 0.5}}, stream=sys.stdout)
     rows = capsys.readouterr().out.splitlines()
     assert "(1 diverged, left out)" in rows[0] and rows[1].split()[-2:] == ["learned", "diverged"]
     assert rows[2].split()[-2:] == ["1/3", "1"] and rows[3].split()[-2:] == ["0/3", "1"]

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from . import config as cfgmod
-from .emergence import emergence_times
+from .emergence import run_emergence_times
 from .engines.base import REPLICA_SETTINGS
 from .results import read_run
 from .schema import LOGGED, schema
@@ -217,11 +217,12 @@ class Result:
 
     def emergence_times(self, observable: str | None = None, threshold: float | None = None):
         """``(times (R, P), censored (R, P))``: the first step each direction's observable
-        reaches the threshold (the config's ``[analysis]`` unless given); diverged
+        reaches the threshold (the config's ``[analysis]`` unless given; located between
+        solver steps when the run did so, :func:`.emergence.run_emergence_times`); diverged
         replicas give ``nan``, never a time.  The fits, theory and figures are in
         :mod:`scaling_sgd.analysis` (``analysis.analyze(result)``)."""
         observable, threshold = self.criterion(observable, threshold)
-        t, cens = emergence_times(self.metrics["step"], self.metrics[observable], threshold)
+        t, cens = run_emergence_times(self.metrics, self.config, observable, threshold)
         div = np.asarray(self.metrics["diverged"], bool)
         return np.where(div[:, None], np.nan, t), cens & ~div[:, None]
 

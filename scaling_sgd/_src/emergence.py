@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["emergence_times", "log_quantiles", "log_median"]
+__all__ = ["emergence_times", "run_emergence_times", "log_quantiles", "log_median"]
 
 
 def emergence_times(step, y, threshold: float = 0.5):
@@ -44,6 +44,24 @@ def emergence_times(step, y, threshold: float = 0.5):
     t = np.where((k == 0) | (s0 <= 0), s1, np.exp(ls))
     t = np.where(hit, t, np.inf)
     return t, ~hit
+
+
+def run_emergence_times(metrics: dict, config: dict, observable: str | None = None, threshold: float | None = None):
+    """:func:`emergence_times` of a run's ``metrics``, with the emergence criterion of its
+    resolved ``config`` (``[analysis]``) unless given.  When the run located the crossings
+    between its solver steps (``crossing_step``, the ``flow`` engine with ``rkc``) for that
+    same criterion, those are returned instead of the log-grid interpolation.
+
+    Returns ``(times (R, P), censored (R, P))``.
+    """
+    an = config.get("analysis", {})
+    own = (an.get("observable", "skill"), float(an.get("threshold", 0.5)))
+    observable = observable or own[0]
+    threshold = own[1] if threshold is None else float(threshold)
+    if "crossing_step" in metrics and (observable, threshold) == own:
+        t = np.asarray(metrics["crossing_step"], np.float64)
+        return t, np.isinf(t)
+    return emergence_times(metrics["step"], metrics[observable], threshold)
 
 
 _BIG = 1e300  # stands for log(inf) inside quantile interpolation (inf * 0 would be nan)

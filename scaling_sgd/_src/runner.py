@@ -117,7 +117,7 @@ def run(
             continue
         if k != "step":
             v = np.asarray(v)[:R]
-            metrics[k] = v[:, idx] if v.ndim >= 2 else v
+            metrics[k] = v[:, idx] if spec.metrics.get(k, ())[1:2] == ("step",) else v
     metrics.update({k: getattr(reps, k) for k in REPLICATED})
     done = int(step[-1])
     resumed = int(ckpt.resumed_step or 0) if ckpt is not None else 0

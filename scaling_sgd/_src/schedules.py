@@ -33,7 +33,7 @@ from .lazy import lazy
 jax = lazy("jax")
 jnp = lazy("jax.numpy")
 
-__all__ = ["SCHEDULES", "factor", "tau_over_lr"]
+__all__ = ["SCHEDULES", "factor", "tau_over_lr", "step_at"]
 
 SCHEDULES = ("constant", "cosine", "linear", "inverse_time", "inverse_sqrt")
 
@@ -77,3 +77,19 @@ def tau_over_lr(schedule: str, t, T, n0: float = 0.0):
     if schedule == "inverse_time":
         return c * np.log1p(t / c)
     return 2.0 * c * (np.sqrt(1.0 + t / c) - 1.0)  # inverse_sqrt
+
+
+def step_at(schedule: str, tau, T, n0: float = 0.0, iters: int = 80):
+    """The inverse of :func:`tau_over_lr`: the step ``t`` in ``[0, T]`` with
+    ``tau_over_lr(t) = tau`` (NumPy, float64; ``inf`` stays ``inf``, a ``tau`` past the
+    run's end gives ``T``).  Bisection, ``2^-iters`` of ``T``: the schedules are increasing
+    on ``[0, T]``."""
+    tau = np.asarray(tau, np.float64)
+    if schedule == "constant":
+        return tau.copy()
+    lo, hi = np.zeros_like(tau), np.full_like(tau, max(float(T), 1.0))
+    for _ in range(iters):
+        mid = 0.5 * (lo + hi)
+        below = tau_over_lr(schedule, mid, T, n0) < tau
+        lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
+    return np.where(np.isinf(tau), tau, 0.5 * (lo + hi))

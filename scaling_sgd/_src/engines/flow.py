@@ -27,7 +27,11 @@ beyond").
 Settings: the ``[flow]`` table (``solver``, ``rtol``, ``atol``), owned by :class:`Flow`.
 
 Output: the observables at ``tau = lr * tau_over_lr(step)`` for every log step, vmapped
-over replicas (each replica has its own ``lr``, hence its own time grid).  Divergence
+over replicas (each replica has its own ``lr``, hence its own time grid).  With the ``rkc``
+solver, also ``crossing_step`` ``(R, P)``: the step at which each direction's emergence
+observable (the config's ``[analysis]``: ``skill`` or ``alignment`` and its threshold) first
+reaches the threshold, located between solver steps (:mod:`.crossings`), not between log
+points; ``inf`` when it does not within the run.  Divergence
 follows the driver's rule (a loss that is non-finite or above the bound at a log point);
 a replica whose solver gives up is flagged at the first log point it does not reach.
 Either way it is frozen.
@@ -48,6 +52,7 @@ from .. import model as mdl
 from ..errors import ConfigError, ConfigWarning
 from ..lazy import lazy
 from ..optim import require_plain_sgd
+from ..schedules import step_at
 from ..validate import check_choice, check_num, check_representable, finfo
 from .base import MAX_STEPS_INT32, STATE_COPIES, Engine, Grid, Replicas, Static, Target, itemsize
 from .base import dtype_of as _dtype
@@ -58,12 +63,41 @@ from .reduced import init as reduced_init
 jax = lazy("jax")
 jnp = lazy("jax.numpy")
 
-__all__ = ["Flow", "FlowRun", "gradient", "gradient_row", "block_jacobian", "loss", "init", "vector_field"]
+__all__ = [
+    "Flow",
+    "FlowRun",
+    "gram",
+    "gradient",
+    "gradient_row",
+    "block_jacobian",
+    "loss",
+    "init",
+    "vector_field",
+    "direction_observable",
+]
 
 # Arrays (R, m, P + m) the compiled gradient and observables hold at once: the kernels of
 # the Gram matrices by Horner's rule, their derivatives and double-word products (peak RSS
 # of flow runs at P = m = 512 and 1024, d = 4 m, float32: ~46 such arrays).
 GRAM_COPIES = 48
+
+
+#: From this many neurons on, the gradient's Gram matrix ``C C^T`` is three block products
+#: (:func:`gram`): a quarter of its flops, an eighth of a gradient's, saved.
+GRAM_BLOCKS_FROM = 512
+
+
+def gram(C):
+    """``C C^T`` ``(m, m)``; for ``m >= GRAM_BLOCKS_FROM`` (even) from the 2 x 2 blocks of the
+    row halves ``A, B``: ``A A^T``, ``A B^T``, ``B B^T``, and ``B A^T = (A B^T)^T``.  Each entry
+    is the same dot product either way (on the CPU of benchmarks/NOTES.md the two agree bit
+    for bit from ``m = 128`` on, float32 and float64)."""
+    m = C.shape[0]
+    if m < GRAM_BLOCKS_FROM or m % 2:
+        return C @ C.T
+    A, B = C[: m // 2], C[m // 2 :]
+    AB = A @ B.T
+    return jnp.block([[A @ A.T, AB], [AB.T, B @ B.T]])
 
 
 def loss(model: mdl.Model, C, a):
@@ -77,7 +111,7 @@ def gradient(model: mdl.Model, C, a):
     r2 = jnp.sum(C * C, axis=-1)
     r = jnp.sqrt(jnp.maximum(r2, 1e-300 if C.dtype == jnp.float64 else 1e-30))
     rr = r[:, None] * r[None, :]
-    G = (C @ C.T) / rr
+    G = gram(C) / rr
     G = jnp.where(jnp.eye(G.shape[0], dtype=bool), jnp.ones_like(G), G)
     M = C[:, :P] / r[:, None]
     s, t = model.student, model.teacher
@@ -88,6 +122,17 @@ def gradient(model: mdl.Model, C, a):
     coef = A @ r2 - Bm @ a  # (m,)
     g = coef[:, None] * C + (rr * dKG) @ C
     return g.at[:, :P].add(-(r[:, None] * dKM * a[None, :]))
+
+
+def direction_observable(model: mdl.Model, C, a, name: str):
+    """``skill`` or ``alignment`` ``(P,)`` of coordinates ``C`` (as :func:`.model.gram_observables`),
+    at ``O(m (P + m))``: without the Gram matrix the loss needs."""
+    r2 = jnp.sum(C * C, axis=-1)
+    r = jnp.sqrt(jnp.maximum(r2, 1e-300 if C.dtype == jnp.float64 else 1e-30))
+    M = C[:, : model.P] / r[:, None]
+    if name == "alignment":
+        return jnp.max(M * M, axis=0)
+    return (r2 @ model.K_st(M)) / (a * model.K_tt(jnp.asarray(1.0, C.dtype)))
 
 
 def init(static: Static, seed, init_scale, match_sgd: bool = False, d=None):
@@ -148,12 +193,15 @@ def block_jacobian(model: mdl.Model, C, a):
 
 class FlowRun(NamedTuple):
     """State of all replicas: the solver states (batched), the output times
-    ``ts`` ``(R, T)``, and the divergence flags."""
+    ``ts`` ``(R, T)``, the divergence flags, and what turns the solver's clock into steps:
+    ``lr`` ``(R,)`` and the last log step ``end`` ``()``."""
 
     solver: object
     ts: jax.Array
     diverged: jax.Array
     diverged_step: jax.Array
+    lr: jax.Array
+    end: jax.Array
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,16 +216,19 @@ class Flow(Engine):
             each with its own step sizes and stage counts) or ``"vmap"`` (in lockstep: every
             loop runs to the largest count over replicas).  Default ``"map"`` (benchmarks/NOTES.md,
             "Replicas: `lax.map`, not `vmap`").
+        emergence: ``(observable, threshold)`` whose crossings the solver locates
+            (``crossing_step``; the config's ``[analysis]``).
     """
 
     solver: FlowSolver = dataclasses.field(default_factory=lambda: make_solver("auto", 1e-5, 1e-9))
     match_sgd: bool = False
     replicas: str = "map"
+    emergence: tuple = ("skill", 0.5)
     name = "flow"
     unit = "solver steps"
     table = "flow"
     defaults = {"rtol": 1e-5, "atol": 1e-9, "solver": "auto"}
-    extra_metrics = {"solver_steps": ("replica",), "solver_fevals": ("replica",)}
+    extra_metrics = {"solver_steps": ("replica",), "solver_fevals": ("replica",), "crossing_step": ("replica", "direction")}
 
     @classmethod
     def resolve_settings(cls, settings: dict, dtype: str) -> dict:
@@ -192,8 +243,8 @@ class Flow(Engine):
 
     @classmethod
     def from_config(cls, cfg: dict) -> Flow:
-        fl = cfg["flow"]
-        return cls(solver=make_solver(fl["solver"], fl["rtol"], fl["atol"]))
+        fl, an = cfg["flow"], cfg["analysis"]
+        return cls(solver=make_solver(fl["solver"], fl["rtol"], fl["atol"]), emergence=(an["observable"], float(an["threshold"])))
 
     def check(self, cfg: dict) -> None:
         d, P, m = cfg["data"]["d"], cfg["teacher"]["P"], cfg["student"]["m"]
@@ -245,6 +296,11 @@ class Flow(Engine):
         model = static.model
         return (lambda C: -gradient(model, C, a)), (lambda C: block_jacobian(model, C, a))
 
+    def _event(self, static: Static, a):
+        """``observable - threshold`` ``(P,)``: its zeros are the emergences."""
+        name, threshold = self.emergence
+        return lambda C: direction_observable(static.model, C, a, name) - threshold
+
     def init(self, static: Static, reps: Replicas, grid: Grid) -> FlowRun:
         dt = _dtype(static)
         lr = reps.lr.astype(dt)
@@ -254,18 +310,18 @@ class Flow(Engine):
 
         def one(c, aa, t):
             f, jac = self._f(static, aa)
-            return self.solver.init(f, jac, c, t)
+            return self.solver.init(f, jac, c, t, self._event(static, aa))
 
         solver = jax.vmap(one)(C0, a, ts)
         R = ts.shape[0]
-        return FlowRun(solver, ts, jnp.zeros((R,), bool), jnp.full((R,), -1, jnp.int32))
+        return FlowRun(solver, ts, jnp.zeros((R,), bool), jnp.full((R,), -1, jnp.int32), lr, grid.step[-1])
 
     def advance(self, static: Static, run: FlowRun, reps: Replicas, target: Target, grid: Grid) -> FlowRun:
         a = reps.a.astype(_dtype(static))
 
         def one(s, aa, t, frozen):
             f, jac = self._f(static, aa)
-            return self.solver.advance(f, jac, s, t, target.index, target.budget, frozen)
+            return self.solver.advance(f, jac, s, t, target.index, target.budget, frozen, self._event(static, aa))
 
         if self.replicas == "vmap":
             return run._replace(solver=jax.vmap(one)(run.solver, a, run.ts, run.diverged))
@@ -276,6 +332,10 @@ class Flow(Engine):
         out = {"solver_steps": steps}
         if hasattr(run.solver, "n_fevals"):
             out["solver_fevals"] = run.solver.n_fevals
+        t = self.solver.crossings(run.solver)
+        if t is not None:
+            tau = np.asarray(t, np.float64) / np.asarray(run.lr, np.float64)[:, None]
+            out["crossing_step"] = step_at(static.schedule, tau, int(run.end), static.schedule_n0)
         return out
 
     def work_units(self, static: Static, reps: Replicas) -> None:

@@ -40,17 +40,24 @@ class FlowSolver(abc.ABC):
     """Interface of a resumable solver for one replica (vmapped by the engine).
 
     ``f(C)`` is the right-hand side; ``jac(C)`` its per-neuron diagonal Jacobian blocks
-    ``(m, n, n)`` (only solvers that need it call it).
+    ``(m, n, n)`` (only solvers that need it call it).  ``event(C)`` ``(P,)``: a function
+    whose first upward zero crossings a solver may locate between its steps
+    (:meth:`crossings`); a solver that cannot ignores it.
     """
 
     @abc.abstractmethod
-    def init(self, f, jac, C0, ts) -> Any:
+    def init(self, f, jac, C0, ts, event=None) -> Any:
         """Solver state at ``tau = 0``."""
 
     @abc.abstractmethod
-    def advance(self, f, jac, state, ts, j, budget, frozen) -> Any:
+    def advance(self, f, jac, state, ts, j, budget, frozen, event=None) -> Any:
         """Step until output ``j`` is reached or ``budget`` steps are taken (no steps
         when ``frozen``)."""
+
+    def crossings(self, state):
+        """``(P,)`` the first time each component of ``event`` reached ``0`` (``inf``: not
+        yet), located between steps; ``None`` for a solver that does not follow events."""
+        return None
 
     @abc.abstractmethod
     def reached(self, state):
@@ -126,7 +133,7 @@ class ROS2(FlowSolver):
         step's temporaries, held for the replicas it advances together."""
         return {"flow Jacobian blocks": 3 * at_once * m * n * n * itemsize}
 
-    def init(self, f, jac, C0, ts) -> ROS2State:
+    def init(self, f, jac, C0, ts, event=None) -> ROS2State:
         dt = C0.dtype
         # initial step: a small fraction of the first output interval and of |y| / |f|
         f_init = f(C0)
@@ -170,7 +177,7 @@ class ROS2(FlowSolver):
         bad = s.bad | (h_next < 1e-12 * jnp.maximum(t, 1.0))
         return ROS2State(t, C, h_next, k, s.nst + 1, s.nrej + (~acc).astype(jnp.int32), bad)
 
-    def advance(self, f, jac, state: ROS2State, ts, j, budget, frozen) -> ROS2State:
+    def advance(self, f, jac, state: ROS2State, ts, j, budget, frozen, event=None) -> ROS2State:
         T = ts.shape[0]
 
         def cond(c):
@@ -212,17 +219,20 @@ class RKC(FlowSolver):
     def settings(self) -> rkc.RKCSettings:
         return rkc.RKCSettings(rtol=self.rtol, atol=self.atol, max_steps=self.max_steps)
 
-    def init(self, f, jac, C0, ts) -> rkc.RKCState:
-        return rkc.init(lambda y, _: f(y), C0, ts, None, self.settings)
+    def init(self, f, jac, C0, ts, event=None) -> rkc.RKCState:
+        ev = None if event is None else (lambda y, _: event(y))
+        return rkc.init(lambda y, _: f(y), C0, ts, None, self.settings, event=ev)
 
-    def advance(self, f, jac, state: rkc.RKCState, ts, j, budget, frozen) -> rkc.RKCState:
+    def advance(self, f, jac, state: rkc.RKCState, ts, j, budget, frozen, event=None) -> rkc.RKCState:
+        ev = None if event is None else (lambda y, _: event(y))
+
         def cond(c):
             s, n = c
             return (s.k <= j) & ~rkc.done(s, ts) & ~frozen & (n < budget)
 
         def body(c):
             s, n = c
-            return rkc.step(lambda y, _: f(y), s, ts, None, self.settings), n + 1
+            return rkc.step(lambda y, _: f(y), s, ts, None, self.settings, event=ev), n + 1
 
         return jax.lax.while_loop(cond, body, (state, jnp.asarray(0, jnp.int32)))[0]
 
@@ -243,6 +253,9 @@ class RKC(FlowSolver):
 
     def rejected(self, state: rkc.RKCState):
         return state.n_rejected
+
+    def crossings(self, state: rkc.RKCState):
+        return None if state.cross is None else state.cross.t
 
 
 class DiffraxState(NamedTuple):
@@ -276,7 +289,7 @@ class Diffrax(FlowSolver):
             parts["flow dense Jacobian"] = 2 * R * (m * n) ** 2 * itemsize
         return parts
 
-    def init(self, f, jac, C0, ts) -> DiffraxState:
+    def init(self, f, jac, C0, ts, event=None) -> DiffraxState:
         import diffrax
 
         sol = diffrax.diffeqsolve(
@@ -294,7 +307,7 @@ class Diffrax(FlowSolver):
         ok = sol.result == diffrax.RESULTS.successful
         return DiffraxState(sol.ys, ok, sol.stats["num_steps"], sol.stats["num_rejected_steps"])
 
-    def advance(self, f, jac, state, ts, j, budget, frozen):
+    def advance(self, f, jac, state, ts, j, budget, frozen, event=None):
         return state
 
     def reached(self, state: DiffraxState):

@@ -54,6 +54,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from ..lazy import lazy
+from . import crossings
 
 jax = lazy("jax")
 jnp = lazy("jax.numpy")
@@ -104,6 +105,8 @@ class RKCState(NamedTuple):
         n_steps, n_rejected, n_fevals: ``()`` int32 counters (attempts, rejections,
             evaluations of ``F`` including the Jacobian-vector products).
         failed: ``()`` bool, the step size collapsed or the step budget ran out.
+        cross: :class:`.crossings.Crossings` of the event function given to :func:`init`
+            (``None`` without one).
     """
 
     t: Any
@@ -121,6 +124,7 @@ class RKCState(NamedTuple):
     n_rejected: Any
     n_fevals: Any
     failed: Any
+    cross: Any = None
 
 
 def _norm(x):
@@ -197,8 +201,11 @@ def rkc_step(vector_field: Callable, y, f0, h, s, args):
     return jax.lax.while_loop(cond, body, start)[1]
 
 
-def init(vector_field: Callable, y0, ts, args, settings: RKCSettings, v0=None) -> RKCState:
+def init(vector_field: Callable, y0, ts, args, settings: RKCSettings, v0=None, event: Callable | None = None) -> RKCState:
     """State at ``t = 0`` for the output times ``ts`` ``(T,)`` (non-decreasing, ``>= 0``).
+
+    ``event(y, args)`` ``(P,)``, if given, is followed step by step: the state records the
+    first time each component reaches ``0`` (:mod:`.crossings`; the steps do not change).
 
     Outputs at ``t = 0`` (the leading zeros of ``ts``) count as reached.  The first ``rho`` is
     ``power_iters_init`` power iterations from ``v0`` (default: a fixed pseudo-random vector,
@@ -234,6 +241,7 @@ def init(vector_field: Callable, y0, ts, args, settings: RKCSettings, v0=None) -
         n_rejected=jnp.zeros((), i32),
         n_fevals=jnp.asarray(1 + 2 * settings.power_iters_init, i32),
         failed=jnp.asarray(False),
+        cross=None if event is None else crossings.init(lambda y: event(y, args), y0, f0, jnp.zeros((), dt)),
     )
 
 
@@ -242,13 +250,16 @@ def done(state: RKCState, ts) -> jax.Array:
     return (state.k >= ts.shape[0]) | state.failed
 
 
-def step(vector_field: Callable, state: RKCState, ts, args, settings: RKCSettings, axis_name=None) -> RKCState:
+def step(
+    vector_field: Callable, state: RKCState, ts, args, settings: RKCSettings, axis_name=None, event: Callable | None = None
+) -> RKCState:
     """One attempted step towards the next output time ``ts[k]``.
 
     Re-estimates ``rho`` first when due (every ``rho_every`` accepted steps, or after a
     rejection).  A finished state (:func:`done`) is returned unchanged, so the function can
     sit in any loop.  ``axis_name``: the name of an enclosing ``vmap`` axis over replicas, if
     any (the spectral-radius branch then runs only when some replica needs it).
+    ``event``: the event function given to :func:`init`, if any.
     """
     dt = state.y.dtype
     ts = ts.astype(dt)
@@ -305,6 +316,10 @@ def step(vector_field: Callable, state: RKCState, ts, args, settings: RKCSetting
     t_new = jnp.where(hits, target, st.t + h_try)
     k_new = jnp.where(acc & hits, jnp.sum(ts <= t_new).astype(jnp.int32), st.k)
     failed = (h_next < 1e-12 * jnp.maximum(jnp.abs(st.t), 1.0)) | (st.n_steps + 1 >= settings.max_steps)
+    cross = st.cross
+    if event is not None:
+        moved = crossings.update(lambda y: event(y, args), st.cross, st.t, h_try, y_new, f_new)
+        cross = jax.tree.map(lambda a, b: jnp.where(acc, a, b), moved, st.cross)
     new = RKCState(
         t=jnp.where(acc, t_new, st.t),
         y=jnp.where(acc, y_new, st.y),
@@ -321,6 +336,7 @@ def step(vector_field: Callable, state: RKCState, ts, args, settings: RKCSetting
         n_rejected=st.n_rejected + (~acc).astype(jnp.int32),
         n_fevals=n_fevals,
         failed=st.failed | failed,
+        cross=cross,
     )
     finished = done(state, ts)
     return jax.tree.map(lambda a, b: jnp.where(finished, a, b), state, new)
