@@ -263,6 +263,15 @@ def test_twofloat_gram_is_error_free_to_2e_40():
     )
 
 
+def test_twofloat_gram_of_one_matrix_is_bitwise_that_of_two_equal_ones():
+    # X X^T multiplies each pair of slices once and transposes it for the mirrored pair;
+    # both products are exact, so the sum is the very one of X Y^T with Y = X
+    X = jnp.asarray(np.random.default_rng(4).standard_normal((40, 300)), jnp.float32)
+    one, two = jax.jit(tf.gram)(X), jax.jit(lambda X: tf.gram(X, X))(X)
+    assert np.array_equal(one.hi, two.hi) and np.array_equal(one.lo, two.lo)
+    assert not np.array_equal(one.lo, np.zeros_like(one.lo))
+
+
 def test_twofloat_add_keeps_the_low_parts_when_the_high_parts_cancel():
     """``add`` is accurate to ``~u^2`` of the sum also when ``x.hi = -y.hi``: the sum is then
     ``x.lo + y.lo``, whose own rounding error a float32 sum would lose (``u = 2^-24``)."""

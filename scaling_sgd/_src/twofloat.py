@@ -166,16 +166,21 @@ def _slices(X, beta: int, S: int):
 def gram(X, Y=None) -> DW:
     """``X Y^T`` ``(m, k)`` of ``X`` ``(m, n)``, ``Y`` ``(k, n)`` (default ``Y = X``) in double-word,
     to about ``2^-40 |x_i| |y_j|``: the sum of the exact slice products ``X_s Y_t^T``,
-    ``s + t <= S + 1``, smallest first."""
+    ``s + t <= S + 1``, smallest first.  With ``Y = X``, ``X_t X_s^T`` is the transpose of
+    ``X_s X_t^T`` bit for bit (both are exact), so each pair is multiplied once."""
     dt = X.dtype
     n = X.shape[-1]
     beta, S = _slice_bits(n, dt)
     xs = _slices(X, beta, S)
     ys = xs if Y is None else _slices(Y, beta, S)
-    acc = None
+    acc, products = None, {}
     hp = jax.lax.Precision.HIGHEST  # the slices have <= beta + 1 bits: exact in any float32 mode
     for level in range(S + 1, 1, -1):  # s + t = level, smallest contributions first
         for s in range(max(1, level - S), min(S, level - 1) + 1):
-            p = jnp.matmul(xs[s - 1], ys[level - s - 1].T, precision=hp)
+            t = level - s
+            if Y is None and s > t:
+                p = products[(t, s)].T
+            else:
+                p = products[(s, t)] = jnp.matmul(xs[s - 1], ys[t - 1].T, precision=hp)
             acc = DW(p, jnp.zeros_like(p)) if acc is None else add(acc, DW(p, jnp.zeros_like(p)))
     return acc
