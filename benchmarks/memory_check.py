@@ -105,9 +105,10 @@ CASES = {
 }
 
 WORKER = r"""
-import json, resource, sys
+import json, sys
 import scaling_sgd as ss
 from scaling_sgd._src import preflight
+from scaling_sgd._src.environment import peak_rss_bytes
 from scaling_sgd._src.config import set_key
 from scaling_sgd._src.runner import run
 over = json.loads(sys.argv[1])
@@ -117,13 +118,7 @@ for k, v in over.items():
 spec = ss.build_spec(ss.resolve_config(raw))
 parts = preflight.memory_estimate(spec)
 run(spec, None, progress=False)
-# the high-water mark of this program's own memory: ru_maxrss survives exec, so a child of
-# a large parent (a test session) would report the parent's size
-try:
-    with open("/proc/self/status") as f:
-        peak = next(int(l.split()[1]) * 1024 for l in f if l.startswith("VmHWM:"))
-except (OSError, StopIteration):
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+peak = peak_rss_bytes()  # this program's own high-water mark, not its parent's
 print(json.dumps({"estimate": sum(parts.values()), "parts": parts, "peak": peak}))
 """
 

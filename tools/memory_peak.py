@@ -2,7 +2,7 @@
 
 For each replica count ``R`` a fresh process runs a small config (``d = 8`` unless ``--d``, ``P = m = 2``,
 a few steps) with ``R`` seeds through the command line's ``run`` (compute, the host-side
-metrics, ``metrics.npz`` written) and reports ``ru_maxrss``; the parent prints the
+metrics, ``metrics.npz`` written) and reports its peak resident memory (``VmHWM``); the parent prints the
 estimate of :func:`scaling_sgd._src.preflight.memory_estimate` beside it.  The preflight
 itself is switched off in the child so that a low estimate cannot refuse the run being
 measured.  A large ``R`` takes GBs: run one at a time, under ``nice``.
@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -46,7 +45,9 @@ def _child(R: int, steps: int, points: int, d: int, out: str) -> None:
     cfg.write_text(CONFIG.format(steps=steps, points=points, d=d))
     seeds = "[" + ",".join(map(str, range(R))) + "]"
     rc = main(["run", str(cfg), "--out", str(Path(out) / "run"), "--set", f"train.seed={seeds}"])
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    from scaling_sgd._src.environment import peak_rss_bytes
+
+    peak = peak_rss_bytes()
     print(json.dumps({"rc": rc, "peak_rss": peak}))
 
 

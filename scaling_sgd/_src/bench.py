@@ -23,7 +23,6 @@ import functools
 import math
 import os
 import platform
-import resource
 import sys
 import time
 
@@ -35,6 +34,7 @@ from jax import lax
 from . import config as cfgmod
 from .engines import sgd as sgd_engine
 from .engines.driver import simulate
+from .environment import peak_rss_bytes
 from .files import atomic_write_json
 from .hermite import hermite_he
 from .progress import NoProgress
@@ -228,7 +228,7 @@ def _config(d, P, m, B, R, steps, engine="sgd", **extra):
 
 
 def _memory() -> dict:
-    out = {"max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
+    out = {"max_rss_mb": peak_rss_bytes() / 2**20}
     try:
         stats = jax.local_devices()[0].memory_stats()
     except Exception:  # noqa: BLE001 - not every backend has it

@@ -6,7 +6,21 @@ import platform
 
 import numpy as np
 
-__all__ = ["environment"]
+__all__ = ["environment", "peak_rss_bytes"]
+
+
+def peak_rss_bytes() -> int:
+    """This process's own peak resident memory: Linux's ``VmHWM``, else ``ru_maxrss``.
+
+    ``ru_maxrss`` survives ``exec``, so a process started from a large parent (a test
+    session) would report the parent's size; ``VmHWM`` is reset by ``exec``."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
 
 
 def environment() -> dict:
