@@ -1,7 +1,7 @@
 """Wall time of the ``flow`` engine against P = m, for its solvers ``rkc`` (the default) and ``ros2``.
 
     python benchmarks/flow_scaling.py [--P 32 64 ...] [--solver rkc ros2] [--seeds 1]
-        [--steps 5e8] [--rtol 1e-5] [--dtype float64] [--cap 600] [--out FILE.jsonl]
+        [--steps 5e8] [--rtol 1e-5] [--dtype float64] [--points 200] [--cap 600] [--out FILE.jsonl]
 
 Every case is ``scaling-sgd run`` of the flow scaling setting (P = m, beta = 1, d = 1e4, h4,
 ``lr = 1e-4``, so ``steps = 5e8`` is ``tau = 5e4``) in a fresh child process, timed around
@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def config(P: int, solver: str, seeds: int, steps: float, rtol: float, dtype: str) -> dict:
+def config(P: int, solver: str, seeds: int, steps: float, rtol: float, dtype: str, points: int = 200) -> dict:
     """The flow scaling setting (raw config tables)."""
     return {
         "teacher": {"P": P, "beta": 1.0, "activation": "h4"},
@@ -41,7 +41,7 @@ def config(P: int, solver: str, seeds: int, steps: float, rtol: float, dtype: st
             "dtype": dtype,
             "progress": True,
         },
-        "log": {"points": 200},
+        "log": {"points": points, "overlap": False},
         "flow": {"solver": solver, "rtol": rtol, "atol": 1e-9},
     }
 
@@ -52,9 +52,10 @@ def child(args) -> None:
 
     import scaling_sgd as ss
 
-    raw = config(args.P[0], args.solver[0], args.seeds, args.steps, args.rtol, args.dtype)
+    raw = config(args.P[0], args.solver[0], args.seeds, args.steps, args.rtol, args.dtype, args.points)
     cfg = ss.resolve_config(raw)
-    out = ROOT / "results" / "flow_scaling" / case_name(args.P[0], args.solver[0], args.seeds, args.steps, args.rtol, args.dtype)
+    name = case_name(args.P[0], args.solver[0], args.seeds, args.steps, args.rtol, args.dtype, args.points)
+    out = ROOT / "results" / "flow_scaling" / name
     t0, c0 = time.perf_counter(), time.process_time()
     m = ss.run(cfg, out=out, progress=False).metrics
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
@@ -71,8 +72,9 @@ def child(args) -> None:
     print("RESULT " + json.dumps(rec), flush=True)
 
 
-def case_name(P, solver, seeds, steps, rtol, dtype) -> str:
-    return f"P{P}_{solver}_R{seeds}_steps{steps:.0e}_rtol{rtol:.0e}_{dtype}"
+def case_name(P, solver, seeds, steps, rtol, dtype, points=200) -> str:
+    name = f"P{P}_{solver}_R{seeds}_steps{steps:.0e}_rtol{rtol:.0e}_{dtype}"
+    return name if points == 200 else f"{name}_points{points}"
 
 
 def main(argv=None) -> int:
@@ -83,6 +85,7 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=float, default=5e8)
     ap.add_argument("--rtol", type=float, default=1e-5)
     ap.add_argument("--dtype", default="float64")
+    ap.add_argument("--points", type=int, default=200, help="log points (outputs the solver lands on)")
     ap.add_argument("--cap", type=float, default=600.0, help="seconds before a case is stopped")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "flow_scaling.jsonl"))
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -93,9 +96,9 @@ def main(argv=None) -> int:
     for P in args.P:
         for solver in args.solver:
             cmd = [sys.executable, __file__, "--child", "--P", str(P), "--solver", solver, "--seeds", str(args.seeds)]
-            cmd += ["--steps", str(args.steps), "--rtol", str(args.rtol), "--dtype", args.dtype]
+            cmd += ["--steps", str(args.steps), "--rtol", str(args.rtol), "--dtype", args.dtype, "--points", str(args.points)]
             rec = {
-                "case": case_name(P, solver, args.seeds, args.steps, args.rtol, args.dtype),
+                "case": case_name(P, solver, args.seeds, args.steps, args.rtol, args.dtype, args.points),
                 "P": P,
                 "m": P,
                 "solver": solver,
@@ -103,6 +106,7 @@ def main(argv=None) -> int:
                 "steps": args.steps,
                 "rtol": args.rtol,
                 "dtype": args.dtype,
+                "points": args.points,
                 "load_before": os.getloadavg()[0],
                 "started": time.strftime("%Y-%m-%d %H:%M:%S"),
             }
