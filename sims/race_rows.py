@@ -1,4 +1,4 @@
-"""The race model on the very seeds of experiments 09 to 11, beside their stored fits.
+"""The race model on the very seeds of experiments 09 to 11 and 14, beside their stored fits.
 
     python -m sims.race_rows [--mode cpu|quick] [--out sims/results/race_rows.json]
 
@@ -6,7 +6,7 @@ For each point of the experiment's sweep the race model (:func:`scaling_sgd.anal
 race_from_config`) predicts every replica's emergence steps from its own initial student,
 without simulating; the prediction is then put through the experiment's own estimator:
 
-* 09: per beta, the slope of the median ``T_p`` against ``p`` over the directions with a
+* 09 (and 14, its beta = 0.75 arm at P = 1024): per beta, the slope of the median ``T_p`` against ``p`` over the directions with a
   finite median (:func:`~scaling_sgd.analysis.fit.fit_power_law`), and the loss exponent of
   the seed-mean additive loss over the loss fit window
   (:func:`~scaling_sgd.analysis.fit.loss_exponent`), both on the run's own log grid;
@@ -67,8 +67,8 @@ def _row(exp: Experiment, quantity: str, race_value: float, how: str) -> dict:
     }
 
 
-def rows_09(mode: str) -> list[dict]:
-    exp = load.load_experiment("09_loss_exponent_P256", mode)
+def rows_09(mode: str, name: str = "09_loss_exponent_P256") -> list[dict]:
+    exp = load.load_experiment(name, mode)
     nb = int(exp.get("n_boot", 400))
     (point,) = exp.plan().points
     pred, T, grid, betas = _prediction(point.config)
@@ -148,14 +148,19 @@ def rows_10(mode: str) -> list[dict]:
     ]
 
 
+def rows_14(mode: str) -> list[dict]:
+    """Experiment 14 is experiment 9's analysis at P = 1024: the same rows."""
+    return rows_09(mode, "14_loss_exponent_P1024")
+
+
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description="the race model on the seeds of experiments 09 to 11, beside their fits")
+    ap = argparse.ArgumentParser(description="the race model on the seeds of experiments 09 to 11 and 14, beside their fits")
     ap.add_argument("--mode", default="cpu", choices=("cpu", "quick"))
     ap.add_argument("--out", type=Path, default=None, help="default: sims/results/race_rows[-quick].json")
     args = ap.parse_args(argv)
     out = args.out or output.RESULT_DIR / f"race_rows{'' if args.mode == 'cpu' else '-' + args.mode}.json"
     rows = []
-    for f in (rows_09, rows_10, rows_11):
+    for f in (rows_09, rows_10, rows_11, rows_14):
         rows += f(args.mode)
         print(f"{f.__name__}: {len(rows)} rows", flush=True)
     atomic_write_json(out, {"mode": args.mode, "rows": rows})
