@@ -175,10 +175,18 @@ def race_section(mode: str) -> list[str]:
             f"| {r['experiment']} | {r['quantity']} | {_num(r['race'])} | {_num(r['fitted'])} | {interval} | "
             f"{VERDICT[r['inside']]} |"
         )
+    ahead = [r for r in rows if r["inside"] is None and not _finite(r["fitted"])]
     out += [
         "",
         f"**The race value lies inside the simulated fit's interval in {sum(r['inside'] for r in inside)} of "
-        f"{len(inside)} rows.** How each race value was formed:",
+        f"{len(inside)} rows.** "
+        + (
+            f"{len(ahead)} {'row has' if len(ahead) == 1 else 'rows have'} no fitted value yet: "
+            "the race model's prediction for a run not yet made, written before it. "
+            if ahead
+            else ""
+        )
+        + "How each race value was formed:",
         "",
     ]
     out += [f"- *{r['quantity']}*: {r['how']}" for r in rows]

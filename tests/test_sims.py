@@ -328,6 +328,10 @@ def test_the_race_section_shows_each_race_value_beside_the_fit_and_counts_the_in
     assert "| 09_x | slope b | 1.300 | 1.000 | [0.900, 1.100] | **no** |" in text
     assert "| 11_y | slope c | -2.000 | — | — | n/a |" in text
     assert "inside the simulated fit's interval in 1 of 2 rows" in text and "- *slope c*: h3" in text
+    assert "1 row has no fitted value yet" in text
+    rows[2]["fitted"] = 0.5  # a fit without an interval is not a prediction ahead of its run
+    (tmp_path / "race_rows.json").write_text(json.dumps({"mode": "cpu", "rows": rows}))
+    assert "no fitted value yet" not in "\n".join(MV.race_section("cpu"))
     assert MV.race_section("quick") == []  # the quick report reads only its own file
 
 
