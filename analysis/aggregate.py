@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from scaling_sgd import load_run
+from scaling_sgd._src.emergence import criterion
 from scaling_sgd._src.errors import ResultsError
 from scaling_sgd._src.files import atomic_write_json
 from scaling_sgd._src.sweep_state import read_sweep_index
@@ -101,9 +102,7 @@ def load_groups(sweep_dir, observable=None, threshold=None, n_boot: int = 400, s
         if meta.get("partial"):
             skipped.append((pid, partial_text(cfg, meta, metrics["step"])))
             continue
-        an = cfg.get("analysis", {})
-        obs = observable or an.get("observable", "skill")
-        thr = float(threshold if threshold is not None else an.get("threshold", 0.5))
+        obs, thr = criterion(cfg, observable, threshold)
         R = np.asarray(metrics["loss"]).shape[0]
         beta = replica_values(cfg, metrics, "beta", R)
         lr = replica_values(cfg, metrics, "lr", R)

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from scaling_sgd import load_run
+from scaling_sgd._src.emergence import criterion
 from scaling_sgd._src.files import atomic_write_json
 
 from .core import analyze_metrics, partial_text
@@ -33,9 +34,7 @@ def analyze_run(run_dir, observable=None, threshold=None, stream=None, n_boot: i
     run_dir = Path(run_dir)
     result = load_run(run_dir)
     cfg, metrics, meta = result.config, result.metrics, result.meta
-    an = cfg.get("analysis", {})
-    observable = observable or an.get("observable", "skill")
-    threshold = float(threshold if threshold is not None else an.get("threshold", 0.5))
+    observable, threshold = criterion(cfg, observable, threshold)
     R = metrics["loss"].shape[0]
     if np.asarray(metrics.get("diverged", np.zeros(R, bool)), bool).all():
         return _all_diverged(run_dir, meta, cfg, metrics, observable, threshold, stream)

@@ -58,11 +58,12 @@ def print_emergence(metrics: dict, config: dict, stream=None):
     """
     import numpy as np
 
+    from ._src.emergence import criterion
     from .analysis.emergence import log_median, run_emergence_times
     from .analysis.output import fmt
 
     stream = stream or sys.stdout
-    observable, threshold = config["analysis"]["observable"], config["analysis"]["threshold"]
+    observable, threshold = criterion(config)
     t, cens = run_emergence_times(metrics, config)
     R, P = t.shape
     div = np.asarray(metrics.get("diverged", np.zeros(R, bool)), bool).reshape(R)

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from . import config as cfgmod
-from .emergence import run_emergence_times
+from .emergence import criterion, run_emergence_times
 from .engines.base import REPLICA_SETTINGS
 from .results import read_run
 from .schema import LOGGED, schema
@@ -210,10 +210,7 @@ class Result:
     # -- emergence (docs/model.md §1) ---------------------------------------------------
     def criterion(self, observable: str | None = None, threshold: float | None = None) -> tuple[str, float]:
         """The emergence criterion: the given one, else the config's ``[analysis]``."""
-        an = self.config.get("analysis", {})
-        return observable or an.get("observable", "skill"), float(
-            threshold if threshold is not None else an.get("threshold", 0.5)
-        )
+        return criterion(self.config, observable, threshold)
 
     def emergence_times(self, observable: str | None = None, threshold: float | None = None):
         """``(times (R, P), censored (R, P))``: the first step each direction's observable

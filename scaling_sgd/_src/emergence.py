@@ -10,7 +10,18 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["emergence_times", "run_emergence_times", "log_quantiles", "log_median"]
+__all__ = ["criterion", "emergence_times", "run_emergence_times", "log_quantiles", "log_median"]
+
+#: ``[analysis]`` defaults: emergence is ``skill`` reaching 0.5
+DEFAULT_CRITERION = ("skill", 0.5)
+
+
+def criterion(config: dict, observable: str | None = None, threshold: float | None = None) -> tuple[str, float]:
+    """The emergence criterion ``(observable, threshold)``: the given one, else the config's
+    ``[analysis]`` (else ``skill`` and 0.5)."""
+    an = config.get("analysis", {})
+    observable = observable or an.get("observable", DEFAULT_CRITERION[0])
+    return observable, float(threshold if threshold is not None else an.get("threshold", DEFAULT_CRITERION[1]))
 
 
 def emergence_times(step, y, threshold: float = 0.5):
@@ -54,11 +65,8 @@ def run_emergence_times(metrics: dict, config: dict, observable: str | None = No
 
     Returns ``(times (R, P), censored (R, P))``.
     """
-    an = config.get("analysis", {})
-    own = (an.get("observable", "skill"), float(an.get("threshold", 0.5)))
-    observable = observable or own[0]
-    threshold = own[1] if threshold is None else float(threshold)
-    if "crossing_step" in metrics and (observable, threshold) == own:
+    observable, threshold = criterion(config, observable, threshold)
+    if "crossing_step" in metrics and (observable, threshold) == criterion(config):
         t = np.asarray(metrics["crossing_step"], np.float64)
         return t, np.isinf(t)
     return emergence_times(metrics["step"], metrics[observable], threshold)

@@ -35,6 +35,7 @@ __all__ = [
     "teacher_basis",
     "init_student",
     "gram_observables",
+    "direction_observables",
     "observables",
     "population_loss",
     "population_loss_accurate",
@@ -155,6 +156,13 @@ OBSERVABLES: dict[str, tuple[str, ...]] = {
 OPTIONAL_OBSERVABLES = ("overlap",)
 
 
+def direction_observables(model: Model, r2, M, a) -> dict:
+    """The per-direction observables from the norms ``r2`` ``(m,)`` and cosines ``M`` ``(m, P)``:
+    ``alignment`` ``(P,)`` ``max_i M_ip^2`` and ``skill`` ``(P,)`` ``sum_i r2_i K_st(M_ip) / (a_p K_tt(1))``."""
+    one = jnp.asarray(1.0, a.dtype)
+    return {"alignment": jnp.max(M * M, axis=0), "skill": (r2 @ model.K_st(M)) / (a * model.K_tt(one))}
+
+
 def gram_observables(model: Model, WW, WT, a, with_overlap: bool = False):
     """Loss and per-direction observables from the Gram blocks.
 
@@ -166,13 +174,7 @@ def gram_observables(model: Model, WW, WT, a, with_overlap: bool = False):
         ``overlap`` ``(m, P)`` the cosines ``M`` (only if ``with_overlap``).
     """
     r2, _, M = _cosines(WW, WT)
-    one = jnp.asarray(1.0, a.dtype)
-    out = {
-        "loss": population_loss(model, WW, WT, a),
-        "alignment": jnp.max(M * M, axis=0),
-        "skill": (r2 @ model.K_st(M)) / (a * model.K_tt(one)),
-        "norm2": r2,
-    }
+    out = {"loss": population_loss(model, WW, WT, a), **direction_observables(model, r2, M, a), "norm2": r2}
     if with_overlap:
         out["overlap"] = M
     return out

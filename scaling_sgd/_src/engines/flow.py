@@ -125,14 +125,11 @@ def gradient(model: mdl.Model, C, a):
 
 
 def direction_observable(model: mdl.Model, C, a, name: str):
-    """``skill`` or ``alignment`` ``(P,)`` of coordinates ``C`` (as :func:`.model.gram_observables`),
+    """``skill`` or ``alignment`` ``(P,)`` of coordinates ``C`` (:func:`.model.direction_observables`),
     at ``O(m (P + m))``: without the Gram matrix the loss needs."""
     r2 = jnp.sum(C * C, axis=-1)
     r = jnp.sqrt(jnp.maximum(r2, 1e-300 if C.dtype == jnp.float64 else 1e-30))
-    M = C[:, : model.P] / r[:, None]
-    if name == "alignment":
-        return jnp.max(M * M, axis=0)
-    return (r2 @ model.K_st(M)) / (a * model.K_tt(jnp.asarray(1.0, C.dtype)))
+    return mdl.direction_observables(model, r2, C[:, : model.P] / r[:, None], a)[name]
 
 
 def init(static: Static, seed, init_scale, match_sgd: bool = False, d=None):
