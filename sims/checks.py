@@ -161,3 +161,8 @@ def trend(values) -> str:
 def fmt_steps(x: float) -> str:
     """A step count with thousands separators, or ``inf``."""
     return "inf" if not math.isfinite(x) else f"{x:,.0f}"
+
+
+def sizes_label(P: int, m: int) -> str:
+    """``P=256`` in a row's name, ``P=256, m=512`` when the width is not ``P``."""
+    return f"P={P}" + ("" if m == P else f", m={m}")

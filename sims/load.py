@@ -21,6 +21,8 @@ into its replicas, :meth:`Run.groups` splits it into groups of one setting
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import sys
 import time
@@ -33,14 +35,30 @@ from scaling_sgd import ConfigError, load_run
 from scaling_sgd._src import config as cfgmod
 from scaling_sgd._src import sweep
 from scaling_sgd._src.results import is_run_dir
+from scaling_sgd._src.schema import LOGGED, REPLICATED, schema
 from scaling_sgd.analysis.core import replica_groups, select_replicas
 from scaling_sgd.analysis.emergence import run_emergence_times
+from sims import record
 
 REPO = Path(__file__).resolve().parents[1]
 SIMS = REPO / "sims"
 RUN_ROOT = REPO / "results" / "sims"
+DATA_DIR = SIMS / "data"
 MODES = ("cpu", "gpu", "quick")
 _OWN_TABLES = ("experiment", "gpu", "quick")
+_REPLAY = contextvars.ContextVar("replay", default=False)
+
+
+@contextlib.contextmanager
+def replaying():
+    """Inside this block :func:`run_sweep` reads each experiment's record
+    (:mod:`sims.record`) instead of running or reading its sweep: the analyses refit from
+    the stored per-seed numbers, with no simulation."""
+    token = _REPLAY.set(True)
+    try:
+        yield
+    finally:
+        _REPLAY.reset(token)
 
 
 class ExperimentError(ValueError):
@@ -160,7 +178,30 @@ class Run:
     def times(self) -> np.ndarray:
         """``(R, P)`` emergence steps with the config's observable and threshold (located
         between solver steps when the run did so)."""
+        if "emergence_step" in self.metrics:  # a record's: computed from the whole run
+            return np.asarray(self.metrics["emergence_step"], np.float64)
         return run_emergence_times(self.metrics, self.cfg)[0]
+
+    def first(self, name: str) -> np.ndarray | None:
+        """Observable ``name`` at the first log point, ``(R, ...)``; ``None`` when the run
+        did not log it (``overlap`` is optional) or its record did not keep it."""
+        return self._at(name, "first", 0)
+
+    def last(self, name: str) -> np.ndarray | None:
+        """Observable ``name`` at the last log point, ``(R, ...)`` (``None`` as :meth:`first`)."""
+        return self._at(name, "last", -1)
+
+    def at_start(self) -> dict:
+        """The run's arrays at its first log point, each logged observable with a step axis
+        of length 1 (``(R, 1, ...)``, as ``metrics.npz`` holds them), and the per-replica
+        settings and teacher coefficients: what a prediction from the initial state reads."""
+        out = {k: v[:, None] for k in LOGGED if (v := self.first(k)) is not None}
+        return out | {k: self.metrics[k] for k in REPLICATED if k in self.metrics}
+
+    def _at(self, name: str, which: str, i: int) -> np.ndarray | None:
+        if name in self.metrics:
+            return np.asarray(self.metrics[name])[:, i]
+        return self.metrics.get(f"{name}@{which}")
 
     @property
     def step(self) -> np.ndarray:
@@ -178,6 +219,9 @@ def run_sweep(exp: Experiment, raw: dict | None = None, part: str | None = None,
         RuntimeError: when a point failed (its ``error.json`` says why).
     """
     pl = exp.plan(raw)
+    file = record.path(DATA_DIR, exp.tag, part)
+    if _REPLAY.get():
+        return [Run(*pt) for pt in record.read(file, [p.dir for p in pl.points])]
     out = exp.run_root if part is None else exp.run_root / part
     t0 = time.perf_counter()
     counts = sweep.run_sweep(pl, out, force=force, stream=sys.stdout)
@@ -189,8 +233,12 @@ def run_sweep(exp: Experiment, raw: dict | None = None, part: str | None = None,
     failed = [p.dir for p in pl.points if not is_run_dir(out / p.dir)]
     if failed:
         raise RuntimeError(f"{exp.tag}: {len(failed)} point(s) failed, see {out}/<point>/error.json: {', '.join(failed)}")
-    runs = []
+    runs, kept = [], []
     for p in pl.points:
         res = load_run(out / p.dir)
-        runs.append(Run(dict(p.settings), p.config, res.meta, res.metrics))
+        r = Run(dict(p.settings), p.config, res.meta, res.metrics)
+        runs.append(r)
+        dims = schema(p.config["train"]["engine"])
+        kept.append((p.dir, r.settings, r.cfg, r.meta, record.compact(r.metrics, dims, r.times, exp.get("record_whole", ()))))
+    record.write(file, kept)
     return runs

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import load, output
+from . import load, output, record
 
 VERDICT = {True: "yes", False: "**no**", None: "n/a"}
 
@@ -99,6 +99,7 @@ def render(results: dict[str, dict | None], mode: str = "cpu") -> str:
     done = [r for r in results.values() if r is not None]
     total = sum(r.get("compute_s", 0.0) for r in done if not r.get("extra", {}).get("runs_of"))  # shared runs once
     backends = sorted({r.get("backend", "?") for r in done})
+    refit = [n for n, r in results.items() if r is not None and not r.get("quick_stand_in") and _has_record(n)]
     lines += [
         "",
         f"**{n_yes} of {n_all} predicted quantities agree within their interval, counting only the rows whose test "
@@ -111,7 +112,13 @@ def render(results: dict[str, dict | None], mode: str = "cpu") -> str:
             else ""
         )
         + f"Simulation time of the runs behind this table: {total / 60:.1f} min on {', '.join(backends) or '?'} "
-        "(per experiment below).",
+        "(per experiment below)."
+        + (
+            f" {len(refit)} of {len(done)} experiments can be refitted from their stored per-seed records "
+            f"(`python -m sims.refit`){': ' + ', '.join(refit) if refit else ''}."
+            if mode == "cpu"
+            else ""
+        ),
         "",
     ]
     lines += race_section(mode)
@@ -121,6 +128,8 @@ def render(results: dict[str, dict | None], mode: str = "cpu") -> str:
             lines += ["Not run: no `sims/results/" + name + ".json`. Run `python -m sims.reproduce " + name + "`.", ""]
             continue
         lines += [f"**{res['title']}.** Prediction: {res.get('prediction', '')}.", ""]
+        if mode == "cpu" and not res.get("quick_stand_in"):
+            lines += [_refit_line(name), ""]
         if res.get("quick_stand_in"):
             lines += [
                 f"**Quick form only**: the full run was not made; these numbers come from `python -m "
@@ -147,6 +156,20 @@ def render(results: dict[str, dict | None], mode: str = "cpu") -> str:
             lines.append(f"- {n}")
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _has_record(name: str) -> bool:
+    return record.path(load.DATA_DIR, name).is_file()
+
+
+def _refit_line(name: str) -> str:
+    """Whether the experiment's rows can be redone from its stored per-seed record."""
+    if _has_record(name):
+        return f"Refittable: `python -m sims.refit {name}` redoes these rows from the per-seed record `sims/data/{name}.npz`."
+    return (
+        "Not refittable yet: its per-seed record (emergence steps and loss curves, `sims/data/`) is written when the "
+        f"experiment is next run (`python -m sims.reproduce {name}`)."
+    )
 
 
 def race_section(mode: str) -> list[str]:
@@ -220,13 +243,22 @@ def main(argv=None) -> int:
     ap.add_argument("--mode", choices=load.MODES, default="cpu")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
-    out = Path(args.out) if args.out else (load.SIMS / ("VALIDATION.md" if args.mode == "cpu" else f"VALIDATION-{args.mode}.md"))
-    text = render(collect(args.mode), args.mode)
+    out = Path(args.out) if args.out else report_path(args.mode)
+    write(out, render(collect(args.mode), args.mode))
+    return 0
+
+
+def report_path(mode: str) -> Path:
+    """``sims/VALIDATION.md``, or ``sims/VALIDATION-<mode>.md``."""
+    return load.SIMS / ("VALIDATION.md" if mode == "cpu" else f"VALIDATION-{mode}.md")
+
+
+def write(out: Path, text: str) -> None:
+    """Write the report ``text`` to ``out``, whole or not at all."""
     from scaling_sgd._src.files import atomic_write_bytes
 
     atomic_write_bytes(out, text.encode())
     print(f"wrote {out} ({time.strftime('%H:%M:%S')})")
-    return 0
 
 
 if __name__ == "__main__":

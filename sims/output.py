@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import io
 import json
@@ -17,6 +19,17 @@ from sims.load import Experiment
 
 FIG_DIR = load.SIMS / "figures"
 RESULT_DIR = load.SIMS / "results"
+_FIGURES_TO = contextvars.ContextVar("figures_to", default=None)
+
+
+@contextlib.contextmanager
+def figures_to(folder: Path):
+    """Inside this block figures are drawn into ``folder`` instead of ``sims/figures``."""
+    token = _FIGURES_TO.set(Path(folder))
+    try:
+        yield
+    finally:
+        _FIGURES_TO.reset(token)
 
 
 @dataclasses.dataclass
@@ -99,8 +112,9 @@ def load_json(path: Path) -> dict:
 
 
 def figure_path(exp: Experiment) -> Path:
-    FIG_DIR.mkdir(parents=True, exist_ok=True)
-    return FIG_DIR / f"{exp.tag}.png"
+    folder = _FIGURES_TO.get() or FIG_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{exp.tag}.png"
 
 
 def save_figure(fig, exp: Experiment) -> Path:

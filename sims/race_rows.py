@@ -1,4 +1,4 @@
-"""The race model on the very seeds of experiments 09 to 11 and 14, beside their stored fits.
+"""The race model on the very seeds of experiments 09 to 11, 14 and 15, beside their stored fits.
 
     python -m sims.race_rows [--mode cpu|quick] [--out sims/results/race_rows.json]
 
@@ -6,7 +6,7 @@ For each point of the experiment's sweep the race model (:func:`scaling_sgd.anal
 race_from_config`) predicts every replica's emergence steps from its own initial student,
 without simulating; the prediction is then put through the experiment's own estimator:
 
-* 09 (and 14, its beta = 0.75 arm at P = 1024): per beta, the slope of the median ``T_p`` against ``p`` over the directions with a
+* 09 (and 14, its beta = 0.75 arm at P = 1024, and 15, its width arms at m = 2P): per beta, the slope of the median ``T_p`` against ``p`` over the directions with a
   finite median (:func:`~scaling_sgd.analysis.fit.fit_power_law`), and the loss exponent of
   the seed-mean additive loss over the loss fit window
   (:func:`~scaling_sgd.analysis.fit.loss_exponent`), both on the run's own log grid;
@@ -37,7 +37,7 @@ from scaling_sgd._src.files import atomic_write_json
 from scaling_sgd.analysis.fit import bootstrap, fit_from_draws, fit_power_law, loss_exponent
 from scaling_sgd.analysis.race import race_from_config
 from sims import load, output
-from sims.checks import verdict
+from sims.checks import sizes_label, verdict
 from sims.load import Experiment
 
 
@@ -75,6 +75,7 @@ def rows_09(mode: str, name: str = "09_loss_exponent_P256", within_run: bool = F
     (point,) = exp.plan().points
     pred, T, grid, betas = _prediction(point.config, within_run)
     P = T.shape[1]
+    at = sizes_label(P, int(point.config["student"]["m"]))
     p = np.arange(1, P + 1)
     out = []
     for j, b in enumerate(sorted(set(betas.tolist()))):
@@ -83,7 +84,7 @@ def rows_09(mode: str, name: str = "09_loss_exponent_P256", within_run: bool = F
         out.append(
             _row(
                 exp,
-                f"loss exponent, beta={b:g}, P={P}",
+                f"loss exponent, beta={b:g}, {at}",
                 fit["est"],
                 f"seed-mean additive loss of {int(sel.sum())} seeds over the 2nd to the P/10-th median race emergence",
             )
@@ -94,7 +95,7 @@ def rows_09(mode: str, name: str = "09_loss_exponent_P256", within_run: bool = F
         out.append(
             _row(
                 exp,
-                f"slope of T_p vs p, beta={b:g}, P={P}",
+                f"slope of T_p vs p, beta={b:g}, {at}",
                 fp.slope,
                 f"median race emergence step over {int(learned.sum())}/{P} directions",
             )
@@ -155,14 +156,19 @@ def rows_14(mode: str) -> list[dict]:
     return rows_09(mode, "14_loss_exponent_P1024", within_run=True)
 
 
+def rows_15(mode: str) -> list[dict]:
+    """Experiment 15 is experiment 9's analysis at m = 2P: the same rows."""
+    return rows_09(mode, "15_width_arms_P256", within_run=True)
+
+
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description="the race model on the seeds of experiments 09 to 11 and 14, beside their fits")
+    ap = argparse.ArgumentParser(description="the race model on the seeds of experiments 09 to 11, 14 and 15, beside their fits")
     ap.add_argument("--mode", default="cpu", choices=("cpu", "quick"))
     ap.add_argument("--out", type=Path, default=None, help="default: sims/results/race_rows[-quick].json")
     args = ap.parse_args(argv)
     out = args.out or output.RESULT_DIR / f"race_rows{'' if args.mode == 'cpu' else '-' + args.mode}.json"
     rows = []
-    for f in (rows_09, rows_10, rows_11, rows_14):
+    for f in (rows_09, rows_10, rows_11, rows_14, rows_15):
         rows += f(args.mode)
         print(f"{f.__name__}: {len(rows)} rows", flush=True)
     atomic_write_json(out, {"mode": args.mode, "rows": rows})

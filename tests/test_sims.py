@@ -177,6 +177,7 @@ def test_overrides_go_through_the_package_sweep_plan(tmp_path, monkeypatch):
 def test_run_sweep_writes_a_package_sweep_reuses_it_and_splits_replica_groups(tmp_path, monkeypatch):
     monkeypatch.setattr(load, "SIMS", tmp_path)
     monkeypatch.setattr(load, "RUN_ROOT", tmp_path / "runs")
+    monkeypatch.setattr(load, "DATA_DIR", tmp_path / "data")
     (tmp_path / "01_t.toml").write_text(
         "[teacher]\nP = 1\nbeta = [1.0, 2.0]\n[student]\nm = 1\n[data]\nd = 8\n"
         "[train]\nsteps = 40\nlr = 1e-3\nseed = [0, 1]\nprogress = false\n[log]\npoints = 5\n[sweep]\nm = [1, 2]\n"
@@ -188,6 +189,11 @@ def test_run_sweep_writes_a_package_sweep_reuses_it_and_splits_replica_groups(tm
     assert [r.settings["student.m"] for r in runs] == [1, 2]
     assert [r.meta["hash"] for r in runs] == [p.id for p in exp.plan().points]
     assert all((root / "points" / r.meta["hash"] / "metrics.npz").is_file() for r in runs)
+    with load.replaying():  # and its record gives the same runs back
+        kept = load.run_sweep(exp)
+    assert [k.settings for k in kept] == [r.settings for r in runs]
+    np.testing.assert_array_equal(kept[1].metrics["loss"], runs[1].metrics["loss"])
+    np.testing.assert_array_equal(kept[1].times, runs[1].times)
     groups = runs[1].groups()
     assert [(g.settings["teacher.beta"], g.common("beta"), g.metrics["seed"].tolist()) for g in groups] == [
         (1.0, 1.0, [0, 1]),

@@ -76,12 +76,12 @@ def _scatter_note(series) -> str | None:
     measured from their direction's median (needs the logged cosines)."""
     rs = []
     for b, g, _, _, _ in series:
-        if "overlap" not in g.metrics:
+        init = select_replicas(g.at_start(), np.flatnonzero(g.ok))
+        if "overlap" not in init:
             return None
-        sub = select_replicas(g.metrics, np.flatnonzero(g.ok))
         tp, an = g.cfg["teacher"], g.cfg["analysis"]
         coeffs = theory.kernel_coeffs(tp["activation"], tp["activation_degree"])
-        pred, _ = theory.predicted_emergence_steps(sub, coeffs, sub["a"], an["threshold"], an["observable"])
+        pred, _ = theory.predicted_emergence_steps(init, coeffs, init["a"], an["threshold"], an["observable"])
         T = np.where(g.times[g.ok] > 0, g.times[g.ok], np.nan)
         both = np.isfinite(T) & np.isfinite(pred)
         x, y = (np.where(both, np.log(v), np.nan) for v in (pred, T))

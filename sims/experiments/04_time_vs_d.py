@@ -38,7 +38,7 @@ def _flow_prediction(r: Run) -> np.ndarray:
     that escapes first, ``min_i tau_i / lr``.  For odd ``k`` only a positive initial cosine
     can escape (``dm/dtau = a K'(m)(1 - m^2) >= 0`` drives a negative one to 0, never
     through it)."""
-    m, t, an = r.metrics, r.cfg["teacher"], r.cfg["analysis"]
+    m, t, an = r.at_start(), r.cfg["teacher"], r.cfg["analysis"]
     coeffs = kernel_coeffs(t["activation"], t["activation_degree"])
     return predicted_emergence_steps(m, coeffs, m["a"], an["threshold"], an["observable"])[0][:, 0]
 
@@ -235,7 +235,7 @@ def _stability(exp, force, ax):
     table, fits = [], []
     for d, r in zip(ds, runs):
         mtr, lrs, ok = r.metrics, grids[d], r.ok
-        final_skill = mtr["skill"][:, -1, 0]
+        final_skill = r.last("skill")[:, 0]
         learned = ok & (final_skill > 0.5) & (final_skill < 1.5)
         at = [np.isclose(mtr["lr"], x) for x in lrs]
         n = np.array([w.sum() for w in at], float)

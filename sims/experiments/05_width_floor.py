@@ -28,7 +28,7 @@ def _plateaus(runs, frac):
     for r in runs:
         mt = r.metrics
         late = r.step >= (1.0 - frac) * r.step[-1]  # the last `frac` of the steps (not of the log points)
-        got = mt["skill"][:, -1, :] > 0.5
+        got = r.last("skill") > 0.5
         m = int(r.settings["student.m"])
         q = mt["loss"][:, int(np.argmax(late))]
         out.append(

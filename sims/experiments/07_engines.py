@@ -48,8 +48,8 @@ def run(exp: Experiment, force: bool = False) -> Outcome:
                 return float(np.exp(np.nanmean(np.nanmedian(x[ii], axis=0))))
 
         est, lo, hi = bootstrap(stat, R, nb)
-        o_e, o_s = by[e].metrics.get("overlap"), by[REF].metrics.get("overlap")
-        same = o_e is not None and o_s is not None and np.allclose(o_e[:R, 0], o_s[:R, 0], atol=1e-4)
+        o_e, o_s = by[e].first("overlap"), by[REF].first("overlap")
+        same = o_e is not None and o_s is not None and np.allclose(o_e[:R], o_s[:R], atol=1e-4)
         notes.append(f"{e} and sgd {'share' if same else 'do not share'} the initial student of each seed (overlap at step 0).")
         checks.append(
             check(

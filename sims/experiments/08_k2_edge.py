@@ -114,7 +114,7 @@ def run(exp: Experiment, force: bool = False) -> Outcome:
         f"directions leave the loss unchanged; the decoupled additive model with the measured T_p gives a loss exponent of "
         f"{additive:.2f} against {e2:.2f} simulated at P = {P}.",
     ]
-    mix = _mixing(m, ok)
+    mix = _mixing(r, ok)
     if mix is not None:
         notes.append(
             f"At the end, the median over grown neurons of max_p M_ip^2 is {mix:.2f} (1 = neuron aligned with one teacher "
@@ -134,10 +134,10 @@ def run(exp: Experiment, force: bool = False) -> Outcome:
 def _scatter_note(r, T, ok) -> str | None:
     """The seed scatter of log T_p beside what the same initial overlaps give for an escape
     time ~ 1/m0^2 (k = 4) and ~ log(1/m0) (k = 2)."""
-    ov = r.metrics.get("overlap")
+    ov = r.first("overlap")
     if ov is None:
         return None
-    m0 = np.max(np.abs(ov[ok, 0]), axis=1)  # (R, P): best initial cosine per direction
+    m0 = np.max(np.abs(ov[ok]), axis=1)  # (R, P): best initial cosine per direction
     a = r.metrics["a"][ok]
     s, s4, s2 = log_scatter(T), log_scatter(1 / (a * m0**2)), log_scatter(np.log(1 / m0) / a)
     closer = "k = 2" if abs(s - s2) < abs(s - s4) else "k = 4"
@@ -147,14 +147,14 @@ def _scatter_note(r, T, ok) -> str | None:
     )
 
 
-def _mixing(m, ok) -> float | None:
+def _mixing(r, ok) -> float | None:
     """Median over grown neurons (r2 > 0.1 max) of ``max_p M_ip^2`` at the last log point."""
-    ov = m.get("overlap")
+    ov = r.last("overlap")
     if ov is None:
         return None
-    r2 = m["norm2"][ok, -1, :]
+    r2 = r.last("norm2")[ok]
     big = r2 > 0.1 * r2.max(axis=1, keepdims=True)
-    return float(np.median(np.max(ov[ok, -1] ** 2, axis=2)[big]))
+    return float(np.median(np.max(ov[ok] ** 2, axis=2)[big]))
 
 
 def _figure(exp, r, i0, med, f, b):

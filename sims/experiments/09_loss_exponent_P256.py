@@ -21,7 +21,7 @@ import numpy as np
 from scaling_sgd.analysis.emergence import log_scatter, loss_fit_rule
 from scaling_sgd.analysis.fit import MIN_SEEDS, caveats, fit_power_law, loss_exponent
 from sims import load
-from sims.checks import additive_near_asymptote, check, fmt_steps, theory_value
+from sims.checks import additive_near_asymptote, check, fmt_steps, sizes_label, theory_value
 from sims.load import Experiment, Run
 from sims.output import Outcome, save_figure
 
@@ -29,8 +29,9 @@ from sims.output import Outcome, save_figure
 def run(exp: Experiment, force: bool = False) -> Outcome:
     (r,) = load.run_sweep(exp, force=force)
     nb = int(exp.get("n_boot", 400))
-    P = int(r.cfg["teacher"]["P"])
+    P, m = int(r.cfg["teacher"]["P"]), int(r.cfg["student"]["m"])
     p = np.arange(1, P + 1)
+    at = sizes_label(P, m)
     checks, rows = [], []
     for j, g in enumerate(r.groups()):
         b = g.common("beta")
@@ -46,7 +47,7 @@ def run(exp: Experiment, force: bool = False) -> Outcome:
         )
         checks.append(
             check(
-                f"loss exponent, beta={b:g}, P={P}",
+                f"loss exponent, beta={b:g}, {at}",
                 th,
                 fit["est"],
                 fit["lo"],
@@ -66,12 +67,13 @@ def run(exp: Experiment, force: bool = False) -> Outcome:
         warn = caveats(fp)
         checks.append(
             check(
-                f"slope of T_p vs p, beta={b:g}, P={P}",
+                f"slope of T_p vs p, beta={b:g}, {at}",
                 b,
                 fp.slope,
                 fp.ci[0],
                 fp.ci[1],
-                why="finite d and seeds",
+                why=f"finite width m = {m / P:g}P: the later directions get the neurons left over by the earlier ones "
+                "(experiment 15, the race model)",
                 discriminates=not warn,
                 scope="; ".join(warn),
                 note=f"{int(learned.sum())}/{P} directions with a finite median emergence step",

@@ -31,7 +31,7 @@ def run(exp: Experiment, force: bool = False) -> Outcome:
     ms = np.array([int(r.settings["student.m"]) for r in runs], float)
     late = [r.step >= (1.0 - frac) * r.step[-1] for r in runs]
     plateaus = [np.where(r.ok, np.mean(r.metrics["loss"][:, w], axis=1), np.nan) for r, w in zip(runs, late)]
-    learned = [r.metrics["skill"][:, -1, :] > 0.5 for r in runs]
+    learned = [r.last("skill") > 0.5 for r in runs]
     unlearned = [np.sum(np.where(got, 0.0, r.metrics["a"] ** 2), axis=1) for r, got in zip(runs, learned)]
     # still moving: the loss fell by more than 1% over the plateau stretch (then it is no plateau yet)
     moving = [int(np.sum(r.metrics["loss"][:, -1] < 0.99 * r.metrics["loss"][:, int(np.argmax(w))])) for r, w in zip(runs, late)]

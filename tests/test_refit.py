@@ -1,0 +1,132 @@
+"""The per-seed records of the experiments and the refit from them (sims/record.py,
+sims/refit.py): what a record keeps, that it gives back the very numbers, and that a refit
+redoes an experiment's rows exactly and notices when the record no longer gives them."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from scaling_sgd._src.schema import schema
+from sims import load, make_validation, output, record, refit, reproduce
+
+DIMS = schema("flow")
+
+
+def _metrics(R=3, T=5, P=4, m=6, seed=0):
+    g = np.random.default_rng(seed)
+    return {
+        "step": np.arange(T, dtype=np.int64),
+        "loss": g.random((R, T)),
+        "skill": g.random((R, T, P)),
+        "overlap": g.random((R, T, m, P)),
+        "a": g.random((R, P)),
+        "beta": np.ones(R),
+        "diverged": np.zeros(R, bool),
+    }
+
+
+def test_a_record_keeps_narrow_arrays_whole_and_wide_ones_at_their_ends(monkeypatch):
+    mets = _metrics()
+    times = np.array([[1.0, np.inf, 3.0, 4.0]] * 3)
+    out = record.compact(mets, DIMS, times)
+    for k in ("step", "loss", "a", "beta", "diverged"):
+        assert out[k] is mets[k] or np.array_equal(out[k], mets[k])
+    assert "skill" not in out and "overlap" not in out
+    np.testing.assert_array_equal(out["skill@first"], mets["skill"][:, 0])
+    np.testing.assert_array_equal(out["skill@last"], mets["skill"][:, -1])
+    np.testing.assert_array_equal(out["overlap@last"], mets["overlap"][:, -1])
+    np.testing.assert_array_equal(out["emergence_step"], times)
+    # whole when the experiment asks for it; nothing over the cap, whole or sliced
+    assert np.array_equal(record.compact(mets, DIMS, times, keep_whole=("skill",))["skill"], mets["skill"])
+    monkeypatch.setattr(record, "CAP", 3 * 4)  # R P: one slice of skill fits, one of overlap does not
+    small = record.compact(mets, DIMS, times, keep_whole=("skill",))
+    assert "skill" not in small and "skill@last" in small and not any(k.startswith("overlap") for k in small)
+
+
+def test_a_record_gives_back_the_same_numbers_and_the_same_bytes(tmp_path):
+    mets = _metrics()
+    times = np.where(np.random.default_rng(1).random((3, 4)) < 0.3, np.inf, 7.0)
+    arr = record.compact(mets, DIMS, times)
+    pts = [("h0", {"data.d": 64}, {"teacher": {"P": 4}}, {"wall_time_s": 1.5}, arr)]
+    f = record.write(tmp_path / "x.npz", pts)
+    first = f.read_bytes()
+    record.write(f, pts)
+    assert f.read_bytes() == first  # no time stamp inside: a rerun leaves the file as it was
+    ((settings, cfg, meta, got),) = record.read(f, ["h0"])
+    assert settings == {"data.d": 64} and cfg == {"teacher": {"P": 4}} and meta == {"wall_time_s": 1.5}
+    assert sorted(got) == sorted(arr)
+    for k, v in arr.items():
+        assert got[k].dtype == v.dtype and np.array_equal(got[k], v)
+    with pytest.raises(record.RecordError, match="plans"):
+        record.read(f, ["another"])
+    with pytest.raises(record.RecordError, match="sims.reproduce"):
+        record.read(tmp_path / "none.npz", ["h0"])
+
+
+def test_a_run_reads_an_observable_at_its_ends_whole_or_from_a_record():
+    mets = _metrics()
+    whole = load.Run({}, {}, {}, mets)
+    kept = load.Run({}, {}, {}, record.compact(mets, DIMS, np.zeros((3, 4))))
+    for r in (whole, kept):
+        np.testing.assert_array_equal(r.first("skill"), mets["skill"][:, 0])
+        np.testing.assert_array_equal(r.last("overlap"), mets["overlap"][:, -1])
+    assert whole.first("norm2") is None and kept.last("norm2") is None
+    np.testing.assert_array_equal(kept.times, np.zeros((3, 4)))
+
+
+@pytest.fixture
+def sims_in(tmp_path, monkeypatch):
+    """The sims folders under ``tmp_path``, with the experiment files copied there."""
+    S = tmp_path / "sims"
+    S.mkdir()
+    for f in load.experiment_files().values():
+        shutil.copy(f, S)
+    for mod, k, v in (
+        (load, "REPO", tmp_path),
+        (load, "SIMS", S),
+        (load, "RUN_ROOT", tmp_path / "results" / "sims"),
+        (load, "DATA_DIR", S / "data"),
+        (output, "RESULT_DIR", S / "results"),
+        (output, "FIG_DIR", S / "figures"),
+    ):
+        monkeypatch.setattr(mod, k, v)
+    return S
+
+
+@pytest.mark.slow
+def test_a_refit_redoes_the_rows_and_its_check_sees_a_changed_record(sims_in, capsys):
+    name = "09_loss_exponent_P256"
+    reproduce.run_one(name, "quick")
+    stored = output.load_json(sims_in / "results" / f"{name}-quick.json")
+    new, why = refit.refit_one(name, "quick")
+    assert why == "" and refit.differences(stored, new) == []
+    assert new["checks"] == stored["checks"] and new["extra"] == stored["extra"]
+    # an experiment with no record is named, not refitted
+    assert refit.refit_one("01_staircase", "quick")[0] is None
+    assert refit.main(["--mode", "quick"]) == 0  # writes VALIDATION-quick.md
+    report = (sims_in / "VALIDATION-quick.md").read_text()
+    assert refit.main(["--mode", "quick", "--check"]) == 0
+    # the same rows from a record whose emergence steps moved: the check fails, nothing is written
+    f = record.path(load.DATA_DIR, f"{name}-quick")
+    plan = load.load_experiment(name, "quick").plan()
+    ((settings, cfg, meta, arr),) = record.read(f, [p.dir for p in plan.points])
+    arr["emergence_step"] = arr["emergence_step"] * 1.5
+    record.write(f, [(plan.points[0].dir, settings, cfg, meta, arr)])
+    capsys.readouterr()
+    assert refit.main(["--mode", "quick", "--check"]) == 1
+    assert "slope of T_p vs p" in capsys.readouterr().out
+    assert (sims_in / "VALIDATION-quick.md").read_text() == report
+    assert output.load_json(sims_in / "results" / f"{name}-quick.json") == stored
+
+
+def test_the_report_says_which_experiments_a_record_can_refit(tmp_path, monkeypatch):
+    monkeypatch.setattr(load, "DATA_DIR", tmp_path)
+    res = {"title": "T", "checks": [], "runs": 1, "compute_s": 1.0}
+    record.write(record.path(tmp_path, "01_x"), [])
+    text = make_validation.render({"01_x": res, "02_y": dict(res), "03_z": None})
+    assert "1 of 2 experiments can be refitted from their stored per-seed records (`python -m sims.refit`): 01_x." in text
+    assert "Refittable: `python -m sims.refit 01_x`" in text
+    assert "Not refittable yet" in text.split("## 02_y")[1] and "Refittable:" not in text.split("## 02_y")[1]
