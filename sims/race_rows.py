@@ -161,16 +161,34 @@ def rows_15(mode: str) -> list[dict]:
     return rows_09(mode, "15_width_arms_P256", within_run=True)
 
 
+#: experiment number -> its race rows
+ROWS = {"09": rows_09, "10": rows_10, "11": rows_11, "14": rows_14, "15": rows_15}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="the race model on the seeds of experiments 09 to 11, 14 and 15, beside their fits")
     ap.add_argument("--mode", default="cpu", choices=("cpu", "quick"))
     ap.add_argument("--out", type=Path, default=None, help="default: sims/results/race_rows[-quick].json")
+    ap.add_argument(
+        "--only",
+        nargs="+",
+        choices=sorted(ROWS),
+        default=None,
+        help="recompute these experiments' rows, keep the others in --out",
+    )
     args = ap.parse_args(argv)
     out = args.out or output.RESULT_DIR / f"race_rows{'' if args.mode == 'cpu' else '-' + args.mode}.json"
+    only = args.only or sorted(ROWS)
+    kept = output.load_json(out)["rows"] if args.only and out.is_file() else []
+    fresh = {}
+    for key in only:
+        fresh[key] = ROWS[key](args.mode)
+        print(f"rows of {key}: {len(fresh[key])}", flush=True)
+    # the file keeps the order of ROWS; an experiment's rows are all fresh or all kept
+    names = {key: next(n for n in load.experiment_files() if n.startswith(key + "_")) for key in ROWS}
     rows = []
-    for f in (rows_09, rows_10, rows_11, rows_14, rows_15):
-        rows += f(args.mode)
-        print(f"{f.__name__}: {len(rows)} rows", flush=True)
+    for key in sorted(ROWS):
+        rows += fresh[key] if key in fresh else [r for r in kept if r["experiment"] == names[key]]
     atomic_write_json(out, {"mode": args.mode, "rows": rows})
     for r in rows:
         said = {True: "inside", False: "outside", None: "no judgement"}[r["inside"]]
