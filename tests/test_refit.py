@@ -130,3 +130,23 @@ def test_the_report_says_which_experiments_a_record_can_refit(tmp_path, monkeypa
     assert "1 of 2 experiments can be refitted from their stored per-seed records (`python -m sims.refit`): 01_x." in text
     assert "Refittable: `python -m sims.refit 01_x`" in text
     assert "Not refittable yet" in text.split("## 02_y")[1] and "Refittable:" not in text.split("## 02_y")[1]
+
+
+def test_race_rows_only_recomputes_the_named_experiments_and_keeps_the_others(tmp_path, monkeypatch):
+    from sims import race_rows
+
+    def rows(name, value):
+        nan = float("nan")
+        return lambda mode: [
+            {"experiment": name, "quantity": "q", "race": value, "fitted": nan, "lo": nan, "hi": nan, "inside": None}
+        ]
+
+    names = {k: next(n for n in load.experiment_files() if n.startswith(k + "_")) for k in race_rows.ROWS}
+    monkeypatch.setattr(race_rows, "ROWS", {k: rows(names[k], 1.0) for k in race_rows.ROWS})
+    out = tmp_path / "rows.json"
+    assert race_rows.main(["--out", str(out)]) == 0
+    monkeypatch.setattr(race_rows, "ROWS", {k: rows(names[k], 2.0) for k in race_rows.ROWS})
+    assert race_rows.main(["--out", str(out), "--only", "15"]) == 0
+    got = {r["experiment"]: r["race"] for r in output.load_json(out)["rows"]}
+    assert got == {n: (2.0 if k == "15" else 1.0) for k, n in names.items()}
+    assert [r["experiment"] for r in output.load_json(out)["rows"]] == [names[k] for k in sorted(names)]
