@@ -1,5 +1,7 @@
 """The ``flow`` engine: closed-form gradient, solver accuracy, theory and the SGD limit."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -184,3 +186,37 @@ def test_ros2_counts_its_steps_and_stops_at_the_budget():
     y5, failed5, n5 = solve(C0, 5)
     assert bool(failed5) and int(n5) == 5
     assert np.isnan(np.asarray(y5[-1])).all() and np.isfinite(np.asarray(y5[0])).all()
+
+
+@pytest.mark.slow
+def test_a_flow_call_counts_its_log_points_as_work_so_progress_comes_early():
+    """The flow crosses dozens of log points per solver step early on, each observed with the
+    exact loss (about a solver step of work at large P): the first compiled call stops after
+    the engine's first budget of steps *and* log points, and the numbers do not change."""
+    from scaling_sgd._src.engines import ENGINES, driver
+    from scaling_sgd._src.progress import NoProgress
+
+    cfg = small_config(**{"train.engine": "flow", "train.steps": 200_000, "train.lr": 1e-3, "log.points": 60})
+    static, reps, log_steps = spec_parts(cfg)
+    engine = ENGINES["flow"].from_config(cfg)
+    seen = []
+
+    class Record(NoProgress):
+        def update(self, done, fraction=None, diverged=0):
+            seen.append(done)
+
+    out = driver.simulate(engine, static, reps, log_steps, Record(), chunk_seconds=1e-9)
+    # the first call observes at most first_budget / observe_work log points after step 0
+    k = int(engine.first_budget / engine.observe_work)
+    assert seen[0] <= log_steps[k] < log_steps[-1]
+    # were log points free, the first call's few solver steps would pass more of them
+    free_engine = type("FreeFlow", (type(engine),), {"observe_work": 0.0})(
+        **{f.name: getattr(engine, f.name) for f in dataclasses.fields(engine)}
+    )
+    seen.clear()
+    free = driver.simulate(free_engine, static, reps, log_steps, Record(), chunk_seconds=1e-9)
+    assert seen[0] > log_steps[k]
+    whole = driver.simulate(engine, static, reps, log_steps, first_budget=10**9)  # one call
+    for key in out:
+        np.testing.assert_array_equal(out[key], whole[key], err_msg=key)
+        np.testing.assert_array_equal(free[key], whole[key], err_msg=key)

@@ -198,6 +198,11 @@ class Engine(abc.ABC):
     name: ClassVar[str] = ""
     #: what ``Target.budget`` counts, for progress messages
     unit: ClassVar[str] = "steps"
+    #: work units of the first compiled call (then adapted to the driver's chunk time)
+    first_budget: ClassVar[int] = 64
+    #: work units one observation at a log point costs: a call that passes many log points
+    #: ends as soon as one that takes many steps, so progress shows within seconds
+    observe_work: ClassVar[float] = 0.0
     #: the config table of this engine's own settings (``None``: it has none) ...
     table: ClassVar[str | None] = None
     #: ... and its keys with their defaults

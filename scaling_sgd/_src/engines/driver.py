@@ -145,14 +145,17 @@ def _chunk(engine: Engine, static: Static, chunk: Chunk, reps: Replicas, grid: G
     position (steps) with the fraction done (:meth:`.base.Engine.done_fraction`), and
     whether it stopped on divergence."""
     T = grid.step.shape[0]
-    w0 = engine.work(static, chunk.state)
+    w0, j0 = engine.work(static, chunk.state), chunk.j
+
+    def used(c: Chunk):  # the steps taken and the log points observed in this call
+        return engine.work(static, c.state) - w0 + jnp.asarray(engine.observe_work * (c.j - j0)).astype(w0.dtype)
 
     def cond(c: Chunk):
-        go = (c.j < T) & (engine.work(static, c.state) - w0 < budget)
+        go = (c.j < T) & (used(c) < budget)
         return (go & ~jnp.all(engine.flags(c.state)[0])) if stop else go
 
     def body(c: Chunk) -> Chunk:
-        left = budget - (engine.work(static, c.state) - w0)
+        left = budget - used(c)
         state = engine.advance(static, c.state, reps, Target(c.j, grid.step[c.j], left), grid)
 
         def observe(state):
@@ -321,7 +324,7 @@ def simulate(
     log_steps,
     progress=None,
     chunk_seconds: float = 1.0,
-    first_budget: int = 64,
+    first_budget: int | None = None,
     stop_signals=(signal.SIGINT, signal.SIGTERM),
     stop_when_diverged: bool = True,
     checkpoint=None,
@@ -335,7 +338,8 @@ def simulate(
         progress: a :class:`..progress.Progress` (or ``None``).
         chunk_seconds: wall time aimed at per compiled call (progress and Ctrl-C
             granularity); it never changes the numbers.
-        first_budget: work units of the first call (then adapted).
+        first_budget: work units of the first call (then adapted); default: the engine's
+            :attr:`~.base.Engine.first_budget`.
         stop_signals: signals that stop the run between chunks (:class:`Interrupted`).
         stop_when_diverged: once every replica has diverged, fill the log points left with
             their frozen observables instead of advancing to the end (the same numbers).
@@ -371,7 +375,7 @@ def simulate(
     run.lower(engine, cstatic, chunk_shape, dreps, grid, jnp.asarray(0, jnp.int32)).compile()
 
     chunk = _start(engine, cstatic, dreps, grid)
-    budget, j, stopped = int(first_budget), 1, False
+    budget, j, stopped = int(engine.first_budget if first_budget is None else first_budget), 1, False
     resumed = checkpoint.restore(chunk) if checkpoint is not None else None
     if resumed is not None:
         chunk, budget = resumed

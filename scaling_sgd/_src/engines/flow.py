@@ -223,6 +223,10 @@ class Flow(Engine):
     emergence: tuple = ("skill", 0.5)
     name = "flow"
     unit = "solver steps"
+    # a solver step at P = m = 1024 costs ~11 gradients (0.5 s on 2 cores); the exact loss
+    # at a log point ~16 gradients in float32 (double-word Gram): about a step
+    first_budget = 4
+    observe_work = 1.0
     table = "flow"
     defaults = {"rtol": 1e-5, "atol": 1e-9, "solver": "auto"}
     extra_metrics = {"solver_steps": ("replica",), "solver_fevals": ("replica",), "crossing_step": ("replica", "direction")}
