@@ -47,6 +47,7 @@ DATA_DIR = SIMS / "data"
 MODES = ("cpu", "gpu", "quick")
 _OWN_TABLES = ("experiment", "gpu", "quick")
 _REPLAY = contextvars.ContextVar("replay", default=False)
+_USED = contextvars.ContextVar("records_used", default=None)
 
 
 @contextlib.contextmanager
@@ -59,6 +60,18 @@ def replaying():
         yield
     finally:
         _REPLAY.reset(token)
+
+
+@contextlib.contextmanager
+def records_used():
+    """Yields the list of the record files (names in :data:`DATA_DIR`) that
+    :func:`run_sweep` writes or reads inside this block: what an analysis is refitted from."""
+    names: list[str] = []
+    token = _USED.set(names)
+    try:
+        yield names
+    finally:
+        _USED.reset(token)
 
 
 class ExperimentError(ValueError):
@@ -220,6 +233,9 @@ def run_sweep(exp: Experiment, raw: dict | None = None, part: str | None = None,
     """
     pl = exp.plan(raw)
     file = record.path(DATA_DIR, exp.tag, part)
+    used = _USED.get()
+    if used is not None and file.name not in used:
+        used.append(file.name)
     if _REPLAY.get():
         return [Run(*pt) for pt in record.read(file, [p.dir for p in pl.points])]
     out = exp.run_root if part is None else exp.run_root / part

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import load, output, record
+from . import load, output
 
 VERDICT = {True: "yes", False: "**no**", None: "n/a"}
 
@@ -99,7 +99,7 @@ def render(results: dict[str, dict | None], mode: str = "cpu") -> str:
     done = [r for r in results.values() if r is not None]
     total = sum(r.get("compute_s", 0.0) for r in done if not r.get("extra", {}).get("runs_of"))  # shared runs once
     backends = sorted({r.get("backend", "?") for r in done})
-    refit = [n for n, r in results.items() if r is not None and not r.get("quick_stand_in") and _has_record(n)]
+    refit = [n for n, r in results.items() if r is not None and not r.get("quick_stand_in") and _refittable(r)]
     lines += [
         "",
         f"**{n_yes} of {n_all} predicted quantities agree within their interval, counting only the rows whose test "
@@ -129,7 +129,7 @@ def render(results: dict[str, dict | None], mode: str = "cpu") -> str:
             continue
         lines += [f"**{res['title']}.** Prediction: {res.get('prediction', '')}.", ""]
         if mode == "cpu" and not res.get("quick_stand_in"):
-            lines += [_refit_line(name), ""]
+            lines += [_refit_line(name, res), ""]
         if res.get("quick_stand_in"):
             lines += [
                 f"**Quick form only**: the full run was not made; these numbers come from `python -m "
@@ -158,14 +158,17 @@ def render(results: dict[str, dict | None], mode: str = "cpu") -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def _has_record(name: str) -> bool:
-    return record.path(load.DATA_DIR, name).is_file()
+def _refittable(res: dict) -> bool:
+    """The summary names the records its rows were fitted from, and they are all stored."""
+    names = res.get("records") or []
+    return bool(names) and all((load.DATA_DIR / n).is_file() for n in names)
 
 
-def _refit_line(name: str) -> str:
-    """Whether the experiment's rows can be redone from its stored per-seed record."""
-    if _has_record(name):
-        return f"Refittable: `python -m sims.refit {name}` redoes these rows from the per-seed record `sims/data/{name}.npz`."
+def _refit_line(name: str, res: dict) -> str:
+    """Whether the experiment's rows can be redone from its stored per-seed records."""
+    if _refittable(res):
+        files = ", ".join(f"`sims/data/{n}`" for n in res["records"])
+        return f"Refittable: `python -m sims.refit {name}` redoes these rows from the per-seed records {files}."
     return (
         "Not refittable yet: its per-seed record (emergence steps and loss curves, `sims/data/`) is written when the "
         f"experiment is next run (`python -m sims.reproduce {name}`)."

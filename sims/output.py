@@ -78,8 +78,9 @@ def settings_summary(cfg: dict) -> dict:
     }
 
 
-def write_result(exp: Experiment, out: Outcome, wall_s: float) -> Path:
-    """Write ``sims/results/<tag>.json`` (small: what the report needs)."""
+def write_result(exp: Experiment, out: Outcome, wall_s: float, records: list[str] = ()) -> Path:
+    """Write ``sims/results/<tag>.json`` (small: what the report needs).  ``records``: the
+    per-seed record files (``sims/data/``) the outcome can be refitted from."""
     import jax
 
     obj = {
@@ -99,6 +100,7 @@ def write_result(exp: Experiment, out: Outcome, wall_s: float) -> Path:
         "backend": jax.default_backend(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "extra": out.extra,
+        "records": sorted(records),
     }
     RESULT_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULT_DIR / f"{exp.tag}.json"

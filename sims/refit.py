@@ -37,12 +37,12 @@ def refit_one(name: str, mode: str = "cpu") -> tuple[dict | None, str]:
     if not stored_path.is_file():
         return None, f"no sims/results/{exp.tag}.json"
     try:
-        with load.replaying():
+        with load.replaying(), load.records_used() as used:
             out = experiments.get(name)(exp, False)
     except record.RecordError as e:
         return None, f"{e}{_flag(mode)}"
     new = dict(output.load_json(stored_path))
-    fresh = {"checks": out.checks, "notes": out.notes, "extra": out.extra}
+    fresh = {"checks": out.checks, "notes": out.notes, "extra": out.extra, "records": sorted(used)}
     new.update(json.loads(json.dumps(fresh, default=json_default)))  # as write_result stores them
     return new, ""
 

@@ -41,9 +41,10 @@ def run_one(name: str, mode: str, force: bool = False) -> dict:
     exp = load.load_experiment(name, mode)
     print(f"== {exp.tag}: {exp.get('title', name)}", flush=True)
     t0 = time.perf_counter()
-    out = experiments.get(name)(exp, force)
+    with load.records_used() as used:
+        out = experiments.get(name)(exp, force)
     wall = time.perf_counter() - t0
-    path = output.write_result(exp, out, wall)
+    path = output.write_result(exp, out, wall, records=used)
     output.print_checks(out.checks)
     for n in out.notes:
         print(f"  note: {n}")

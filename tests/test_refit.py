@@ -104,6 +104,7 @@ def test_a_refit_redoes_the_rows_and_its_check_sees_a_changed_record(sims_in, ca
     new, why = refit.refit_one(name, "quick")
     assert why == "" and refit.differences(stored, new) == []
     assert new["checks"] == stored["checks"] and new["extra"] == stored["extra"]
+    assert stored["records"] == new["records"] == [f"{name}-quick.npz"]
     # an experiment with no record is named, not refitted
     assert refit.refit_one("01_staircase", "quick")[0] is None
     assert refit.main(["--mode", "quick"]) == 0  # writes VALIDATION-quick.md
@@ -126,10 +127,19 @@ def test_the_report_says_which_experiments_a_record_can_refit(tmp_path, monkeypa
     monkeypatch.setattr(load, "DATA_DIR", tmp_path)
     res = {"title": "T", "checks": [], "runs": 1, "compute_s": 1.0}
     record.write(record.path(tmp_path, "01_x"), [])
-    text = make_validation.render({"01_x": res, "02_y": dict(res), "03_z": None})
-    assert "1 of 2 experiments can be refitted from their stored per-seed records (`python -m sims.refit`): 01_x." in text
-    assert "Refittable: `python -m sims.refit 01_x`" in text
-    assert "Not refittable yet" in text.split("## 02_y")[1] and "Refittable:" not in text.split("## 02_y")[1]
+    results = {
+        "01_x": res | {"records": ["01_x.npz"]},
+        "02_y": res | {"records": ["01_x.npz", "02_y.npz"]},  # one of its records is missing
+        "03_z": res | {"records": ["01_x.npz"]},  # fitted from another experiment's runs
+        "04_w": dict(res),  # run before records existed
+        "05_v": None,
+    }
+    text = make_validation.render(results)
+    assert "2 of 4 experiments can be refitted from their stored per-seed records (`python -m sims.refit`): 01_x, 03_z." in text
+    assert "Refittable: `python -m sims.refit 01_x` redoes these rows from the per-seed records `sims/data/01_x.npz`." in text
+    for name in ("02_y", "04_w"):
+        part = text.split(f"## {name}")[1].split("## ")[0]
+        assert "Not refittable yet" in part and "Refittable:" not in part
 
 
 def test_race_rows_only_recomputes_the_named_experiments_and_keeps_the_others(tmp_path, monkeypatch):

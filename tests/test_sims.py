@@ -224,13 +224,14 @@ def test_write_result_keeps_the_row_format_and_the_mode_in_its_name(tmp_path, mo
     run = load.Run({"student.m": 1}, exp.plan().points[0].config, {"wall_time_s": 2.5}, {})
     fig = output.figure_path(exp)
     out = output.Outcome([checks.check("q", 1.0, 1.1, 0.9, 1.2)], fig, ["n"], [run, run], {"x": 1})
-    path = output.write_result(exp, out, 3.0)
+    path = output.write_result(exp, out, 3.0, records=["b.npz", "a.npz"])
     assert path.name == "01_w-quick.json" and fig.name == "01_w-quick.png"
     res = output.load_json(path)
     assert set(res) == {
         "name", "mode", "title", "prediction", "checks", "figure", "notes", "wall_time_s", "compute_s",
-        "engines", "grid", "settings", "runs", "backend", "date", "extra",
+        "engines", "grid", "settings", "runs", "backend", "date", "extra", "records",
     }  # fmt: skip
+    assert res["records"] == ["a.npz", "b.npz"]
     assert (res["mode"], res["title"], res["runs"], res["compute_s"], res["figure"]) == (
         "quick",
         "W",
