@@ -223,7 +223,9 @@ class Run:
 
 def run_sweep(exp: Experiment, raw: dict | None = None, part: str | None = None, force: bool = False) -> list[Run]:
     """Compute the points of ``exp``'s sweep that are not done (all with ``force``) and
-    return every point's results in grid order.
+    return every point's results in grid order; then write the sweep's per-seed record
+    ``sims/data/<tag>[.<part>].npz`` (:mod:`sims.record`).  Inside :func:`replaying` the
+    record is read instead, and nothing runs.
 
     Args:
         raw: another set of tables to plan (default: the experiment's own).
