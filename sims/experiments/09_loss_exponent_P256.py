@@ -72,8 +72,8 @@ def run(exp: Experiment, force: bool = False) -> Outcome:
                 fp.slope,
                 fp.ci[0],
                 fp.ci[1],
-                why=f"finite width m = {m / P:g}P: the later directions get the neurons left over by the earlier ones "
-                "(experiment 15, the race model)",
+                why=f"finite width m = {'' if m == P else f'{m / P:g}'}P: the later directions get the neurons left over "
+                "by the earlier ones (experiment 15, the race model)",
                 discriminates=not warn,
                 scope="; ".join(warn),
                 note=f"{int(learned.sum())}/{P} directions with a finite median emergence step",
