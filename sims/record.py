@@ -11,8 +11,9 @@ A record holds, for every sweep point, its settings, resolved config and run met
   :func:`scaling_sgd.analysis.emergence.run_emergence_times` gives them from the whole run;
 * the wide observables ``(R, T, P)`` or ``(R, T, m, P)`` (``skill``, ``overlap``, ...) only
   at their first and last log points, as ``<name>@first`` and ``<name>@last``, and only
-  when those are at most :data:`CAP` numbers; whole when the experiment names them in its
-  ``[experiment] record_whole`` list and they are at most :data:`CAP` numbers.
+  when those are at most :data:`SLICE_CAP` numbers (the random initial cosines do not
+  compress); whole when the experiment names them in its ``[experiment] record_whole``
+  list and they are at most :data:`CAP` numbers.
 
 Nothing here is rounded: a record gives the analyses the very numbers the run gave them.
 Each point is stored under its config hash; reading a record whose hashes differ from the
@@ -30,10 +31,12 @@ import numpy as np
 
 from scaling_sgd._src.files import atomic_write_bytes, json_default
 
-__all__ = ["CAP", "RecordError", "compact", "path", "read", "write"]
+__all__ = ["CAP", "SLICE_CAP", "RecordError", "compact", "path", "read", "write"]
 
 #: the most numbers one stored array may hold
-CAP = 2**17
+CAP = 2**15
+#: ... and one first or last log point of a wide observable
+SLICE_CAP = 2**13
 _WIDE = ("direction", "neuron")
 
 
@@ -69,7 +72,7 @@ def compact(metrics: dict, dims: dict[str, tuple[str, ...]], times: np.ndarray, 
         axis = d.index("step")
         for tag, i in (("first", 0), ("last", -1)):
             s = np.take(v, i, axis=axis)
-            if s.size <= CAP:
+            if s.size <= SLICE_CAP:
                 out[f"{k}@{tag}"] = s
     return out
 

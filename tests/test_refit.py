@@ -41,7 +41,8 @@ def test_a_record_keeps_narrow_arrays_whole_and_wide_ones_at_their_ends(monkeypa
     np.testing.assert_array_equal(out["emergence_step"], times)
     # whole when the experiment asks for it; nothing over the cap, whole or sliced
     assert np.array_equal(record.compact(mets, DIMS, times, keep_whole=("skill",))["skill"], mets["skill"])
-    monkeypatch.setattr(record, "CAP", 3 * 4)  # R P: one slice of skill fits, one of overlap does not
+    monkeypatch.setattr(record, "CAP", 3 * 4)  # R P: whole skill does not fit
+    monkeypatch.setattr(record, "SLICE_CAP", 3 * 4)  # one slice of skill fits, one of overlap does not
     small = record.compact(mets, DIMS, times, keep_whole=("skill",))
     assert "skill" not in small and "skill@last" in small and not any(k.startswith("overlap") for k in small)
 
