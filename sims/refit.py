@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import sys
 import tempfile
 
@@ -48,19 +49,39 @@ def refit_one(name: str, mode: str = "cpu") -> tuple[dict | None, str]:
 
 
 def differences(old: dict, new: dict) -> list[str]:
-    """The fitted parts of two summaries that differ, one line each."""
+    """The fitted parts of two summaries that differ, one line each.  Numbers are compared
+    to a relative ``RTOL``: another CPU's BLAS may round a least-squares fit differently in
+    its last bits, which is no change of the rows."""
     out = []
     for k in _FITTED:
         if k == "checks":
             a = {c["quantity"]: c for c in old.get(k, [])}
             b = {c["quantity"]: c for c in new.get(k, [])}
             for q in sorted(set(a) | set(b)):
-                if a.get(q) != b.get(q):
+                if not _same(a.get(q), b.get(q)):
                     fa, fb = (x.get(q, {}).get("fitted") for x in (a, b))
                     out.append(f"row {q!r}: fitted {fa} -> {fb}")
-        elif old.get(k) != new.get(k):
+        elif not _same(old.get(k), new.get(k)):
             out.append(f"{k} differ")
     return out
+
+
+#: relative tolerance of :func:`differences` on numbers
+RTOL = 1e-9
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, float) or isinstance(b, float):
+        if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (a, b)):
+            return False
+        if math.isnan(a) or math.isnan(b):
+            return math.isnan(a) and math.isnan(b)
+        return a == b or abs(a - b) <= RTOL * max(abs(a), abs(b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return a == b
 
 
 def main(argv=None) -> int:

@@ -111,11 +111,11 @@ def test_a_refit_redoes_the_rows_and_its_check_sees_a_changed_record(sims_in, ca
     assert refit.main(["--mode", "quick"]) == 0  # writes VALIDATION-quick.md
     report = (sims_in / "VALIDATION-quick.md").read_text()
     assert refit.main(["--mode", "quick", "--check"]) == 0
-    # the same rows from a record whose emergence steps moved: the check fails, nothing is written
+    # a record whose emergence steps moved: the check fails and names the rows, nothing is written
     f = record.path(load.DATA_DIR, f"{name}-quick")
     plan = load.load_experiment(name, "quick").plan()
     ((settings, cfg, meta, arr),) = record.read(f, [p.dir for p in plan.points])
-    arr["emergence_step"] = arr["emergence_step"] * 1.5
+    arr["emergence_step"] = arr["emergence_step"] ** 1.05  # every T_p slope moves
     record.write(f, [(plan.points[0].dir, settings, cfg, meta, arr)])
     capsys.readouterr()
     assert refit.main(["--mode", "quick", "--check"]) == 1
@@ -161,3 +161,18 @@ def test_race_rows_only_recomputes_the_named_experiments_and_keeps_the_others(tm
     got = {r["experiment"]: r["race"] for r in output.load_json(out)["rows"]}
     assert got == {n: (2.0 if k == "15" else 1.0) for k, n in names.items()}
     assert [r["experiment"] for r in output.load_json(out)["rows"]] == [names[k] for k in sorted(names)]
+
+
+def test_a_refit_check_ignores_last_bit_rounding_and_nothing_else():
+    row = {"quantity": "q", "fitted": 0.7812345678901234, "lo": 0.76, "hi": 0.79, "agrees": False}
+    old = {"checks": [row], "notes": ["n"], "extra": {"x": [1.0, float("nan"), float("inf")]}}
+    near = {
+        "checks": [row | {"fitted": row["fitted"] * (1 + 1e-15)}],
+        "notes": ["n"],
+        "extra": {"x": [1.0, float("nan"), float("inf")]},
+    }
+    assert refit.differences(old, near) == []
+    moved = {"checks": [row | {"fitted": row["fitted"] * (1 + 1e-6)}], "notes": ["n"], "extra": old["extra"]}
+    assert refit.differences(old, moved) == [f"row 'q': fitted {row['fitted']} -> {moved['checks'][0]['fitted']}"]
+    assert refit.differences(old, old | {"extra": {"x": [1.0, 2.0, float("inf")]}}) == ["extra differ"]
+    assert refit.differences(old, old | {"checks": [row | {"agrees": True}]}) != []
