@@ -50,28 +50,32 @@ _REPLAY = contextvars.ContextVar("replay", default=False)
 _USED = contextvars.ContextVar("records_used", default=None)
 
 
+def tagged(name: str, mode: str) -> str:
+    """``name`` for the cpu settings, ``name-<mode>`` for the others (file names)."""
+    return name if mode == "cpu" else f"{name}-{mode}"
+
+
 @contextlib.contextmanager
+def scoped(var: contextvars.ContextVar, value):
+    """``var`` set to ``value`` inside the block (yields ``value``), restored after it."""
+    token = var.set(value)
+    try:
+        yield value
+    finally:
+        var.reset(token)
+
+
 def replaying():
     """Inside this block :func:`run_sweep` reads each experiment's record
     (:mod:`sims.record`) instead of running or reading its sweep: the analyses refit from
     the stored per-seed numbers, with no simulation."""
-    token = _REPLAY.set(True)
-    try:
-        yield
-    finally:
-        _REPLAY.reset(token)
+    return scoped(_REPLAY, True)
 
 
-@contextlib.contextmanager
 def records_used():
     """Yields the list of the record files (names in :data:`DATA_DIR`) that
     :func:`run_sweep` writes or reads inside this block: what an analysis is refitted from."""
-    names: list[str] = []
-    token = _USED.set(names)
-    try:
-        yield names
-    finally:
-        _USED.reset(token)
+    return scoped(_USED, [])
 
 
 class ExperimentError(ValueError):
@@ -100,7 +104,7 @@ class Experiment:
 
     @property
     def tag(self) -> str:
-        return self.name if self.mode == "cpu" else f"{self.name}-{self.mode}"
+        return tagged(self.name, self.mode)
 
     @property
     def run_root(self) -> Path:

@@ -179,7 +179,7 @@ def race_section(mode: str) -> list[str]:
     """The race model on the same seeds (``sims/results/race_rows[-mode].json``, written by
     ``python -m sims.race_rows``): its value of each quantity through the experiment's own
     estimator, beside the simulated fit; nothing when the file is absent."""
-    p = output.RESULT_DIR / f"race_rows{'' if mode == 'cpu' else '-' + mode}.json"
+    p = output.RESULT_DIR / f"{load.tagged('race_rows', mode)}.json"
     if not p.is_file():
         return []
     rows = output.load_json(p)["rows"]
@@ -222,7 +222,7 @@ def race_section(mode: str) -> list[str]:
 def collect(mode: str = "cpu") -> dict[str, dict | None]:
     out = {}
     for name in load.experiment_files():
-        tag = name if mode == "cpu" else f"{name}-{mode}"
+        tag = load.tagged(name, mode)
         p = output.RESULT_DIR / f"{tag}.json"
         out[name] = output.load_json(p) if p.is_file() else None
         q = output.RESULT_DIR / f"{name}-quick.json"
@@ -253,7 +253,7 @@ def main(argv=None) -> int:
 
 def report_path(mode: str) -> Path:
     """``sims/VALIDATION.md``, or ``sims/VALIDATION-<mode>.md``."""
-    return load.SIMS / ("VALIDATION.md" if mode == "cpu" else f"VALIDATION-{mode}.md")
+    return load.SIMS / f"{load.tagged('VALIDATION', mode)}.md"
 
 
 def write(out: Path, text: str) -> None:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import dataclasses
 import io
@@ -22,14 +21,9 @@ RESULT_DIR = load.SIMS / "results"
 _FIGURES_TO = contextvars.ContextVar("figures_to", default=None)
 
 
-@contextlib.contextmanager
 def figures_to(folder: Path):
     """Inside this block figures are drawn into ``folder`` instead of ``sims/figures``."""
-    token = _FIGURES_TO.set(Path(folder))
-    try:
-        yield
-    finally:
-        _FIGURES_TO.reset(token)
+    return load.scoped(_FIGURES_TO, Path(folder))
 
 
 @dataclasses.dataclass

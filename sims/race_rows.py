@@ -39,6 +39,7 @@ from scaling_sgd.analysis.race import race_from_config
 from sims import load, output
 from sims.checks import sizes_label, verdict
 from sims.load import Experiment
+from sims.reproduce import resolve_names
 
 
 def _prediction(cfg: dict, within_run: bool = False):
@@ -177,7 +178,7 @@ def main(argv=None) -> int:
         help="recompute these experiments' rows, keep the others in --out",
     )
     args = ap.parse_args(argv)
-    out = args.out or output.RESULT_DIR / f"race_rows{'' if args.mode == 'cpu' else '-' + args.mode}.json"
+    out = args.out or output.RESULT_DIR / f"{load.tagged('race_rows', args.mode)}.json"
     only = args.only or sorted(ROWS)
     kept = output.load_json(out)["rows"] if args.only and out.is_file() else []
     fresh = {}
@@ -185,7 +186,7 @@ def main(argv=None) -> int:
         fresh[key] = ROWS[key](args.mode)
         print(f"rows of {key}: {len(fresh[key])}", flush=True)
     # the file keeps the order of ROWS; an experiment's rows are all fresh or all kept
-    names = {key: next(n for n in load.experiment_files() if n.startswith(key + "_")) for key in ROWS}
+    names = {key: resolve_names([key])[0] for key in ROWS}
     rows = []
     for key in sorted(ROWS):
         rows += fresh[key] if key in fresh else [r for r in kept if r["experiment"] == names[key]]

@@ -26,6 +26,7 @@ import tempfile
 
 from scaling_sgd._src.files import atomic_write_json, json_default
 from sims import experiments, load, make_validation, output, record
+from sims.reproduce import resolve_names
 
 _FITTED = ("checks", "notes", "extra")
 
@@ -93,8 +94,6 @@ def main(argv=None) -> int:
     import matplotlib
 
     matplotlib.use("Agg")
-    from sims.reproduce import resolve_names
-
     try:
         names = resolve_names(args.names or ["all"])
     except load.ExperimentError as e:
@@ -116,7 +115,7 @@ def main(argv=None) -> int:
             bad += diff
             results[name] = new
             if not args.check:
-                atomic_write_json(output.RESULT_DIR / f"{name}{_flag(mode=args.mode, sep='-')}.json", new)
+                atomic_write_json(output.RESULT_DIR / f"{load.tagged(name, args.mode)}.json", new)
     text = make_validation.render(results, args.mode)
     target = make_validation.report_path(args.mode)
     if args.check:
@@ -128,9 +127,9 @@ def main(argv=None) -> int:
     return 0
 
 
-def _flag(mode: str, sep: str = " --") -> str:
-    """`` --quick`` (or ``-quick``) for a mode other than cpu, else nothing."""
-    return "" if mode == "cpu" else f"{sep}{mode}"
+def _flag(mode: str) -> str:
+    """`` --quick`` for a mode other than cpu (a command line's option), else nothing."""
+    return "" if mode == "cpu" else f" --{mode}"
 
 
 if __name__ == "__main__":
