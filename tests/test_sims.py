@@ -471,3 +471,39 @@ def test_per_task_rows_carry_the_clock_of_the_schedule(monkeypatch, tmp_path, n0
     ).checks[0]
     assert E13.FLOW_SCOPE in main_flow["scope"] and not main_flow["discriminates"]
     assert main_flow["fitted"] == main["fitted"]
+
+
+@pytest.mark.parametrize("slow_down", [1.02, 1.2])
+def test_per_task_note_names_the_step_size_limit_that_binds_on_sgd(monkeypatch, slow_down):
+    """13's note on SGD, from an SGD-vs-flow pair of runs with two lr: at the larger lr every
+    seed diverged; at the smaller one SGD's emergence steps are the flow's x ``slow_down``.
+    Within the tolerance the note says that no per-task limit binds up to the largest stable
+    lr; beyond it, that a finite-lr effect shows below the divergence limit."""
+
+    def point(engine, lr_times):
+        R, P = 8, 6
+        T = 1e3 * np.arange(1, P + 1.0)[None, :] * (1.0 + 0.1 * np.arange(R)[:, None])
+        cols = [(lr, np.full(R, lr), T * f, np.full(R, div)) for lr, f, div in lr_times]
+        metrics = {
+            "loss": np.ones((2 * R, 3)),
+            "lr": np.concatenate([c[1] for c in cols]),
+            "beta": np.ones(2 * R),
+            "seed": np.tile(np.arange(R), 2),
+            "emergence_step": np.concatenate([c[2] for c in cols]),
+            "diverged": np.concatenate([c[3] for c in cols]),
+        }
+        cfg = {"train": {"engine": engine}, "teacher": {"P": P}, "data": {"d": 256}}
+        return load.Run({}, cfg, {}, metrics)
+
+    sgd = point("reduced", [(2e-5, slow_down, False), (4e-5, 1.0, True)])
+    flow = point("flow", [(2e-5, 1.0, False), (4e-5, 1.0, False)])
+    exp = load.Experiment("12_x", "quick", {}, {"ratio_tol": 0.05})
+    monkeypatch.setattr(load, "load_experiment", lambda *a, **k: exp)
+    monkeypatch.setattr(load, "run_sweep", lambda e, **k: [sgd, flow])
+    note = importlib.import_module("sims.experiments.13_per_task_lr")._sgd_limit_note("12_x", "quick")
+    assert "lr = 4e-05: 8 of 8 seeds diverged, no pair" in note
+    assert f"lr = 2e-05: 0 of 8 seeds diverged, median T_p(SGD) / T_p(flow) {slow_down:.3f} over 48 pairs" in note
+    if slow_down < 1.05:
+        assert "(2e-05) follows the flow within 0.05: no per-task limit binds up to it, and every larger lr" in note
+    else:
+        assert "(2e-05) departs from the flow by +20.0%, more than 0.05" in note and "follows" not in note

@@ -8,6 +8,15 @@ changes the clock, ``tau(n) = 2 n0 (sqrt(1 + n/n0) - 1) ~ sqrt(n)``, so the expo
 the constant-lr one once ``n >> n0``: the experiment shows that the engine runs the schedule
 and how far the finite window is from that limit; at a finite lr (SGD) the noise would add
 to it.
+
+Every row stays out of the count.  On the flow the schedule only relabels time (a
+tautology); the paper's remark is about SGD, whose step size must stay below
+``a_p / d^(k/2)`` to learn direction ``p``.  A note reads experiment 12's SGD runs to say
+which limit binds there: at ``d = 256`` the divergence limit comes first (the largest
+stable lr follows the flow), and the per-task limit falls faster with ``d`` (``d^-2``
+against the ``d^-1.46`` of experiment 4's divergence lr), so it can bind only at a larger
+``d``, where the steps to the last emergence at the stable lr grow as ``~d^2.46``
+(docs/model.md, "SGD's two step-size limits").
 """
 
 from __future__ import annotations
@@ -31,6 +40,48 @@ from sims.output import Outcome, save_figure
 FLOW_SCOPE = (
     "flow: a schedule only relabels the flow's time (a tautology here; the per-task remark is about SGD's step-size limit)"
 )
+
+
+def _sgd_limit_note(name: str, mode: str) -> str:
+    """Which step-size limit binds for SGD, from the SGD-vs-flow experiment ``name``'s runs:
+    per lr, the seeds that diverged and the median ``T_p(SGD) / T_p(flow)`` over the (seed,
+    direction) pairs both engines learned.  The per-task remark needs a lr at which SGD is
+    stable but no longer follows the flow; when the largest stable lr still follows it
+    (within ``name``'s ``ratio_tol``), the divergence limit binds first at that ``d``."""
+    exp = load.load_experiment(name, mode)
+    runs = load.run_sweep(exp)
+    sgd = next(r for r in runs if r.cfg["train"]["engine"] != "flow")
+    flow = {g.common("lr"): g for g in next(r for r in runs if r.cfg["train"]["engine"] == "flow").groups()}
+    parts, ratios = [], {}
+    for g in sgd.groups():
+        lr, f = g.common("lr"), flow[g.common("lr")]
+        both = np.isfinite(g.times) & np.isfinite(f.times) & g.ok[:, None]
+        if both.any():
+            ratios[lr] = float(np.median(g.times[both] / f.times[both]))
+        learned = f"median T_p(SGD) / T_p(flow) {ratios[lr]:.3f} over {int(both.sum())} pairs" if both.any() else "no pair"
+        parts.append(f"lr = {lr:g}: {int((~g.ok).sum())} of {g.ok.size} seeds diverged, {learned}")
+    stable = [g.common("lr") for g in sgd.groups() if g.ok.all() and g.common("lr") in ratios]
+    tol = float(exp.get("ratio_tol", 0.05))
+    cfg = sgd.cfg
+    text = (
+        f"On SGD (experiment {name}: reduced engine, P = m = {cfg['teacher']['P']}, d = {cfg['data']['d']}): "
+        + "; ".join(parts)
+        + "."
+    )
+    if stable:
+        top = max(stable)
+        text += f" The largest lr with no divergence ({top:g}) " + (
+            f"follows the flow within {tol:g}: no per-task limit binds up to it"
+            + (
+                ", and every larger lr of the grid diverged in some seed, so the per-task remark cannot be tested at this d."
+                if all(not g.ok.all() for g in sgd.groups() if g.common("lr") > top)
+                else "."
+            )
+            if abs(ratios[top] - 1.0) <= tol
+            else f"departs from the flow by {ratios[top] - 1:+.1%}, more than {tol:g}: a finite-lr effect is visible "
+            "below the divergence limit."
+        )
+    return text
 
 
 def _theory(beta: float) -> float:
@@ -121,7 +172,7 @@ def run(exp: Experiment, force: bool = False) -> Outcome:
                 )
             )
         rows.append({"beta": b, "fit": fit, "const": c, "g": g, "clock": clock})
-    notes = []
+    notes = [_sgd_limit_note(exp.get("sgd_at_finite_lr"), exp.mode)] if exp.get("sgd_at_finite_lr") else []
     for w in rows:
         if w["const"] and math.isfinite(w["const"]["est"]) and w["const"]["est"] != 0:
             f = w["fit"]
