@@ -59,8 +59,11 @@ def run(exp: Experiment, force: bool = False) -> Outcome:
                 f"tolerance {tol} (the precision at which the flow is taken to stand for SGD)",
             )
         )
-        Ls = np.mean(gs.metrics["loss"][np.searchsorted(gs.metrics["seed"], seeds)], axis=0)
-        Lf = np.mean(gf.metrics["loss"][np.searchsorted(gf.metrics["seed"], seeds)], axis=0)
+        if seeds.size:
+            Ls = np.mean(gs.metrics["loss"][np.searchsorted(gs.metrics["seed"], seeds)], axis=0)
+            Lf = np.mean(gf.metrics["loss"][np.searchsorted(gf.metrics["seed"], seeds)], axis=0)
+        else:  # every SGD seed diverged: no pair to average
+            Ls = Lf = np.full(gs.step.shape, np.nan)
         fin = Tf[np.isfinite(Tf)]
         win = (gs.step >= fin.min()) & (gs.step <= fin.max()) if fin.size else np.zeros(gs.step.shape, bool)
         # the median gap over the window: at a drop a shift of a few % in time is a large gap
@@ -113,10 +116,13 @@ def _figure(exp, rows):
         pos = w["step"] > 0
         gone = " (every seed diverged)" if w["n_div"] == w["n"] else ""
         a1.plot(w["step"][pos], w["Ls"][pos], color=c, lw=1.4, label=f"SGD (reduced), lr={w['lr']:g}{gone}")
-        a1.plot(w["step"][pos], w["Lf"][pos], "--", color=c, lw=1, label=f"flow at the same lr, lr={w['lr']:g}")
+        if np.isfinite(w["Lf"]).any():  # the flow's curve is shown over the seeds SGD kept
+            a1.plot(w["step"][pos], w["Lf"][pos], "--", color=c, lw=1, label=f"flow at the same lr, lr={w['lr']:g}")
         r = w["ratio"]
         p = np.arange(1, r.shape[1] + 1)
-        a2.plot(p, np.nanmedian(r, axis=0), "o-", color=c, ms=3, label=f"lr={w['lr']:g}: median over seeds{gone}")
+        med = [np.median(col[np.isfinite(col)]) if np.isfinite(col).any() else np.nan for col in r.T]
+        if np.isfinite(med).any():
+            a2.plot(p, med, "o-", color=c, ms=3, label=f"lr={w['lr']:g}: median over seeds{gone}")
     a2.axhline(1.0, color="#D55E00", lw=1, ls="--", label="flow limit")
     a1.set(xscale="log", yscale="log", xlabel="SGD step", ylabel="seed-mean population MSE", title="loss: SGD vs flow")
     a2.set(xlabel="direction p", ylabel="T_p(SGD) / T_p(flow)", title="emergence steps, paired by seed")
