@@ -497,10 +497,10 @@ def test_per_task_note_names_the_step_size_limit_that_binds_on_sgd(monkeypatch, 
 
     sgd = point("reduced", [(2e-5, slow_down, False), (4e-5, 1.0, True)])
     flow = point("flow", [(2e-5, 1.0, False), (4e-5, 1.0, False)])
-    exp = load.Experiment("12_x", "quick", {}, {"ratio_tol": 0.05})
+    exp = load.Experiment("12_sgd_vs_flow", "quick", {}, {"ratio_tol": 0.05})
     monkeypatch.setattr(load, "load_experiment", lambda *a, **k: exp)
     monkeypatch.setattr(load, "run_sweep", lambda e, **k: [sgd, flow])
-    note = importlib.import_module("sims.experiments.13_per_task_lr")._sgd_limit_note("12_x", "quick")
+    note = importlib.import_module("sims.experiments.13_per_task_lr")._sgd_limit_note("12_sgd_vs_flow", "quick")
     assert "lr = 4e-05: 8 of 8 seeds diverged, no pair" in note
     assert f"lr = 2e-05: 0 of 8 seeds diverged, median T_p(SGD) / T_p(flow) {slow_down:.3f} over 48 pairs" in note
     if slow_down < 1.05:

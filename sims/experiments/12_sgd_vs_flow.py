@@ -21,21 +21,33 @@ from sims.load import Experiment
 from sims.output import Outcome, save_figure
 
 
-def run(exp: Experiment, force: bool = False) -> Outcome:
-    runs = load.run_sweep(exp, force=force)
+def engine_groups(runs: list[load.Run]) -> tuple[dict, dict]:
+    """``({lr: SGD group}, {lr: flow group})`` of the sweep's two points (SGD and flow)."""
     sgd = next(r for r in runs if r.cfg["train"]["engine"] != "flow")
     flow = next(r for r in runs if r.cfg["train"]["engine"] == "flow")
+    return ({g.common("lr"): g for g in r.groups()} for r in (sgd, flow))
+
+
+def paired(gs: load.Run, gf: load.Run) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The seeds that neither engine's replica diverged in ``(S,)``, the flow's emergence
+    steps of those seeds ``(S, P)``, and ``T_p(SGD) / T_p(flow)`` ``(S, P)`` (nan where
+    either engine did not learn the direction)."""
+    seeds = np.intersect1d(gs.metrics["seed"][gs.ok], gf.metrics["seed"][gf.ok])
+    Ts = gs.times[np.searchsorted(gs.metrics["seed"], seeds)]
+    Tf = gf.times[np.searchsorted(gf.metrics["seed"], seeds)]
+    both = np.isfinite(Ts) & np.isfinite(Tf)
+    return seeds, Tf, np.where(both, Ts / np.where(both, Tf, 1.0), np.nan)
+
+
+def run(exp: Experiment, force: bool = False) -> Outcome:
+    runs = load.run_sweep(exp, force=force)
     nb, tol = int(exp.get("n_boot", 400)), float(exp.get("ratio_tol", 0.05))
-    groups_s = {g.common("lr"): g for g in sgd.groups()}
-    groups_f = {g.common("lr"): g for g in flow.groups()}
+    groups_s, groups_f = engine_groups(runs)
     checks, rows = [], []
     for lr in sorted(groups_s):
         gs, gf = groups_s[lr], groups_f[lr]
-        seeds = np.intersect1d(gs.metrics["seed"][gs.ok], gf.metrics["seed"][gf.ok])
-        Ts = gs.times[np.searchsorted(gs.metrics["seed"], seeds)]
-        Tf = gf.times[np.searchsorted(gf.metrics["seed"], seeds)]
-        both = np.isfinite(Ts) & np.isfinite(Tf)
-        ratio = np.where(both, Ts / np.where(both, Tf, 1.0), np.nan)  # (seeds, P)
+        seeds, Tf, ratio = paired(gs, gf)
+        both = np.isfinite(ratio)
 
         def med(ii, ratio=ratio):
             return float(np.nanmedian(ratio[ii])) if np.isfinite(ratio[ii]).any() else math.nan

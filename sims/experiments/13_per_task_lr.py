@@ -21,6 +21,7 @@ against the ``d^-1.46`` of experiment 4's divergence lr), so it can bind only at
 
 from __future__ import annotations
 
+import importlib
 import math
 
 import matplotlib.pyplot as plt
@@ -43,45 +44,46 @@ FLOW_SCOPE = (
 
 
 def _sgd_limit_note(name: str, mode: str) -> str:
-    """Which step-size limit binds for SGD, from the SGD-vs-flow experiment ``name``'s runs:
-    per lr, the seeds that diverged and the median ``T_p(SGD) / T_p(flow)`` over the (seed,
-    direction) pairs both engines learned.  The per-task remark needs a lr at which SGD is
-    stable but no longer follows the flow; when the largest stable lr still follows it
-    (within ``name``'s ``ratio_tol``), the divergence limit binds first at that ``d``."""
+    """Which step-size limit binds for SGD, from the SGD-vs-flow experiment ``name``'s runs
+    (paired by seed as that experiment pairs them): per lr, the seeds that diverged and the
+    median ``T_p(SGD) / T_p(flow)`` over the (seed, direction) pairs both engines learned.
+    The per-task remark needs a lr at which SGD is stable but no longer follows the flow;
+    when the largest stable lr still follows it (within ``name``'s ``ratio_tol``), the
+    divergence limit binds first at that ``d``."""
+    sgd_vs_flow = importlib.import_module(f"sims.experiments.{name}")
     exp = load.load_experiment(name, mode)
-    runs = load.run_sweep(exp)
-    sgd = next(r for r in runs if r.cfg["train"]["engine"] != "flow")
-    flow = {g.common("lr"): g for g in next(r for r in runs if r.cfg["train"]["engine"] == "flow").groups()}
+    groups_s, groups_f = sgd_vs_flow.engine_groups(load.run_sweep(exp))
     parts, ratios = [], {}
-    for g in sgd.groups():
-        lr, f = g.common("lr"), flow[g.common("lr")]
-        both = np.isfinite(g.times) & np.isfinite(f.times) & g.ok[:, None]
-        if both.any():
-            ratios[lr] = float(np.median(g.times[both] / f.times[both]))
-        learned = f"median T_p(SGD) / T_p(flow) {ratios[lr]:.3f} over {int(both.sum())} pairs" if both.any() else "no pair"
-        parts.append(f"lr = {lr:g}: {int((~g.ok).sum())} of {g.ok.size} seeds diverged, {learned}")
-    stable = [g.common("lr") for g in sgd.groups() if g.ok.all() and g.common("lr") in ratios]
-    tol = float(exp.get("ratio_tol", 0.05))
-    cfg = sgd.cfg
-    text = (
-        f"On SGD (experiment {name}: reduced engine, P = m = {cfg['teacher']['P']}, d = {cfg['data']['d']}): "
-        + "; ".join(parts)
-        + "."
-    )
-    if stable:
-        top = max(stable)
-        text += f" The largest lr with no divergence ({top:g}) " + (
-            f"follows the flow within {tol:g}: no per-task limit binds up to it"
-            + (
-                ", and every larger lr of the grid diverged in some seed, so the per-task remark cannot be tested at this d."
-                if all(not g.ok.all() for g in sgd.groups() if g.common("lr") > top)
-                else "."
+    for lr, g in sorted(groups_s.items()):
+        ratio = sgd_vs_flow.paired(g, groups_f[lr])[2]
+        learned = np.isfinite(ratio)
+        if learned.any():
+            ratios[lr] = float(np.median(ratio[learned]))
+            parts.append(
+                f"lr = {lr:g}: {int((~g.ok).sum())} of {g.ok.size} seeds diverged, "
+                f"median T_p(SGD) / T_p(flow) {ratios[lr]:.3f} over {int(learned.sum())} pairs"
             )
-            if abs(ratios[top] - 1.0) <= tol
-            else f"departs from the flow by {ratios[top] - 1:+.1%}, more than {tol:g}: a finite-lr effect is visible "
+        else:
+            parts.append(f"lr = {lr:g}: {int((~g.ok).sum())} of {g.ok.size} seeds diverged, no pair")
+    cfg = next(iter(groups_s.values())).cfg
+    text = f"On SGD (experiment {name}: reduced engine, P = m = {cfg['teacher']['P']}, d = {cfg['data']['d']}): "
+    text += "; ".join(parts) + "."
+    stable = [lr for lr, g in groups_s.items() if g.ok.all() and lr in ratios]
+    if not stable:
+        return text
+    top, tol = max(stable), float(exp.get("ratio_tol", 0.05))
+    text += f" The largest lr with no divergence ({top:g}) "
+    if abs(ratios[top] - 1.0) > tol:
+        return text + (
+            f"departs from the flow by {ratios[top] - 1:+.1%}, more than {tol:g}: a finite-lr effect is visible "
             "below the divergence limit."
         )
-    return text
+    text += f"follows the flow within {tol:g}: no per-task limit binds up to it"
+    if all(not g.ok.all() for lr, g in groups_s.items() if lr > top):
+        return (
+            text + ", and every larger lr of the grid diverged in some seed, so the per-task remark cannot be tested at this d."
+        )
+    return text + "."
 
 
 def _theory(beta: float) -> float:
