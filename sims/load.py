@@ -227,9 +227,13 @@ class Run:
 
 def run_sweep(exp: Experiment, raw: dict | None = None, part: str | None = None, force: bool = False) -> list[Run]:
     """Compute the points of ``exp``'s sweep that are not done (all with ``force``) and
-    return every point's results in grid order; then write the sweep's per-seed record
-    ``sims/data/<tag>[.<part>].npz`` (:mod:`sims.record`).  Inside :func:`replaying` the
-    record is read instead, and nothing runs.
+    return every point's results in grid order.  The sweep's per-seed record
+    ``sims/data/<tag>[.<part>].npz`` (:mod:`sims.record`) is written when the sweep ends, and
+    also when it stops early (Ctrl-C, SIGTERM): then it holds the points done so far.  A point
+    that the record holds and whose folder is gone (a fresh checkout) is read from the record,
+    not computed again, so a sweep of many long points can be finished over several sittings,
+    on several machines.  Inside :func:`replaying` the whole record is read instead, and
+    nothing runs.
 
     Args:
         raw: another set of tables to plan (default: the experiment's own).
@@ -245,22 +249,76 @@ def run_sweep(exp: Experiment, raw: dict | None = None, part: str | None = None,
     if _REPLAY.get():
         return [Run(*pt) for pt in record.read(file, [p.dir for p in pl.points])]
     out = exp.run_root if part is None else exp.run_root / part
+    stored = {} if force else record.points(file)
+    kept = {p.dir: stored[p.dir] for p in pl.points if p.dir in stored and not is_run_dir(out / p.dir)}
     t0 = time.perf_counter()
-    counts = sweep.run_sweep(pl, out, force=force, stream=sys.stdout)
+    try:
+        counts = sweep.run_sweep(
+            dataclasses.replace(pl, points=[p for p in pl.points if p.dir not in kept]), out, force=force, stream=sys.stdout
+        )
+    finally:  # also on Ctrl-C: the points done so far outlive this checkout
+        runs = _write_record(exp, pl, out, kept, file)
     print(
         f"  [{exp.tag}{'/' + part if part else ''}] {counts['computed']} point(s) computed, "
-        f"{counts['already_done']} reused, in {time.perf_counter() - t0:.1f} s",
+        f"{counts['already_done'] + len(kept)} reused ({len(kept)} from the record), in {time.perf_counter() - t0:.1f} s",
         flush=True,
     )
-    failed = [p.dir for p in pl.points if not is_run_dir(out / p.dir)]
+    failed = [p.dir for p in pl.points if p.dir not in runs]
     if failed:
         raise RuntimeError(f"{exp.tag}: {len(failed)} point(s) failed, see {out}/<point>/error.json: {', '.join(failed)}")
-    runs, kept = [], []
+    return [runs[p.dir] for p in pl.points]
+
+
+def _write_record(exp: Experiment, pl: sweep.Plan, out: Path, kept: dict, file: Path) -> dict[str, Run]:
+    """Write the record of every point of ``pl`` that is done (a sound folder under ``out``, or
+    ``kept`` from the record), in grid order; return those points' runs by folder name."""
+    runs, points = {}, []
     for p in pl.points:
-        res = load_run(out / p.dir)
-        r = Run(dict(p.settings), p.config, res.meta, res.metrics)
-        runs.append(r)
-        dims = schema(p.config["train"]["engine"])
-        kept.append((p.dir, r.settings, r.cfg, r.meta, record.compact(r.metrics, dims, r.times, exp.get("record_whole", ()))))
-    record.write(file, kept)
+        if is_run_dir(out / p.dir):
+            res = load_run(out / p.dir)
+            r = Run(dict(p.settings), p.config, res.meta, res.metrics)
+            arrays = record.compact(r.metrics, schema(p.config["train"]["engine"]), r.times, exp.get("record_whole", ()))
+        elif p.dir in kept:
+            r = Run(*kept[p.dir])
+            arrays = r.metrics
+        else:
+            continue
+        runs[p.dir] = r
+        points.append((p.dir, r.settings, r.cfg, r.meta, arrays))
+    if points:
+        record.write(file, points)
     return runs
+
+
+def pooled(runs: list[Run]) -> Run:
+    """One run of the replicas of ``runs``, points that differ only in ``train.seed`` (an
+    experiment that makes a point of each seed, so that every finished seed is kept): the
+    per-replica arrays joined in grid order, the seeds listed in the config, the wall times
+    added.  One run is returned as it is."""
+    if len(runs) == 1:
+        return runs[0]
+
+    def strip(cfg):
+        return {t: ({k: v for k, v in body.items() if k != "seed"} if t == "train" else body) for t, body in cfg.items()}
+
+    first = runs[0]
+    if any(strip(r.cfg) != strip(first.cfg) for r in runs[1:]):
+        raise ValueError("pooled: the points differ in more than train.seed")
+    dims = schema(first.cfg["train"]["engine"])
+
+    def per_replica(k):
+        return k == "emergence_step" or dims.get(k.split("@")[0], ("step",))[0] == "replica"
+
+    metrics = {}
+    for k, v in first.metrics.items():
+        if per_replica(k):
+            metrics[k] = np.concatenate([np.asarray(r.metrics[k]) for r in runs])
+        elif any(not np.array_equal(np.asarray(r.metrics[k]), np.asarray(v)) for r in runs[1:]):
+            raise ValueError(f"pooled: the points' {k!r} differ")
+        else:
+            metrics[k] = v
+    seeds = [s for r in runs for s in np.atleast_1d(r.cfg["train"]["seed"]).tolist()]
+    cfg = {**first.cfg, "train": {**first.cfg["train"], "seed": seeds}}
+    added = {k: sum(r.meta.get(k, 0) for r in runs) for k in ("wall_time_s", "replicas", "diverged_replicas")}
+    meta = {**first.meta, **added, "points": len(runs)}
+    return Run({k: v for k, v in first.settings.items() if k != "train.seed"}, cfg, meta, metrics)

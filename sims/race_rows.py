@@ -73,15 +73,19 @@ def _row(exp: Experiment, quantity: str, race_value: float, how: str) -> dict:
 def rows_09(mode: str, name: str = "09_loss_exponent_P256", within_run: bool = False) -> list[dict]:
     exp = load.load_experiment(name, mode)
     nb = int(exp.get("n_boot", 400))
-    (point,) = exp.plan().points
-    pred, T, grid, betas = _prediction(point.config, within_run)
+    points = exp.plan().points  # one point, or one point per seed (joined in grid order, as the analysis does)
+    each = [_prediction(pt.config, within_run) for pt in points]
+    grid = each[0][2]
+    T = np.concatenate([e[1] for e in each])
+    betas = np.concatenate([e[3] for e in each])
+    loss = np.concatenate([e[0].loss(grid) for e in each])
     P = T.shape[1]
-    at = sizes_label(P, int(point.config["student"]["m"]))
+    at = sizes_label(P, int(points[0].config["student"]["m"]))
     p = np.arange(1, P + 1)
     out = []
     for j, b in enumerate(sorted(set(betas.tolist()))):
         sel = betas == b
-        fit = loss_exponent(grid, T[sel], pred.loss(grid)[sel], n_boot=nb, seed=j)
+        fit = loss_exponent(grid, T[sel], loss[sel], n_boot=nb, seed=j)
         out.append(
             _row(
                 exp,

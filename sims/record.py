@@ -31,7 +31,7 @@ import numpy as np
 
 from scaling_sgd._src.files import atomic_write_bytes, json_default
 
-__all__ = ["CAP", "SLICE_CAP", "RecordError", "compact", "path", "read", "write"]
+__all__ = ["CAP", "SLICE_CAP", "RecordError", "compact", "path", "points", "read", "write"]
 
 #: the most numbers one stored array may hold
 CAP = 2**15
@@ -99,17 +99,35 @@ def write(file: Path, points: list[tuple[str, dict, dict, dict, dict]]) -> Path:
     return Path(file)
 
 
+def points(file: Path) -> dict[str, tuple[dict, dict, dict, dict]]:
+    """Every point the record ``file`` holds, ``{config hash: (settings, config, meta, arrays)}``,
+    whatever plan it was made for (``{}`` when there is no record): a record written while a
+    sweep was unfinished holds the points done by then."""
+    file = Path(file)
+    if not file.is_file():
+        return {}
+    with np.load(file, allow_pickle=False) as z:
+        head = json.loads(str(z["head"]))
+        return {
+            p["hash"]: (p["settings"], p["config"], p["meta"], {k: z[f"{i}/{k}"] for k in p["arrays"]})
+            for i, p in enumerate(head)
+        }
+
+
 def read(file: Path, hashes: list[str]) -> list[tuple[dict, dict, dict, dict]]:
     """The points of the record ``file`` as ``(settings, config, meta, arrays)``, checked to be
     those of ``hashes`` (the experiment's plan, grid order)."""
     file = Path(file)
+    rerun = f"python -m sims.reproduce {file.stem.split('-')[0].split('.')[0]}"
     if not file.is_file():
+        raise RecordError(f"record: no {file.name}; run its experiment to make it: {rerun}")
+    held = points(file)
+    got = list(held)
+    if set(got) < set(hashes):
         raise RecordError(
-            f"record: no {file.name}; run its experiment to make it: python -m sims.reproduce {file.stem.split('-')[0].split('.')[0]}"
+            f"record: {file.name} holds {len(got)} of the {len(hashes)} points the experiment plans "
+            f"(its run is unfinished); finish it: {rerun}"
         )
-    with np.load(file, allow_pickle=False) as z:
-        head = json.loads(str(z["head"]))
-        got = [p["hash"] for p in head]
-        if got != list(hashes):
-            raise RecordError(f"record: {file.name} holds the points {got}, the experiment plans {list(hashes)}; rerun it")
-        return [(p["settings"], p["config"], p["meta"], {k: z[f"{i}/{k}"] for k in p["arrays"]}) for i, p in enumerate(head)]
+    if got != list(hashes):
+        raise RecordError(f"record: {file.name} holds the points {got}, the experiment plans {list(hashes)}; rerun it")
+    return list(held.values())

@@ -27,7 +27,7 @@ from sims.output import Outcome, save_figure
 
 
 def run(exp: Experiment, force: bool = False) -> Outcome:
-    (r,) = load.run_sweep(exp, force=force)
+    r = load.pooled(load.run_sweep(exp, force=force))  # one point, or one point per seed
     nb = int(exp.get("n_boot", 400))
     P, m = int(r.cfg["teacher"]["P"]), int(r.cfg["student"]["m"])
     p = np.arange(1, P + 1)
