@@ -102,6 +102,8 @@ def _notes(r: Run, rows) -> list[str]:
             f"{learned} of {len(w['med'])} directions have a finite median emergence step by step "
             f"{fmt_steps(float(r.step[-1]))}."
         )
+    if len(rows) < 2:  # one beta (experiment 14): nothing to tell apart
+        return out
     ests = [w["fit"]["est"] for w in rows]
     order = "falls" if all(np.diff(ests) < 0) else "does not fall monotonically"
     sep = all(rows[i]["fit"]["hi"] < rows[i - 1]["fit"]["lo"] for i in range(1, len(rows)))
