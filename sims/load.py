@@ -252,10 +252,11 @@ def run_sweep(exp: Experiment, raw: dict | None = None, part: str | None = None,
     stored = {} if force else record.points(file)
     kept = {p.dir: stored[p.dir] for p in pl.points if p.dir in stored and not is_run_dir(out / p.dir)}
     t0 = time.perf_counter()
+    todo = [p for p in pl.points if p.dir not in kept]
     try:
-        counts = sweep.run_sweep(
-            dataclasses.replace(pl, points=[p for p in pl.points if p.dir not in kept]), out, force=force, stream=sys.stdout
-        )
+        counts = {"computed": 0, "already_done": 0}
+        if todo:
+            counts = sweep.run_sweep(dataclasses.replace(pl, points=todo), out, force=force, stream=sys.stdout)
     finally:  # also on Ctrl-C: the points done so far outlive this checkout
         runs = _write_record(exp, pl, out, kept, file)
     print(

@@ -85,6 +85,11 @@ def test_a_stopped_sweep_keeps_its_done_points_and_a_fresh_checkout_does_not_rec
     solo = ss.run(exp.plan().points[0].config)
     np.testing.assert_array_equal(runs[0].metrics["loss"], solo.metrics["loss"])
     np.testing.assert_array_equal(runs[0].times, load.Run({}, solo.config, solo.meta, solo.metrics).times)
+    # a second fresh checkout computes nothing at all
+    shutil.rmtree(exp.run_root)
+    asked.clear()
+    assert [r.metrics["loss"].tolist() for r in load.run_sweep(exp)] == [r.metrics["loss"].tolist() for r in runs]
+    assert asked == [] and not exp.run_root.exists()
     # and a replay of the finished record gives the same runs
     with load.replaying():
         again = load.run_sweep(exp)
