@@ -39,6 +39,7 @@ __all__ = [
     "observables",
     "population_loss",
     "population_loss_accurate",
+    "population_loss_float64",
     "per_sample_grad_coeffs",
     "student_output",
     "teacher_output",
@@ -199,7 +200,8 @@ def population_loss_accurate(model: Model, X, a, theta=None):
     ``m^2 + m P`` terms in double-word.  In float32 the plain form keeps only ``~1e-7`` of the
     ``O(1)`` terms that cancel to the loss, so its relative error grows as the loss falls; this
     one stays near float32 rounding (errors of both: benchmarks/NOTES.md, "The float32 loss
-    near zero").  The dynamics never use it: it is for logging.
+    near zero").  The dynamics never use it: it is the logged loss of a run below float64 on
+    a backend without float64 (:func:`observables`).
 
     Args:
         X: ``(m, n)`` students in coordinates where ``theta`` is orthonormal.
@@ -251,16 +253,40 @@ def population_loss_accurate(model: Model, X, a, theta=None):
     return tf.value(tf.add(tf.total(terms), tt))
 
 
+def population_loss_float64(model: Model, X, a, theta=None):
+    """:func:`population_loss` of students ``X`` ``(m, n)`` of a lower float type, evaluated in
+    float64 and rounded back to ``X``'s type (``theta`` as in :func:`population_loss_accurate`).
+
+    JAX's x64 mode is switched on for this expression only (at trace time; nothing global
+    changes), so a float32 run logs the loss exactly as a float64 run does, from the same
+    float32 coordinates: ``~1e-16`` of the ``O(1)`` terms that cancel, below what
+    :func:`population_loss_accurate` leaves, at one float64 Gram product instead of its 25
+    slice products and double-word elementwise work (~20x faster at ``m = 1024``,
+    benchmarks/NOTES.md)."""
+    with jax.enable_x64(True):
+        X64, a64 = X.astype(jnp.float64), a.astype(jnp.float64)
+        WT = X64[:, : a.shape[-1]] if theta is None else X64 @ theta.astype(jnp.float64).T
+        return population_loss(model, X64 @ X64.T, WT, a64).astype(X.dtype)
+
+
+def has_float64() -> bool:
+    """Whether the default backend computes in float64 (TPUs do not)."""
+    return jax.default_backend() != "tpu"
+
+
 def observables(model: Model, X, a, theta=None, with_overlap: bool = False):
     """:func:`gram_observables` of students ``X`` ``(m, n)`` (``theta`` as in
     :func:`population_loss_accurate`), with the loss free of cancellation error in every float
-    type: below float64 it is :func:`population_loss_accurate` (double-word), in float64 the
-    plain form (its rounding, ``~1e-16`` of the ``O(1)`` terms, is already negligible)."""
+    type: below float64 it is evaluated in float64 (:func:`population_loss_float64`), or in
+    double-word arithmetic on a backend without float64 (:func:`population_loss_accurate`);
+    in float64 the plain form (its rounding, ``~1e-16`` of the ``O(1)`` terms, is already
+    negligible)."""
     P = a.shape[-1]
     WT = X[:, :P] if theta is None else X @ theta.T
     out = gram_observables(model, X @ X.T, WT, a, with_overlap)
     if jnp.finfo(X.dtype).nmant < jnp.finfo(jnp.float64).nmant:
-        out["loss"] = population_loss_accurate(model, X, a, theta)
+        exact = population_loss_float64 if has_float64() else population_loss_accurate
+        out["loss"] = exact(model, X, a, theta)
     return out
 
 
