@@ -261,7 +261,7 @@ def population_loss_float64(model: Model, X, a, theta=None):
     changes), so a float32 run logs the loss exactly as a float64 run does, from the same
     float32 coordinates: ``~1e-16`` of the ``O(1)`` terms that cancel, below what
     :func:`population_loss_accurate` leaves, at one float64 Gram product instead of its 25
-    slice products and double-word elementwise work (~20x faster at ``m = 1024``,
+    slice products and double-word elementwise work (7.2 ms against 64 ms at ``m = 256``,
     benchmarks/NOTES.md)."""
     with jax.enable_x64(True):
         X64, a64 = X.astype(jnp.float64), a.astype(jnp.float64)
