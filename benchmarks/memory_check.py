@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -125,7 +126,11 @@ print(json.dumps({"estimate": sum(parts.values()), "parts": parts, "peak": peak}
 
 def measure(over: dict) -> dict:
     """Estimate and peak RSS (bytes) of one config in a fresh process."""
-    proc = subprocess.run([sys.executable, "-c", WORKER, json.dumps({**BASE, **over})], capture_output=True, text=True, cwd=ROOT)
+    # Without the on-disk compilation cache: a program loaded from it skips the compiler,
+    # whose memory (~0.17 GB here) a first run holds and the estimate's runtime part counts.
+    env = {**os.environ, "SCALING_SGD_COMPILATION_CACHE": "0"}
+    cmd = [sys.executable, "-c", WORKER, json.dumps({**BASE, **over})]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr[-1500:])
     out = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -21,7 +21,7 @@ _spec = importlib.util.spec_from_file_location("memory_check", ROOT / "benchmark
 memory_check = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(memory_check)
 
-CASES = ["sgd d=2^16 R=8", "reduced P=m=128 R=128", "flow rkc P=m=512 R=8", "flow ros2 P=m=256 R=2"]
+CASES = ["sgd d=2^16 R=8", "reduced P=m=256 R=64", "flow rkc P=m=512 R=8", "flow ros2 P=m=256 R=2"]
 RUNTIME = "compiler and runtime"
 
 

@@ -77,9 +77,10 @@ __all__ = [
 ]
 
 # Arrays (R, m, P + m) the compiled gradient and observables hold at once: the kernels of
-# the Gram matrices by Horner's rule, their derivatives and double-word products (peak RSS
-# of flow runs at P = m = 512 and 1024, d = 4 m, float32: ~46 such arrays).
-GRAM_COPIES = 48
+# the Gram matrices by Horner's rule and their derivatives (peak RSS of rkc runs, d = 4 m,
+# float32, the log-point loss in float64, less a tiny run's: 16 to 17 such arrays at
+# P = m = 512 and 1024, 26 at P = m = 256 where the runtime's spread is a larger share).
+GRAM_COPIES = 20
 
 
 #: From this many neurons on, the gradient's Gram matrix ``C C^T`` is three block products

@@ -67,10 +67,10 @@ lax = lazy("jax.lax")
 
 # Arrays of the size of the coordinates and one block's noise that a compiled block holds at
 # once: the loop carry and its update, and the block's normal draw, its masked coordinates,
-# its Bartlett factors and their placed copy.  Measured: peak RSS less the runtime and logs is
-# 6.6 to 8.9 times the bytes of ``(R, m + 2 K B, P + m + K B)`` at P = m = 128 and 256 (two
-# runs each, benchmarks/memory_check.py).
-WORKING_COPIES = 8.0
+# its Bartlett factors and their placed copy.  Measured: peak RSS less a tiny run's is 3.3 to
+# 4.0 times the bytes of ``(R, m + 2 K B, P + m + K B)`` at P = m = 128 and 256, float32,
+# with the log-point loss in float64 (benchmarks/memory_check.py).
+WORKING_COPIES = 4.0
 
 __all__ = [
     "Reduced",
