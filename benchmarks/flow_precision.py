@@ -8,8 +8,8 @@ A run of the engine in float32 draws its start in float32, so two runs of the sa
 float32 and float64 start from different students and cannot be compared direction by
 direction.  Here one float64 start (the engine's own, ``flow.init``, seed 0 of the flow
 scaling setting: P = m, beta = 1, h4, d = 1e4, lr = 1e-4, to step 5e8) is integrated by the
-engine's solver (:class:`RKC`, with the engine's emergence event) in each case: dtype and
-``rtol``.  The float32 case starts from the float64 start rounded to float32, and runs with
+engine's solver (``rkc``, or the solver a case names, with the engine's emergence event) in
+each case (``[solver:]dtype:rtol``).  The float32 case starts from the float64 start rounded to float32, and runs with
 x64 off, as a float32 run does.  Each case writes ``results/flow_precision/P{P}_{dtype}_rtol{rtol}.npz``
 (loss and skill at the 200 log points, the located crossings, gradient evaluations, wall
 time; an existing file is kept, so an interrupted sitting resumes case by case).
@@ -33,19 +33,26 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "results" / "flow_precision"
 
 
-def config(P: int, dtype: str, rtol: float, steps: float = 5e8, points: int = 200) -> dict:
+def parse(case: str) -> tuple[str, str, float]:
+    """``"[solver:]dtype:rtol"`` -> ``(solver, dtype, rtol)`` (solver default ``rkc``)."""
+    parts = case.split(":")
+    solver = parts[0] if len(parts) == 3 else "rkc"
+    return solver, parts[-2], float(parts[-1])
+
+
+def config(P: int, dtype: str, rtol: float, steps: float = 5e8, points: int = 200, solver: str = "rkc") -> dict:
     return {
         "teacher": {"P": P, "beta": 1.0, "activation": "h4"},
         "student": {"m": P},
         "data": {"d": 10_000},
         "train": {"engine": "flow", "steps": int(steps), "lr": 1e-4, "seed": 0, "dtype": dtype, "progress": False},
         "log": {"points": points, "overlap": False},
-        "flow": {"solver": "rkc", "rtol": rtol, "atol": 1e-9},
+        "flow": {"solver": solver, "rtol": rtol, "atol": 1e-9},
     }
 
 
-def case_path(P: int, dtype: str, rtol: float) -> Path:
-    return OUT / f"P{P}_{dtype}_rtol{rtol:.0e}.npz"
+def case_path(P: int, dtype: str, rtol: float, solver: str = "rkc") -> Path:
+    return OUT / f"P{P}_{'' if solver == 'rkc' else solver + '_'}{dtype}_rtol{rtol:.0e}.npz"
 
 
 def start(P: int) -> np.ndarray:
@@ -60,7 +67,7 @@ def start(P: int) -> np.ndarray:
         return np.asarray(flow.init(spec.static, spec.replicas.seed[0], spec.replicas.init_scale))
 
 
-def run_case(P: int, dtype: str, rtol: float, C0: np.ndarray) -> dict:
+def run_case(P: int, dtype: str, rtol: float, C0: np.ndarray, solver: str = "rkc") -> dict:
     """Integrate one case to every log point; the arrays ``compare`` reads."""
     import jax
     import jax.numpy as jnp
@@ -68,7 +75,7 @@ def run_case(P: int, dtype: str, rtol: float, C0: np.ndarray) -> dict:
     import scaling_sgd as ss
     from scaling_sgd._src import model as mdl
 
-    spec = ss.build_spec(ss.resolve_config(config(P, dtype, rtol)))
+    spec = ss.build_spec(ss.resolve_config(config(P, dtype, rtol, solver=solver)))
     engine, static, reps = spec.engine, spec.static, spec.replicas
     model = static.model
     with jax.enable_x64(dtype == "float64"):
@@ -108,8 +115,8 @@ def compare(P: int, ref: str, cases: list[str]) -> list[dict]:
     from scaling_sgd.analysis.emergence import loss_fit_window
 
     def load(c):
-        dtype, rtol = c.split(":")
-        return dict(np.load(case_path(P, dtype, float(rtol))))
+        solver, dtype, rtol = parse(c)
+        return dict(np.load(case_path(P, dtype, rtol, solver)))
 
     r = load(ref)
     lo, hi = loss_fit_window(r["crossing_step"])
@@ -153,12 +160,12 @@ def main(argv=None) -> int:
         OUT.mkdir(parents=True, exist_ok=True)
         C0 = start(args.P)
         for c in args.cases:
-            dtype, rtol = c.split(":")
-            path = case_path(args.P, dtype, float(rtol))
+            solver, dtype, rtol = parse(c)
+            path = case_path(args.P, dtype, rtol, solver)
             if path.exists():
                 print(f"{c}: kept {path.name}", flush=True)
                 continue
-            res = run_case(args.P, dtype, float(rtol), C0)
+            res = run_case(args.P, dtype, rtol, C0, solver)
             tmp = path.with_suffix(".tmp.npz")
             np.savez(tmp, **res)
             tmp.replace(path)

@@ -159,7 +159,10 @@ def test_each_solver_gets_the_configured_tolerances(name):
     solver = flow.Flow.from_config(cfg).solver
     assert (solver.rtol, solver.atol) == (3e-6, 7e-11)
     assert isinstance(
-        solver, flow_solvers.RKC if name in ("auto", "rkc") else flow_solvers.ROS2 if name == "ros2" else flow_solvers.Diffrax
+        solver,
+        {"auto": flow_solvers.RKC, "rkc": flow_solvers.RKC, "ros2": flow_solvers.ROS2, "rosw": flow_solvers.ROSW}.get(
+            name, flow_solvers.Diffrax
+        ),
     )
     if isinstance(solver, flow_solvers.Diffrax):
         assert solver.name == name

@@ -27,17 +27,23 @@ RTOL, ATOL = 1e-6, 1e-9
 # global error allowed at an output, |y| <= 1: the solvers' own errors are below 5e-6 here;
 # an output taken one step early (at t = 0 for ts[1]) is off by ~5e-3
 TOL = 3e-5
+# rosw's scalar J (the fast rate) is far off on the slow modes, and its global error reaches
+# 2.4e-4 here: 1e-3 still tells an output taken one step early
+TOL_OF = {"rosw": 1e-3}
 
 
 def _exact(t):
     return scipy.linalg.expm(A * t) @ Y0
 
 
-def _linear():
+def _linear(solver=None):
+    """``f``, the ``jac`` the solver asks for, and ``y0`` as one "neuron" row ``(1, 3)``:
+    the block Jacobian ``A``, or ``(f, alpha)`` with ``alpha`` the fast rate."""
     Aj = jnp.asarray(A)
-    f = lambda C: C @ Aj.T  # noqa: E731  C (1, 3): one "neuron" row y^T
-    jac = lambda C: Aj[None]  # noqa: E731  its block Jacobian (m = 1)
-    return f, jac, jnp.asarray(Y0[None])
+    f = lambda C: C @ Aj.T  # noqa: E731
+    if solver is not None and solver.jacobian == "neuron rates":
+        return f, (lambda C: (f(C), jnp.full((1,), LAM[-1]))), jnp.asarray(Y0[None])
+    return f, (lambda C: Aj[None]), jnp.asarray(Y0[None])
 
 
 def _proposal(solver, before, after) -> float:
@@ -86,21 +92,21 @@ def _one_attempt_at_a_time(solver, f, jac, C0, ts):
     return outputs, times, st, landing_rejections, visited
 
 
-@pytest.mark.parametrize("name", ["rkc", "ros2"])
+@pytest.mark.parametrize("name", ["rkc", "ros2", "rosw"])
 def test_stepping_solvers_record_every_output_at_its_time_through_rejected_landings(name):
-    """rkc and ros2 land their steps on the output times.  One attempt at a time: a rejected
+    """rkc, ros2 and rosw land their steps on the output times.  One attempt at a time: a rejected
     attempt that would have landed on ``ts[k]`` leaves ``k`` where it is, and whenever output
     ``k`` is reported reached the solver is at exactly ``ts[k]`` with ``y = expm(A ts[k]) y0``.
     The same outputs come from :func:`flow_solvers.solve` in one call, bit for bit."""
-    solver = flow_solvers.make_solver(name, RTOL, ATOL)
-    f, jac, C0 = _linear()
+    solver, tol = flow_solvers.make_solver(name, RTOL, ATOL), TOL_OF.get(name, TOL)
+    f, jac, C0 = _linear(solver)
     ts = jnp.asarray(TS)
     outputs, times, st, landing_rejections, _ = _one_attempt_at_a_time(solver, f, jac, C0, ts)
     assert landing_rejections > 0 and int(solver.rejected(st)) >= landing_rejections  # not vacuous
     assert not bool(solver.failed(st)) and sorted(outputs) == list(range(len(TS)))
     for k, t in enumerate(TS):
         assert times[k] == t, (k, times[k], t)
-        np.testing.assert_allclose(outputs[k][0], _exact(t), rtol=0, atol=TOL, err_msg=f"output {k} at t = {t}")
+        np.testing.assert_allclose(outputs[k][0], _exact(t), rtol=0, atol=tol, err_msg=f"output {k} at t = {t}")
     Cs, failed, steps = jax.jit(lambda c: flow_solvers.solve(solver, f, jac, c, ts))(C0)
     assert not bool(failed) and int(steps) == int(solver.steps(st))
     np.testing.assert_array_equal(np.asarray(Cs), np.stack([outputs[k] for k in range(len(TS))]))
@@ -111,7 +117,7 @@ def test_diffrax_solvers_record_every_output_at_its_time_with_rejections(name):
     """The diffrax solvers save at the output times (interpolating inside a step) and reject
     steps on this problem too: every output is ``expm(A ts[k]) y0``."""
     solver = flow_solvers.make_solver(name, RTOL, ATOL)
-    f, jac, C0 = _linear()
+    f, jac, C0 = _linear()  # the block Jacobian: diffrax calls neither
     ts = jnp.asarray(TS)
     Cs, failed, _ = jax.jit(lambda c: flow_solvers.solve(solver, f, jac, c, ts))(C0)
     state = jax.jit(lambda c: solver.init(f, jac, c, ts))(C0)

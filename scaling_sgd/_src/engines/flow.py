@@ -18,8 +18,11 @@ while the remaining plateaus last ``O(d)``; an explicit solver is then limited b
 stability, not accuracy.  ``flow.solver = "auto"`` (= ``"rkc"``) is second-order
 Runge-Kutta-Chebyshev (:class:`.flow_solvers.RKC`): the Jacobian is minus a symmetric
 Hessian, so its spectrum is real and ``s`` gradient evaluations buy a stability interval
-``~0.653 s^2``, with no Jacobian formed.  ``"ros2"`` (a Rosenbrock-W method with the
-per-neuron block-diagonal Jacobian) and the diffrax solvers (``"kvaerno5"`` implicit with
+``~0.653 s^2``, with no Jacobian formed.  ``"rosw"`` (:class:`.flow_solvers.ROSW`) is a
+Rosenbrock-W method with one scalar per neuron, :func:`gradient_and_rate`'s ``alpha``: two
+gradients a step, fewer steps than RKC where the flow's stiff modes are those rates (a
+single Hermite degree >= 3; benchmarks/NOTES.md, "P = m = 1024 on the CPU").  ``"ros2"``
+(a Rosenbrock-W method with the per-neuron block-diagonal Jacobian) and the diffrax solvers (``"kvaerno5"`` implicit with
 the dense ``m(P+m)`` Jacobian, ``"tsit5"``/``"dopri5"`` explicit) are references
 (``"rkc"`` against ``"ros2"``: benchmarks/NOTES.md, "The `flow` engine at P = m = 256 and
 beyond").
@@ -68,6 +71,7 @@ __all__ = [
     "FlowRun",
     "gram",
     "gradient",
+    "gradient_and_rate",
     "gradient_row",
     "block_jacobian",
     "loss",
@@ -108,6 +112,13 @@ def loss(model: mdl.Model, C, a):
 
 def gradient(model: mdl.Model, C, a):
     """Closed-form ``grad_C (1/2) MSE`` ``(m, P + m)`` (see the module docstring)."""
+    return gradient_and_rate(model, C, a)[0]
+
+
+def gradient_and_rate(model: mdl.Model, C, a):
+    """:func:`gradient` and each neuron's relaxation rate ``alpha`` ``(m,)``:
+    ``alpha_i = A_i. r2 - B_i. a + r2_i K_ss'(1)``, the rate at which the tangent directions
+    of a learned neuron relax (``4 a_p`` for ``h4``), the scalar Jacobian of :mod:`.rosw`."""
     P = model.P
     r2 = jnp.sum(C * C, axis=-1)
     r = jnp.sqrt(jnp.maximum(r2, 1e-300 if C.dtype == jnp.float64 else 1e-30))
@@ -122,7 +133,8 @@ def gradient(model: mdl.Model, C, a):
     Bm = 2.0 * s.kernel(M, t) - M * dKM
     coef = A @ r2 - Bm @ a  # (m,)
     g = coef[:, None] * C + (rr * dKG) @ C
-    return g.at[:, :P].add(-(r[:, None] * dKM * a[None, :]))
+    alpha = coef + r2 * s.kernel_derivative(jnp.ones((), C.dtype))
+    return g.at[:, :P].add(-(r[:, None] * dKM * a[None, :])), alpha
 
 
 def direction_observable(model: mdl.Model, C, a, name: str):
@@ -295,8 +307,20 @@ class Flow(Engine):
         return dataclasses.replace(static, model=model), dataclasses.replace(reps, d=np.int32(d))
 
     def _f(self, static: Static, a):
+        """``f = -gradient`` and what the solver's ``jacobian`` asks for."""
         model = static.model
-        return (lambda C: -gradient(model, C, a)), (lambda C: block_jacobian(model, C, a))
+        if self.solver.jacobian == "neuron rates":
+
+            def jac(C):
+                g, alpha = gradient_and_rate(model, C, a)
+                return -g, alpha
+
+        else:
+
+            def jac(C):
+                return block_jacobian(model, C, a)
+
+        return (lambda C: -gradient(model, C, a)), jac
 
     def _event(self, static: Static, a):
         """``observable - threshold`` ``(P,)``: its zeros are the emergences."""

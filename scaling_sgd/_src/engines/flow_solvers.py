@@ -12,6 +12,9 @@ depend on where the stepping stops and resumes.
   ``O(m (P+m))``; cost: benchmarks/NOTES.md, "The `flow` engine at P = m = 256 and beyond".
 * :class:`ROS2`: adaptive second-order Rosenbrock-W with the per-neuron block-diagonal
   Jacobian, the reference stiff solver (``O(m (P+m)^3)`` per step).
+* :class:`ROSW`: the same W-method with one scalar per neuron (:mod:`.rosw`): two gradient
+  evaluations a step and a division, for flows whose stiff block of a neuron is a multiple
+  of the identity (``h4``).
 * :class:`Diffrax`: a diffrax solver (``kvaerno5``/``kvaerno3`` implicit with the dense
   Jacobian, ``tsit5``/``dopri5`` explicit), solved in one go at ``init`` (a reference: no
   progress inside, memory ``O(T m (P+m))``).
@@ -25,12 +28,24 @@ import math
 from typing import Any, NamedTuple
 
 from ..lazy import lazy
-from . import rkc
+from . import rkc, rosw
 
 jax = lazy("jax")
 jnp = lazy("jax.numpy")
 
-__all__ = ["FlowSolver", "RKC", "ROS2", "ROS2State", "Diffrax", "DiffraxState", "make_solver", "solve", "SOLVERS", "MAX_STEPS"]
+__all__ = [
+    "FlowSolver",
+    "RKC",
+    "ROS2",
+    "ROS2State",
+    "ROSW",
+    "Diffrax",
+    "DiffraxState",
+    "make_solver",
+    "solve",
+    "SOLVERS",
+    "MAX_STEPS",
+]
 
 # Total step budget of one solve: a replica that needs more is flagged as diverged.
 MAX_STEPS = 200_000
@@ -39,11 +54,15 @@ MAX_STEPS = 200_000
 class FlowSolver(abc.ABC):
     """Interface of a resumable solver for one replica (vmapped by the engine).
 
-    ``f(C)`` is the right-hand side; ``jac(C)`` its per-neuron diagonal Jacobian blocks
-    ``(m, n, n)`` (only solvers that need it call it).  ``event(C)`` ``(P,)``: a function
+    ``f(C)`` is the right-hand side; ``jac(C)`` what the solver's :attr:`jacobian` asks
+    for (only solvers that need it call it): ``"blocks"``, the per-neuron diagonal Jacobian
+    blocks ``(m, n, n)``; ``"neuron rates"``, ``(f(C), alpha)`` with ``alpha`` ``(m,)`` each
+    neuron's relaxation rate (:mod:`.rosw`), from one evaluation.  ``event(C)`` ``(P,)``: a function
     whose first upward zero crossings a solver may locate between its steps
     (:meth:`crossings`); a solver that cannot ignores it.
     """
+
+    jacobian = "blocks"
 
     @abc.abstractmethod
     def init(self, f, jac, C0, ts, event=None) -> Any:
@@ -258,6 +277,53 @@ class RKC(FlowSolver):
         return None if state.cross is None else state.cross.t
 
 
+@dataclasses.dataclass(frozen=True)
+class ROSW(FlowSolver):
+    """ROS2-W with ``J_i = -max(alpha_i, 0) I`` per neuron (:mod:`.rosw`): two gradients a
+    step, no Jacobian.  Its rates are exact for ``h4``; elsewhere it stays correct but slow
+    (benchmarks/NOTES.md, "Candidates")."""
+
+    rtol: float = 1e-5
+    atol: float = 1e-9
+    max_steps: int = 2_000_000
+    jacobian = "neuron rates"
+
+    def init(self, f, jac, C0, ts, event=None) -> rosw.ROSWState:
+        return rosw.init(jac, C0, ts, event)
+
+    def advance(self, f, jac, state: rosw.ROSWState, ts, j, budget, frozen, event=None) -> rosw.ROSWState:
+        def cond(c):
+            s, n = c
+            return (s.k <= j) & ~rosw.done(s, ts) & ~frozen & (n < budget)
+
+        def body(c):
+            s, n = c
+            return rosw.step(jac, s, ts, self.rtol, self.atol, self.max_steps, event), n + 1
+
+        return jax.lax.while_loop(cond, body, (state, jnp.asarray(0, jnp.int32)))[0]
+
+    def time(self, state: rosw.ROSWState, ts):
+        return state.t
+
+    def reached(self, state: rosw.ROSWState):
+        return state.k
+
+    def current(self, state: rosw.ROSWState, j):
+        return state.y
+
+    def failed(self, state: rosw.ROSWState):
+        return state.failed
+
+    def steps(self, state: rosw.ROSWState):
+        return state.n_steps
+
+    def rejected(self, state: rosw.ROSWState):
+        return state.n_rejected
+
+    def crossings(self, state: rosw.ROSWState):
+        return None if state.cross is None else state.cross.t
+
+
 class DiffraxState(NamedTuple):
     """The whole solution ``Cs`` ``(T, m, P+m)``, whether it succeeded, and the steps
     attempted (``nst``) and rejected (``nrej``)."""
@@ -328,6 +394,7 @@ SOLVERS = {
     "auto": lambda rtol, atol: RKC(rtol, atol),
     "rkc": lambda rtol, atol: RKC(rtol, atol),
     "ros2": lambda rtol, atol: ROS2(rtol, atol),
+    "rosw": lambda rtol, atol: ROSW(rtol, atol),
     **{name: (lambda rtol, atol, name=name: Diffrax(name, rtol, atol)) for name in _DIFFRAX},
 }
 
