@@ -222,8 +222,50 @@ class ROS2(FlowSolver):
         return state.bad | (state.nst >= self.max_steps)
 
 
+class _Stepper(FlowSolver):
+    """A solver whose state has the fields ``t, y, k, n_steps, n_rejected, failed, cross``
+    and which advances by a function ``_step(f, jac, state, ts, event)`` that leaves a
+    finished state unchanged (:mod:`.rkc`, :mod:`.rosw`)."""
+
+    @abc.abstractmethod
+    def _step(self, f, jac, state, ts, event):
+        """One attempted step."""
+
+    def advance(self, f, jac, state, ts, j, budget, frozen, event=None):
+        def cond(c):
+            s, n = c
+            return (s.k <= j) & (s.k < ts.shape[0]) & ~s.failed & ~frozen & (n < budget)
+
+        def body(c):
+            s, n = c
+            return self._step(f, jac, s, ts, event), n + 1
+
+        return jax.lax.while_loop(cond, body, (state, jnp.asarray(0, jnp.int32)))[0]
+
+    def time(self, state, ts):
+        return state.t
+
+    def reached(self, state):
+        return state.k
+
+    def current(self, state, j):
+        return state.y
+
+    def failed(self, state):
+        return state.failed
+
+    def steps(self, state):
+        return state.n_steps
+
+    def rejected(self, state):
+        return state.n_rejected
+
+    def crossings(self, state):
+        return None if state.cross is None else state.cross.t
+
+
 @dataclasses.dataclass(frozen=True)
-class RKC(FlowSolver):
+class RKC(_Stepper):
     """Second-order Runge-Kutta-Chebyshev with a power-iteration spectral radius
     (:mod:`.rkc`): the flow's Jacobian is minus a symmetric Hessian, so its spectrum is real
     and ``s`` gradient evaluations buy a stability interval ``0.653 s^2``."""
@@ -242,43 +284,13 @@ class RKC(FlowSolver):
         ev = None if event is None else (lambda y, _: event(y))
         return rkc.init(lambda y, _: f(y), C0, ts, None, self.settings, event=ev)
 
-    def advance(self, f, jac, state: rkc.RKCState, ts, j, budget, frozen, event=None) -> rkc.RKCState:
+    def _step(self, f, jac, state, ts, event):
         ev = None if event is None else (lambda y, _: event(y))
-
-        def cond(c):
-            s, n = c
-            return (s.k <= j) & ~rkc.done(s, ts) & ~frozen & (n < budget)
-
-        def body(c):
-            s, n = c
-            return rkc.step(lambda y, _: f(y), s, ts, None, self.settings, event=ev), n + 1
-
-        return jax.lax.while_loop(cond, body, (state, jnp.asarray(0, jnp.int32)))[0]
-
-    def time(self, state: rkc.RKCState, ts):
-        return state.t
-
-    def reached(self, state: rkc.RKCState):
-        return state.k
-
-    def current(self, state: rkc.RKCState, j):
-        return state.y
-
-    def failed(self, state: rkc.RKCState):
-        return state.failed
-
-    def steps(self, state: rkc.RKCState):
-        return state.n_steps
-
-    def rejected(self, state: rkc.RKCState):
-        return state.n_rejected
-
-    def crossings(self, state: rkc.RKCState):
-        return None if state.cross is None else state.cross.t
+        return rkc.step(lambda y, _: f(y), state, ts, None, self.settings, event=ev)
 
 
 @dataclasses.dataclass(frozen=True)
-class ROSW(FlowSolver):
+class ROSW(_Stepper):
     """ROS2-W with ``J_i = -max(alpha_i, 0) I`` per neuron (:mod:`.rosw`): two gradients a
     step, no Jacobian.  Its rates are exact for ``h4``; elsewhere it stays correct but slow
     (benchmarks/NOTES.md, "Candidates")."""
@@ -291,37 +303,8 @@ class ROSW(FlowSolver):
     def init(self, f, jac, C0, ts, event=None) -> rosw.ROSWState:
         return rosw.init(jac, C0, ts, event)
 
-    def advance(self, f, jac, state: rosw.ROSWState, ts, j, budget, frozen, event=None) -> rosw.ROSWState:
-        def cond(c):
-            s, n = c
-            return (s.k <= j) & ~rosw.done(s, ts) & ~frozen & (n < budget)
-
-        def body(c):
-            s, n = c
-            return rosw.step(jac, s, ts, self.rtol, self.atol, self.max_steps, event), n + 1
-
-        return jax.lax.while_loop(cond, body, (state, jnp.asarray(0, jnp.int32)))[0]
-
-    def time(self, state: rosw.ROSWState, ts):
-        return state.t
-
-    def reached(self, state: rosw.ROSWState):
-        return state.k
-
-    def current(self, state: rosw.ROSWState, j):
-        return state.y
-
-    def failed(self, state: rosw.ROSWState):
-        return state.failed
-
-    def steps(self, state: rosw.ROSWState):
-        return state.n_steps
-
-    def rejected(self, state: rosw.ROSWState):
-        return state.n_rejected
-
-    def crossings(self, state: rosw.ROSWState):
-        return None if state.cross is None else state.cross.t
+    def _step(self, f, jac, state, ts, event):
+        return rosw.step(jac, state, ts, self.rtol, self.atol, self.max_steps, event)
 
 
 class DiffraxState(NamedTuple):
